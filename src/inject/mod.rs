@@ -1,0 +1,268 @@
+//! Pure admission logic: a request view and a peer snapshot in, a decision out.
+
+pub mod patch;
+pub mod review;
+
+use std::sync::Arc;
+
+use json_patch::Patch;
+
+use crate::peers::{Lookup, PeerList, PeerSnapshot};
+use review::{PodView, RequestView};
+
+/// Label every operator-made pod carries.
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+/// Its value for Stellar nodes.
+pub const LABEL_NAME_VALUE: &str = "stellar-node";
+/// Label naming the StellarNode a pod belongs to.
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+/// `"false"` opts a pod out of injection.
+pub const ANNOTATION_OPT_OUT: &str = "stellar.org/inject-peers";
+/// The stellar-core snippet, projected into the container by the downwardAPI volume.
+pub const ANNOTATION_CONFIG: &str = "stellar.org/peers-config";
+/// The content hash of the injected list (also on pod templates, set by the rollout loop).
+pub const ANNOTATION_HASH: &str = "stellar.org/peers-hash";
+/// The number of injected peers.
+pub const ANNOTATION_COUNT: &str = "stellar.org/peer-count";
+/// Name of the injected downwardAPI volume.
+pub const VOLUME_NAME: &str = "stellar-peers";
+
+/// How the patch is shaped.
+#[derive(Clone, Debug)]
+pub struct InjectSettings {
+    /// Name of the container to inject into (else the first).
+    pub container: String,
+    /// Absolute path of the snippet file inside the container.
+    pub mount_path: String,
+}
+
+impl Default for InjectSettings {
+    fn default() -> Self {
+        Self {
+            container: "stellar-node".to_owned(),
+            mount_path: "/etc/stellar/peers/peers.cfg".to_owned(),
+        }
+    }
+}
+
+impl InjectSettings {
+    /// Checks that `mount_path` is an absolute file path below a directory other than `/`.
+    pub fn validate(&self) -> Result<(), String> {
+        let p = &self.mount_path;
+        let ok = p.starts_with('/')
+            && !p.ends_with('/')
+            && p.rfind('/').is_some_and(|i| i > 0)
+            && !p.split('/').any(|s| s == ".." || s == ".");
+        if !ok {
+            return Err(format!(
+                "--mount-path {p:?} must be an absolute file path inside a directory, like /etc/stellar/peers/peers.cfg"
+            ));
+        }
+        if self.container.is_empty() {
+            return Err("--container must not be empty".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The directory the volume is mounted on.
+    pub fn mount_dir(&self) -> &str {
+        self.mount_path.rsplit_once('/').map_or("/", |(d, _)| d)
+    }
+
+    /// The file name inside that directory.
+    pub fn file_name(&self) -> &str {
+        self.mount_path
+            .rsplit_once('/')
+            .map_or(&*self.mount_path, |(_, f)| f)
+    }
+}
+
+/// Why a request was allowed without a patch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    NotCreate,
+    NotPod,
+    NotStellar,
+    NoInstanceLabel,
+    OptedOut,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotCreate => "not-create",
+            Self::NotPod => "not-pod",
+            Self::NotStellar => "not-stellar",
+            Self::NoInstanceLabel => "no-instance-label",
+            Self::OptedOut => "opted-out",
+        }
+    }
+}
+
+/// Why a Stellar pod was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    MalformedPod,
+    NoNamespace,
+    NoContainers,
+    UnknownNode,
+    InvalidNode,
+}
+
+impl DenyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedPod => "malformed-pod",
+            Self::NoNamespace => "no-namespace",
+            Self::NoContainers => "no-containers",
+            Self::UnknownNode => "unknown-node",
+            Self::InvalidNode => "invalid-node",
+        }
+    }
+}
+
+/// What to answer.
+#[derive(Debug)]
+pub enum Decision {
+    /// Allow unchanged.
+    Skip(SkipReason),
+    /// Allow with this patch.
+    Inject {
+        patch: Patch,
+        list: Arc<PeerList>,
+        node: String,
+        warnings: Vec<String>,
+    },
+    /// Refuse, with a message for whoever created the pod.
+    Deny { reason: DenyReason, message: String },
+    /// The cache has not synced: answer 503 and let failurePolicy decide.
+    NotReady,
+}
+
+/// Decides an admission request. Pure: no I/O, no clock.
+pub fn decide(
+    req: &RequestView<'_>,
+    snapshot: Option<&PeerSnapshot>,
+    settings: &InjectSettings,
+) -> Decision {
+    if req.operation != "CREATE" {
+        return Decision::Skip(SkipReason::NotCreate);
+    }
+    if req.kind.kind != "Pod"
+        || !req.kind.group.is_empty()
+        || req.sub_resource.as_deref().is_some_and(|s| !s.is_empty())
+    {
+        return Decision::Skip(SkipReason::NotPod);
+    }
+    let Some(raw) = req.object else {
+        return Decision::Deny {
+            reason: DenyReason::MalformedPod,
+            message: "stellar-peer-injector: the Pod CREATE request carries no object".to_owned(),
+        };
+    };
+    let pod: PodView<'_> = match serde_json::from_str(raw.get()) {
+        Ok(p) => p,
+        Err(e) => {
+            return Decision::Deny {
+                reason: DenyReason::MalformedPod,
+                message: format!(
+                    "stellar-peer-injector: cannot read the pod ({e}); fix the pod manifest"
+                ),
+            };
+        }
+    };
+    let namespace = req
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            pod.metadata
+                .as_ref()
+                .and_then(|m| m.namespace.as_deref())
+                .filter(|n| !n.is_empty())
+        });
+    decide_pod(&pod, namespace, snapshot, settings)
+}
+
+/// The decision for one pod (or pod template) in `namespace`. Shared by the webhook
+/// and the offline `inject` command.
+pub fn decide_pod(
+    pod: &PodView<'_>,
+    namespace: Option<&str>,
+    snapshot: Option<&PeerSnapshot>,
+    settings: &InjectSettings,
+) -> Decision {
+    if pod.label(LABEL_NAME) != Some(LABEL_NAME_VALUE) {
+        return Decision::Skip(SkipReason::NotStellar);
+    }
+    let Some(instance) = pod.label(LABEL_INSTANCE).filter(|s| !s.is_empty()) else {
+        return Decision::Skip(SkipReason::NoInstanceLabel);
+    };
+    if pod
+        .annotation(ANNOTATION_OPT_OUT)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
+    {
+        return Decision::Skip(SkipReason::OptedOut);
+    }
+    let Some(snapshot) = snapshot else {
+        return Decision::NotReady;
+    };
+    let Some(namespace) = namespace else {
+        return Decision::Deny {
+            reason: DenyReason::NoNamespace,
+            message: "stellar-peer-injector: the pod has no namespace".to_owned(),
+        };
+    };
+    let list = match snapshot.lookup(namespace, instance) {
+        Lookup::Found(l) => l,
+        Lookup::Unknown => {
+            return Decision::Deny {
+                reason: DenyReason::UnknownNode,
+                message: format!(
+                    "stellar-peer-injector: no StellarNode {namespace}/{instance} (from label {LABEL_INSTANCE}) is known; \
+                     if it was just created the controller retries shortly, otherwise fix the label \
+                     or annotate the pod {ANNOTATION_OPT_OUT}=\"false\""
+                ),
+            };
+        }
+        Lookup::Invalid(problem) => {
+            return Decision::Deny {
+                reason: DenyReason::InvalidNode,
+                message: format!(
+                    "stellar-peer-injector: StellarNode {namespace}/{instance} is malformed ({problem}); fix its spec"
+                ),
+            };
+        }
+    };
+    let Some(target) = patch::target_container(pod, settings) else {
+        return Decision::Deny {
+            reason: DenyReason::NoContainers,
+            message: "stellar-peer-injector: the pod has no containers to inject peers into"
+                .to_owned(),
+        };
+    };
+    let mut warnings = Vec::new();
+    if target.fell_back {
+        warnings.push(format!(
+            "stellar-peer-injector: no container named {:?}; peers injected into the first container {:?}",
+            settings.container,
+            pod.containers()[0].name
+        ));
+    }
+    if list.known.is_empty() {
+        warnings.push(format!(
+            "stellar-peer-injector: network {:?} has no other peers; injected an empty peer list",
+            list.network
+        ));
+    }
+    let patch = patch::build_patch(pod, &target, &list, settings);
+    Decision::Inject {
+        patch,
+        list,
+        node: format!("{namespace}/{instance}"),
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests;

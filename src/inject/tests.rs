@@ -1,0 +1,560 @@
+use serde_json::{Value, json};
+
+use super::review::{ReviewError, parse_review};
+use super::*;
+use crate::nodes::{NodeKind, NodeRecord};
+use crate::peers::{PeerSettings, PeerSnapshot};
+
+const REVIEW: &str = include_str!("../../tests/fixtures/validator-pod-review.json");
+
+fn node(ns: &str, name: &str, kind: NodeKind, net: &str) -> NodeRecord {
+    NodeRecord {
+        namespace: ns.into(),
+        name: name.into(),
+        kind,
+        network: net.into(),
+        suspended: false,
+        peer_address: None,
+        problem: None,
+    }
+}
+
+fn snapshot() -> PeerSnapshot {
+    let mut bad = node("stellar", "broken", NodeKind::Validator, "testnet");
+    bad.problem = Some("spec.network must be a string".into());
+    PeerSnapshot::build(
+        1,
+        &[
+            node("stellar", "validator-1", NodeKind::Validator, "testnet"),
+            node("stellar", "validator-2", NodeKind::Validator, "testnet"),
+            node("other", "validator-3", NodeKind::Validator, "testnet"),
+            node("stellar", "mainnet-1", NodeKind::Validator, "mainnet"),
+            node("stellar", "horizon", NodeKind::Horizon, "testnet"),
+            bad,
+        ],
+        &PeerSettings::default(),
+    )
+}
+
+fn review_with(f: impl FnOnce(&mut Value)) -> String {
+    let mut v: Value = serde_json::from_str(REVIEW).expect("fixture");
+    f(&mut v);
+    v.to_string()
+}
+
+fn decide_body(body: &str, snap: Option<&PeerSnapshot>) -> Decision {
+    let req = parse_review(body.as_bytes()).expect("review");
+    decide(&req, snap, &InjectSettings::default())
+}
+
+fn pod_of(body: &str) -> Value {
+    let v: Value = serde_json::from_str(body).expect("json");
+    v["request"]["object"].clone()
+}
+
+/// Applies the decision's patch to the review's pod and returns the new pod.
+fn apply(body: &str, d: &Decision) -> Value {
+    let Decision::Inject { patch, .. } = d else {
+        panic!("expected injection, got {d:?}")
+    };
+    let mut pod = pod_of(body);
+    json_patch::patch(&mut pod, &patch.0).expect("patch applies");
+    let _: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(pod.clone()).expect("still a Pod");
+    pod
+}
+
+fn env_of(pod: &Value, container: &str) -> Vec<(String, Value)> {
+    let c = pod["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == container)
+        .expect("container");
+    c["env"].as_array().map_or(vec![], |e| {
+        e.iter()
+            .map(|x| {
+                (
+                    x["name"].as_str().unwrap_or_default().to_owned(),
+                    x["value"].clone(),
+                )
+            })
+            .collect()
+    })
+}
+
+fn env_value(pod: &Value, container: &str, name: &str) -> Option<String> {
+    env_of(pod, container)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| v.as_str().map(str::to_owned))
+}
+
+#[test]
+fn operator_pod_gets_its_peers_in_the_stellar_node_container() {
+    let snap = snapshot();
+    let d = decide_body(REVIEW, Some(&snap));
+    let pod = apply(REVIEW, &d);
+    let peers =
+        "validator-2.stellar.svc.cluster.local:11625,validator-3.other.svc.cluster.local:11625";
+    assert_eq!(
+        env_value(&pod, "stellar-node", "STELLAR_PEERS").as_deref(),
+        Some(peers)
+    );
+    assert_eq!(
+        env_value(&pod, "stellar-node", "STELLAR_PEER_COUNT").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        env_value(&pod, "stellar-node", "STELLAR_NETWORK").as_deref(),
+        Some("testnet")
+    );
+    assert_eq!(
+        env_value(&pod, "stellar-node", "STELLAR_PEERS_CONFIG").as_deref(),
+        Some("/etc/stellar/peers/peers.cfg")
+    );
+    // The seed env and the sidecar are untouched.
+    assert_eq!(env_of(&pod, "stellar-node")[0].0, "STELLAR_CORE_SEED");
+    assert!(env_of(&pod, "stellar-health-check").is_empty());
+    let Decision::Inject {
+        list,
+        warnings,
+        node,
+        ..
+    } = &d
+    else {
+        unreachable!()
+    };
+    assert_eq!(node, "stellar/validator-1");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let ann = &pod["metadata"]["annotations"];
+    assert_eq!(ann["stellar.org/peers-hash"], list.hash.as_str());
+    assert_eq!(
+        env_value(&pod, "stellar-node", "STELLAR_PEERS_HASH"),
+        Some(list.hash.clone())
+    );
+    assert_eq!(ann["stellar.org/peer-count"], "2");
+    assert_eq!(ann["stellar.org/peers-config"], list.config.as_str());
+    assert_eq!(
+        ann["stellar.org/seed-rotated-at"], "2026-11-01T10:00:00Z",
+        "other annotations kept"
+    );
+    let vol = pod["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "stellar-peers")
+        .expect("volume");
+    assert_eq!(vol["downwardAPI"]["items"][0]["path"], "peers.cfg");
+    assert_eq!(
+        vol["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"],
+        "metadata.annotations['stellar.org/peers-config']"
+    );
+    let mounts = pod["spec"]["containers"][1]["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    let m = mounts
+        .iter()
+        .find(|m| m["name"] == "stellar-peers")
+        .expect("mount");
+    assert_eq!(m["mountPath"], "/etc/stellar/peers");
+    assert_eq!(m["readOnly"], true);
+}
+
+#[test]
+fn patch_paths_escape_json_pointer_characters() {
+    let snap = snapshot();
+    let Decision::Inject { patch, .. } = decide_body(REVIEW, Some(&snap)) else {
+        panic!()
+    };
+    let text = serde_json::to_string(&patch).expect("serialize");
+    assert!(
+        text.contains("/metadata/annotations/stellar.org~1peers-hash"),
+        "{text}"
+    );
+}
+
+#[test]
+fn injection_is_idempotent_and_a_fixpoint() {
+    let snap = snapshot();
+    let first = apply(REVIEW, &decide_body(REVIEW, Some(&snap)));
+    let body2 = review_with(|v| v["request"]["object"] = first.clone());
+    let second = apply(&body2, &decide_body(&body2, Some(&snap)));
+    assert_eq!(first, second, "a second pass changes nothing");
+    let names: Vec<String> = env_of(&second, "stellar-node")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let mut dedup = names.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(names.len(), dedup.len(), "no duplicate env vars: {names:?}");
+    assert_eq!(
+        second["spec"]["volumes"]
+            .as_array()
+            .map(|v| v.iter().filter(|x| x["name"] == "stellar-peers").count()),
+        Some(1)
+    );
+}
+
+#[test]
+fn stale_values_and_duplicates_are_replaced() {
+    let snap = snapshot();
+    let body = review_with(|v| {
+        let env = v["request"]["object"]["spec"]["containers"][1]["env"]
+            .as_array_mut()
+            .expect("env");
+        env.push(json!({"name": "STELLAR_PEERS", "value": "old:11625"}));
+        env.push(json!({"name": "OTHER", "value": "x"}));
+        env.push(json!({"name": "STELLAR_PEERS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}));
+        env.push(json!({"name": "STELLAR_PEER_COUNT", "value": "9"}));
+        v["request"]["object"]["metadata"]["annotations"]["stellar.org/peers-hash"] =
+            json!("stale");
+    });
+    let pod = apply(&body, &decide_body(&body, Some(&snap)));
+    let env = env_of(&pod, "stellar-node");
+    assert_eq!(env.iter().filter(|(n, _)| n == "STELLAR_PEERS").count(), 1);
+    assert_eq!(
+        env.iter()
+            .filter(|(n, _)| n == "STELLAR_PEER_COUNT")
+            .count(),
+        1
+    );
+    assert!(env.iter().any(|(n, v)| n == "OTHER" && v == "x"));
+    assert_eq!(
+        env_value(&pod, "stellar-node", "STELLAR_PEER_COUNT").as_deref(),
+        Some("2")
+    );
+    assert_ne!(
+        pod["metadata"]["annotations"]["stellar.org/peers-hash"],
+        "stale"
+    );
+}
+
+#[test]
+fn minimal_pod_without_env_volumes_or_annotations() {
+    let snap = snapshot();
+    let body = review_with(|v| {
+        v["request"]["object"] = json!({
+            "metadata": {"labels": {"app.kubernetes.io/name": "stellar-node", "app.kubernetes.io/instance": "horizon"}},
+            "spec": {"containers": [{"name": "horizon", "image": "h"}]}
+        });
+    });
+    let d = decide_body(&body, Some(&snap));
+    let Decision::Inject { warnings, .. } = &d else {
+        panic!("{d:?}")
+    };
+    assert!(
+        warnings[0].contains("no container named \"stellar-node\""),
+        "{warnings:?}"
+    );
+    let pod = apply(&body, &d);
+    // Horizon gets every testnet validator.
+    assert_eq!(
+        env_value(&pod, "horizon", "STELLAR_PEER_COUNT").as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        pod["metadata"]["annotations"]["stellar.org/peer-count"],
+        "3"
+    );
+}
+
+#[test]
+fn pod_without_metadata_map_paths() {
+    let snap = snapshot();
+    let pod = json!({"metadata": {"labels": {"app.kubernetes.io/name": "stellar-node", "app.kubernetes.io/instance": "horizon"}}, "spec": {"containers": [{"name": "stellar-node"}]}});
+    let view = <review::PodView<'_> as serde::Deserialize>::deserialize(&pod).expect("view");
+    let d = decide_pod(
+        &view,
+        Some("stellar"),
+        Some(&snap),
+        &InjectSettings::default(),
+    );
+    let Decision::Inject { patch, .. } = d else {
+        panic!()
+    };
+    let mut p = pod.clone();
+    json_patch::patch(&mut p, &patch.0).expect("applies");
+    assert_eq!(p["metadata"]["annotations"]["stellar.org/peer-count"], "3");
+}
+
+#[test]
+fn network_is_never_mixed_and_self_never_included() {
+    let snap = snapshot();
+    let body = review_with(|v| {
+        v["request"]["object"]["metadata"]["labels"]["app.kubernetes.io/instance"] =
+            json!("mainnet-1");
+    });
+    let d = decide_body(&body, Some(&snap));
+    let Decision::Inject { list, warnings, .. } = &d else {
+        panic!("{d:?}")
+    };
+    assert!(
+        list.known.is_empty(),
+        "mainnet-1 is alone on mainnet: {:?}",
+        list.known
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("empty peer list")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn skips() {
+    let snap = snapshot();
+    let cases: Vec<(String, SkipReason)> = vec![
+        (
+            review_with(|v| v["request"]["operation"] = json!("UPDATE")),
+            SkipReason::NotCreate,
+        ),
+        (
+            review_with(|v| v["request"]["operation"] = json!("DELETE")),
+            SkipReason::NotCreate,
+        ),
+        (
+            review_with(|v| {
+                v["request"]["kind"] =
+                    json!({"group": "apps", "version": "v1", "kind": "StatefulSet"})
+            }),
+            SkipReason::NotPod,
+        ),
+        (
+            review_with(|v| {
+                v["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Service"})
+            }),
+            SkipReason::NotPod,
+        ),
+        (
+            review_with(|v| v["request"]["subResource"] = json!("ephemeralcontainers")),
+            SkipReason::NotPod,
+        ),
+        (
+            review_with(|v| {
+                v["request"]["object"]["metadata"]["labels"]["app.kubernetes.io/name"] =
+                    json!("nginx")
+            }),
+            SkipReason::NotStellar,
+        ),
+        (
+            review_with(|v| v["request"]["object"]["metadata"]["labels"] = json!(null)),
+            SkipReason::NotStellar,
+        ),
+        (
+            review_with(|v| v["request"]["object"]["metadata"] = json!(null)),
+            SkipReason::NotStellar,
+        ),
+        (
+            review_with(|v| {
+                v["request"]["object"]["metadata"]["labels"]
+                    .as_object_mut()
+                    .map(|l| l.remove("app.kubernetes.io/instance"));
+            }),
+            SkipReason::NoInstanceLabel,
+        ),
+        (
+            review_with(|v| {
+                v["request"]["object"]["metadata"]["annotations"]["stellar.org/inject-peers"] =
+                    json!("false")
+            }),
+            SkipReason::OptedOut,
+        ),
+        (
+            review_with(|v| {
+                v["request"]["object"]["metadata"]["annotations"]["stellar.org/inject-peers"] =
+                    json!("False")
+            }),
+            SkipReason::OptedOut,
+        ),
+    ];
+    for (body, want) in cases {
+        match decide_body(&body, Some(&snap)) {
+            Decision::Skip(r) => assert_eq!(r, want),
+            other => panic!("want skip {want:?}, got {other:?}"),
+        }
+        // Skips never depend on the cache.
+        match decide_body(&body, None) {
+            Decision::Skip(r) => assert_eq!(r, want),
+            other => panic!("unsynced: want skip {want:?}, got {other:?}"),
+        }
+    }
+    // inject-peers: "true" does not opt out.
+    let body = review_with(|v| {
+        v["request"]["object"]["metadata"]["annotations"]["stellar.org/inject-peers"] =
+            json!("true")
+    });
+    assert!(matches!(
+        decide_body(&body, Some(&snap)),
+        Decision::Inject { .. }
+    ));
+}
+
+#[test]
+fn unsynced_cache_answers_not_ready_for_stellar_pods() {
+    assert!(matches!(decide_body(REVIEW, None), Decision::NotReady));
+}
+
+#[test]
+fn denials_say_what_to_do() {
+    let snap = snapshot();
+    let cases: Vec<(String, DenyReason, &str)> = vec![
+        (
+            review_with(|v| {
+                v["request"]["object"]["metadata"]["labels"]["app.kubernetes.io/instance"] =
+                    json!("ghost")
+            }),
+            DenyReason::UnknownNode,
+            "no StellarNode stellar/ghost",
+        ),
+        (
+            review_with(|v| v["request"]["namespace"] = json!("elsewhere")),
+            DenyReason::UnknownNode,
+            "elsewhere/validator-1",
+        ),
+        (
+            review_with(|v| {
+                v["request"]["object"]["metadata"]["labels"]["app.kubernetes.io/instance"] =
+                    json!("broken")
+            }),
+            DenyReason::InvalidNode,
+            "fix its spec",
+        ),
+        (
+            review_with(|v| v["request"]["object"]["spec"]["containers"] = json!([])),
+            DenyReason::NoContainers,
+            "no containers",
+        ),
+        (
+            review_with(|v| v["request"]["object"]["spec"]["containers"] = json!("x")),
+            DenyReason::MalformedPod,
+            "cannot read the pod",
+        ),
+        (
+            review_with(|v| v["request"]["object"]["metadata"]["labels"]["x"] = json!(5)),
+            DenyReason::MalformedPod,
+            "cannot read the pod",
+        ),
+        (
+            review_with(|v| v["request"]["object"] = json!(null)),
+            DenyReason::MalformedPod,
+            "no object",
+        ),
+    ];
+    for (body, want, text) in cases {
+        match decide_body(&body, Some(&snap)) {
+            Decision::Deny { reason, message } => {
+                assert_eq!(reason, want);
+                assert!(message.contains(text), "{message}");
+            }
+            other => panic!("want deny {want:?}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn namespace_falls_back_to_object_metadata() {
+    let snap = snapshot();
+    let body = review_with(|v| {
+        v["request"].as_object_mut().map(|r| r.remove("namespace"));
+    });
+    assert!(matches!(
+        decide_body(&body, Some(&snap)),
+        Decision::Inject { .. }
+    ));
+    let body = review_with(|v| {
+        v["request"].as_object_mut().map(|r| r.remove("namespace"));
+        v["request"]["object"]["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("namespace"));
+    });
+    assert!(matches!(
+        decide_body(&body, Some(&snap)),
+        Decision::Deny {
+            reason: DenyReason::NoNamespace,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn review_errors_are_explained() {
+    assert!(matches!(
+        parse_review(b"{not json"),
+        Err(ReviewError::Json(_))
+    ));
+    assert!(matches!(parse_review(b"[]"), Err(ReviewError::Json(_))));
+    let v1beta1 = review_with(|v| v["apiVersion"] = json!("admission.k8s.io/v1beta1"));
+    let e = parse_review(v1beta1.as_bytes()).expect_err("v1beta1");
+    assert!(
+        e.to_string().contains("admissionReviewVersions: [v1]"),
+        "{e}"
+    );
+    let kind = review_with(|v| v["kind"] = json!("Pod"));
+    assert!(matches!(
+        parse_review(kind.as_bytes()),
+        Err(ReviewError::Kind(_))
+    ));
+    let noreq = review_with(|v| {
+        v.as_object_mut().map(|o| o.remove("request"));
+    });
+    assert_eq!(
+        parse_review(noreq.as_bytes()).map(|_| ()),
+        Err(ReviewError::NoRequest)
+    );
+    let nouid = review_with(|v| {
+        v["request"].as_object_mut().map(|o| o.remove("uid"));
+    });
+    assert!(matches!(
+        parse_review(nouid.as_bytes()),
+        Err(ReviewError::Json(_))
+    ));
+}
+
+#[test]
+fn custom_container_and_mount_path() {
+    let snap = snapshot();
+    let settings = InjectSettings {
+        container: "stellar-health-check".into(),
+        mount_path: "/run/peers/core.toml".into(),
+    };
+    settings.validate().expect("valid");
+    let req = parse_review(REVIEW.as_bytes()).expect("review");
+    let d = decide(&req, Some(&snap), &settings);
+    let pod = apply(REVIEW, &d);
+    assert_eq!(
+        env_value(&pod, "stellar-health-check", "STELLAR_PEERS_CONFIG").as_deref(),
+        Some("/run/peers/core.toml")
+    );
+    assert!(env_value(&pod, "stellar-node", "STELLAR_PEERS").is_none());
+    let vol = pod["spec"]["volumes"]
+        .as_array()
+        .expect("v")
+        .iter()
+        .find(|v| v["name"] == "stellar-peers")
+        .cloned()
+        .expect("vol");
+    assert_eq!(vol["downwardAPI"]["items"][0]["path"], "core.toml");
+}
+
+#[test]
+fn mount_path_validation() {
+    for bad in [
+        "peers.cfg",
+        "/peers.cfg",
+        "/etc/peers/",
+        "/etc/../x/p.cfg",
+        "",
+    ] {
+        let s = InjectSettings {
+            mount_path: bad.into(),
+            ..InjectSettings::default()
+        };
+        assert!(s.validate().is_err(), "{bad:?} accepted");
+    }
+    let s = InjectSettings::default();
+    assert_eq!(
+        (s.mount_dir(), s.file_name()),
+        ("/etc/stellar/peers", "peers.cfg")
+    );
+}

@@ -1,0 +1,287 @@
+//! A lenient, minimal view of a StellarNode: only what the peer logic needs.
+//!
+//! The watch cache and the offline `inject` command both turn whatever JSON they
+//! receive into a [`NodeRecord`]. A malformed object never fails the whole list:
+//! it becomes a record carrying a `problem`, which excludes it from peer sets and
+//! makes admission for its pods answer with that problem.
+
+use serde_json::Value;
+
+/// Annotation on a StellarNode that overrides its peer address (public or external address).
+pub const PEER_ADDRESS_ANNOTATION: &str = "stellar.org/peer-address";
+
+/// The `spec.nodeType` of a StellarNode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    Validator,
+    Horizon,
+    SorobanRpc,
+    /// A node type this version does not know. Not a peer; its pods still get peers.
+    Other(String),
+}
+
+impl NodeKind {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "Validator" => Self::Validator,
+            "Horizon" => Self::Horizon,
+            "SorobanRpc" => Self::SorobanRpc,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Validator => "Validator",
+            Self::Horizon => "Horizon",
+            Self::SorobanRpc => "SorobanRpc",
+            Self::Other(s) => s,
+        }
+    }
+
+    /// Validators roll before everything else.
+    pub fn rollout_tier(&self) -> u8 {
+        match self {
+            Self::Validator => 0,
+            _ => 1,
+        }
+    }
+}
+
+/// What the injector knows about one StellarNode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub namespace: String,
+    pub name: String,
+    pub kind: NodeKind,
+    /// Normalised network name (see [`normalize_network`]).
+    pub network: String,
+    pub suspended: bool,
+    /// Value of the `stellar.org/peer-address` annotation, if set.
+    pub peer_address: Option<String>,
+    /// Why this object cannot be used, if it cannot. Such a node is never a peer.
+    pub problem: Option<String>,
+}
+
+impl NodeRecord {
+    /// A validator that is not suspended and has no problem: a peer of its network.
+    pub fn is_peer(&self) -> bool {
+        self.problem.is_none() && self.kind == NodeKind::Validator && !self.suspended
+    }
+
+    /// Reads a StellarNode from its JSON form. Never fails: an object whose name is
+    /// missing gives `None`; any other defect is recorded in `problem`.
+    pub fn from_json(obj: &Value, default_namespace: &str) -> Option<Self> {
+        let meta = obj.get("metadata")?;
+        let name = meta.get("name")?.as_str()?.to_owned();
+        let namespace = meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(default_namespace)
+            .to_owned();
+        let peer_address = meta
+            .get("annotations")
+            .and_then(|a| a.get(PEER_ADDRESS_ANNOTATION))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let mut problems = Vec::new();
+        let spec = obj.get("spec");
+        if spec.is_none() {
+            problems.push("spec is missing".to_owned());
+        }
+        let kind = match spec.and_then(|s| s.get("nodeType")) {
+            Some(Value::String(s)) => NodeKind::parse(s),
+            Some(other) => {
+                problems.push(format!(
+                    "spec.nodeType must be a string, found {}",
+                    json_type(other)
+                ));
+                NodeKind::Other(String::new())
+            }
+            None => {
+                if spec.is_some() {
+                    problems.push("spec.nodeType is missing".to_owned());
+                }
+                NodeKind::Other(String::new())
+            }
+        };
+        let network = match spec.and_then(|s| s.get("network")) {
+            Some(v) => match network_from_json(v) {
+                Ok(n) => n,
+                Err(e) => {
+                    problems.push(e);
+                    String::new()
+                }
+            },
+            None => {
+                if spec.is_some() {
+                    problems.push("spec.network is missing".to_owned());
+                }
+                String::new()
+            }
+        };
+        let suspended = match spec.and_then(|s| s.get("suspended")) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                problems.push(format!(
+                    "spec.suspended must be a boolean, found {}",
+                    json_type(other)
+                ));
+                false
+            }
+        };
+        let problem = if problems.is_empty() {
+            None
+        } else {
+            Some(problems.join("; "))
+        };
+        Some(Self {
+            namespace,
+            name,
+            kind,
+            network,
+            suspended,
+            peer_address,
+            problem,
+        })
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `spec.network` as the operator writes it: a string (`mainnet`, `Testnet`, `my-net`)
+/// or the externally tagged custom form `{"custom": "..."}` / `{"Custom": "..."}`.
+fn network_from_json(v: &Value) -> Result<String, String> {
+    let raw = match v {
+        Value::String(s) => s.as_str(),
+        Value::Object(map) if map.len() == 1 => match map.iter().next() {
+            Some((k, Value::String(s))) if k.eq_ignore_ascii_case("custom") => s.as_str(),
+            _ => return Err("spec.network object must be {\"custom\": \"<name>\"}".to_owned()),
+        },
+        other => {
+            return Err(format!(
+                "spec.network must be a string, found {}",
+                json_type(other)
+            ));
+        }
+    };
+    let n = normalize_network(raw);
+    if n.is_empty() {
+        return Err("spec.network is empty".to_owned());
+    }
+    Ok(n)
+}
+
+/// The well-known networks compare case-insensitively (`Mainnet` == `mainnet`);
+/// custom network names are kept exactly as written, trimmed.
+pub fn normalize_network(raw: &str) -> String {
+    let t = raw.trim();
+    for known in ["mainnet", "testnet", "futurenet"] {
+        if t.eq_ignore_ascii_case(known) {
+            return known.to_owned();
+        }
+    }
+    t.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rec(v: Value) -> NodeRecord {
+        NodeRecord::from_json(&v, "default").expect("record")
+    }
+
+    #[test]
+    fn reads_operator_shaped_validator() {
+        let r = rec(json!({
+            "apiVersion": "stellar.org/v1alpha1", "kind": "StellarNode",
+            "metadata": {"name": "v1", "namespace": "stellar", "annotations": {"stellar.org/peer-address": "v1.example.org:11625"}},
+            "spec": {"nodeType": "Validator", "network": "testnet", "version": "v21", "validatorConfig": {"knownPeers": "x"}, "unknownField": {"a": 1}}
+        }));
+        assert_eq!(r.namespace, "stellar");
+        assert_eq!(r.kind, NodeKind::Validator);
+        assert_eq!(r.network, "testnet");
+        assert!(!r.suspended);
+        assert_eq!(r.peer_address.as_deref(), Some("v1.example.org:11625"));
+        assert!(r.is_peer());
+    }
+
+    #[test]
+    fn network_forms() {
+        for (v, want) in [
+            (json!("Mainnet"), "mainnet"),
+            (json!("TESTNET"), "testnet"),
+            (json!("futurenet"), "futurenet"),
+            (json!("my-private-net"), "my-private-net"),
+            (json!({"custom": "my-net"}), "my-net"),
+            (json!({"Custom": "my-net"}), "my-net"),
+        ] {
+            let r = rec(
+                json!({"metadata": {"name": "a"}, "spec": {"nodeType": "Validator", "network": v}}),
+            );
+            assert_eq!(r.network, want);
+            assert!(r.problem.is_none());
+        }
+    }
+
+    #[test]
+    fn malformed_fields_become_problems_not_failures() {
+        let r = rec(
+            json!({"metadata": {"name": "a"}, "spec": {"nodeType": 7, "network": ["x"], "suspended": "yes"}}),
+        );
+        let p = r.problem.clone().expect("problem");
+        assert!(p.contains("spec.nodeType must be a string"), "{p}");
+        assert!(p.contains("spec.network must be a string"), "{p}");
+        assert!(p.contains("spec.suspended must be a boolean"), "{p}");
+        assert!(!r.is_peer());
+        let r = rec(json!({"metadata": {"name": "a"}}));
+        assert_eq!(r.problem.as_deref(), Some("spec is missing"));
+        let r = rec(json!({"metadata": {"name": "a"}, "spec": {"network": "  "}}));
+        assert!(
+            r.problem
+                .expect("problem")
+                .contains("spec.network is empty")
+        );
+    }
+
+    #[test]
+    fn unknown_node_type_is_not_a_peer_but_valid() {
+        let r = rec(
+            json!({"metadata": {"name": "a"}, "spec": {"nodeType": "Archiver", "network": "testnet"}}),
+        );
+        assert!(r.problem.is_none());
+        assert_eq!(r.kind, NodeKind::Other("Archiver".into()));
+        assert!(!r.is_peer());
+    }
+
+    #[test]
+    fn suspended_validator_is_not_a_peer() {
+        let r = rec(
+            json!({"metadata": {"name": "a"}, "spec": {"nodeType": "Validator", "network": "testnet", "suspended": true}}),
+        );
+        assert!(!r.is_peer());
+    }
+
+    #[test]
+    fn missing_name_gives_none_and_namespace_defaults() {
+        assert!(NodeRecord::from_json(&json!({"metadata": {}}), "d").is_none());
+        assert!(NodeRecord::from_json(&json!("str"), "d").is_none());
+        let r = rec(
+            json!({"metadata": {"name": "a"}, "spec": {"nodeType": "Horizon", "network": "testnet"}}),
+        );
+        assert_eq!(r.namespace, "default");
+    }
+}

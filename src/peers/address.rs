@@ -1,0 +1,106 @@
+//! Peer addresses as stellar-core accepts them: `host:port`, host a DNS name or IPv4.
+
+use std::net::Ipv4Addr;
+
+/// stellar-core's default `PEER_PORT`.
+pub const DEFAULT_PEER_PORT: u16 = 11625;
+
+/// Why an address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("peer address is empty")]
+    Empty,
+    #[error("peer address {0:?}: IPv6 literals are not accepted by stellar-core; use a DNS name")]
+    Ipv6(String),
+    #[error("peer address {0:?}: port must be a number from 1 to 65535")]
+    Port(String),
+    #[error(
+        "peer address {0:?}: host must be a DNS name (letters, digits, '-', '.') or an IPv4 address"
+    )]
+    Host(String),
+}
+
+/// Normalises `host[:port]` into `host:port` (lower-case host, default port 11625).
+pub fn normalize(raw: &str) -> Result<String, AddressError> {
+    let s = raw.trim();
+    if s.is_empty() {
+        return Err(AddressError::Empty);
+    }
+    if s.starts_with('[') || s.matches(':').count() > 1 {
+        return Err(AddressError::Ipv6(s.to_owned()));
+    }
+    let (host, port) = match s.split_once(':') {
+        Some((h, p)) => {
+            let port: u16 = p.parse().map_err(|_| AddressError::Port(s.to_owned()))?;
+            if port == 0 {
+                return Err(AddressError::Port(s.to_owned()));
+            }
+            (h, port)
+        }
+        None => (s, DEFAULT_PEER_PORT),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if !(host.parse::<Ipv4Addr>().is_ok() || is_dns_name(&host)) {
+        return Err(AddressError::Host(s.to_owned()));
+    }
+    Ok(format!("{host}:{port}"))
+}
+
+fn is_dns_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// The in-cluster address of a validator: its operator-made Service.
+pub fn service_address(name: &str, namespace: &str, cluster_domain: &str) -> String {
+    format!("{name}.{namespace}.svc.{cluster_domain}:{DEFAULT_PEER_PORT}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes() {
+        assert_eq!(
+            normalize("Core-A.Example.org").as_deref(),
+            Ok("core-a.example.org:11625")
+        );
+        assert_eq!(normalize(" 1.2.3.4:11700 ").as_deref(), Ok("1.2.3.4:11700"));
+        assert_eq!(normalize("a.b.:11625").as_deref(), Ok("a.b:11625"));
+    }
+
+    #[test]
+    fn refuses_bad_addresses() {
+        assert_eq!(normalize(""), Err(AddressError::Empty));
+        assert!(matches!(
+            normalize("[::1]:11625"),
+            Err(AddressError::Ipv6(_))
+        ));
+        assert!(matches!(normalize("fe80::1"), Err(AddressError::Ipv6(_))));
+        assert!(matches!(normalize("a:0"), Err(AddressError::Port(_))));
+        assert!(matches!(normalize("a:70000"), Err(AddressError::Port(_))));
+        assert!(matches!(normalize("a:x"), Err(AddressError::Port(_))));
+        assert!(matches!(normalize("a b"), Err(AddressError::Host(_))));
+        assert!(matches!(normalize("\"evil\""), Err(AddressError::Host(_))));
+        assert!(matches!(normalize("-a.b"), Err(AddressError::Host(_))));
+        assert!(matches!(normalize("a..b"), Err(AddressError::Host(_))));
+    }
+
+    #[test]
+    fn service_address_shape() {
+        assert_eq!(
+            service_address("v1", "ns", "cluster.local"),
+            "v1.ns.svc.cluster.local:11625"
+        );
+    }
+}

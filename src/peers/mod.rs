@@ -1,0 +1,354 @@
+//! Pure peer logic: StellarNodes in, one immutable [`PeerSnapshot`] out.
+//!
+//! A snapshot groups the peers (validators that are not suspended) by network and
+//! answers, for any StellarNode, the exact peer list its pods must get: its own
+//! network's peers and that network's static extras, never itself, a stable
+//! rendezvous subset when there are more than `max_peers`, sorted, hashed and
+//! rendered once per snapshot.
+
+pub mod address;
+pub mod extra;
+mod snippet;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use sha2::{Digest, Sha256};
+
+pub use self::extra::{ExtraPeer, ExtraPeers};
+use crate::nodes::{NodeKind, NodeRecord};
+pub use snippet::render_config;
+
+/// Settings that shape every snapshot.
+#[derive(Clone, Debug)]
+pub struct PeerSettings {
+    pub cluster_domain: String,
+    pub max_peers: usize,
+    pub extra: ExtraPeers,
+}
+
+impl Default for PeerSettings {
+    fn default() -> Self {
+        Self {
+            cluster_domain: "cluster.local".to_owned(),
+            max_peers: 64,
+            extra: ExtraPeers::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Peer {
+    address: Arc<str>,
+    preferred: bool,
+    /// Stable hash of the address, the peer's half of the rendezvous score.
+    key: u64,
+}
+
+/// The peers of one network, sorted by address, without duplicates.
+#[derive(Clone, Debug, Default)]
+pub struct NetworkPeers {
+    peers: Vec<Peer>,
+    /// How many of them are StellarNode validators (the rest are static extras).
+    pub validators: usize,
+}
+
+impl NetworkPeers {
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    pub fn addresses(&self) -> impl Iterator<Item = &str> {
+        self.peers.iter().map(|p| &*p.address)
+    }
+}
+
+/// The peer list one StellarNode's pods get, rendered in every form the patch needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerList {
+    pub network: String,
+    /// All peers, sorted: `KNOWN_PEERS`.
+    pub known: Vec<Arc<str>>,
+    /// The preferred ones among them, sorted: `PREFERRED_PEERS`.
+    pub preferred: Vec<Arc<str>>,
+    /// Content hash over network, known and preferred peers (16 hex digits).
+    pub hash: String,
+    /// `known` joined with commas, the `STELLAR_PEERS` value.
+    pub csv: String,
+    /// `known.len()` as text.
+    pub count: String,
+    /// The stellar-core TOML snippet.
+    pub config: String,
+}
+
+/// One StellarNode as the snapshot holds it.
+#[derive(Debug)]
+pub struct NodeEntry {
+    pub record: NodeRecord,
+    /// The address this node is known by to others; excluded from its own list.
+    self_address: Option<Arc<str>>,
+    list: OnceLock<Arc<PeerList>>,
+}
+
+/// The outcome of looking a node's peer list up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Found(Arc<PeerList>),
+    /// The node is in the cache, but its object is malformed.
+    Invalid(String),
+    /// No such StellarNode.
+    Unknown,
+}
+
+/// An immutable, versioned view of every StellarNode's peers.
+#[derive(Debug, Default)]
+pub struct PeerSnapshot {
+    pub version: u64,
+    settings: PeerSettings,
+    networks: BTreeMap<String, NetworkPeers>,
+    nodes: HashMap<String, HashMap<String, NodeEntry>>,
+    node_count: usize,
+    /// Nodes that were skipped, with the reason (for logs).
+    pub problems: Vec<(String, String)>,
+}
+
+impl PeerSnapshot {
+    /// Builds a snapshot. Pure: the same inputs give the same snapshot.
+    pub fn build<'a>(
+        version: u64,
+        records: impl IntoIterator<Item = &'a NodeRecord>,
+        settings: &PeerSettings,
+    ) -> Self {
+        let mut networks: BTreeMap<String, Vec<Peer>> = BTreeMap::new();
+        let mut validators: BTreeMap<String, usize> = BTreeMap::new();
+        let mut nodes: HashMap<String, HashMap<String, NodeEntry>> = HashMap::new();
+        let mut problems = Vec::new();
+        let mut node_count = 0;
+        for rec in records {
+            node_count += 1;
+            let mut self_address = None;
+            let mut rec = rec.clone();
+            if rec.problem.is_none() && rec.kind == NodeKind::Validator {
+                let addr = node_address(&rec, &settings.cluster_domain, &mut problems);
+                if rec.is_peer() {
+                    networks.entry(rec.network.clone()).or_default().push(Peer {
+                        key: key_of(&addr),
+                        address: addr.clone(),
+                        preferred: true,
+                    });
+                    *validators.entry(rec.network.clone()).or_default() += 1;
+                }
+                self_address = Some(addr);
+            }
+            if let Some(p) = &rec.problem {
+                problems.push((format!("{}/{}", rec.namespace, rec.name), p.clone()));
+            }
+            rec.peer_address = None;
+            nodes.entry(rec.namespace.clone()).or_default().insert(
+                rec.name.clone(),
+                NodeEntry {
+                    record: rec,
+                    self_address,
+                    list: OnceLock::new(),
+                },
+            );
+        }
+        for (net, extras) in &settings.extra.networks {
+            let list = networks.entry(net.clone()).or_default();
+            for e in extras {
+                let address: Arc<str> = Arc::from(e.address.as_str());
+                list.push(Peer {
+                    key: key_of(&address),
+                    address,
+                    preferred: e.preferred,
+                });
+            }
+        }
+        let networks = networks
+            .into_iter()
+            .map(|(net, mut peers)| {
+                peers.sort_by(|a, b| {
+                    a.address
+                        .cmp(&b.address)
+                        .then(b.preferred.cmp(&a.preferred))
+                });
+                // Keep one entry per address; preferred wins (sorted first).
+                peers.dedup_by(|later, first| later.address == first.address);
+                let v = validators.get(&net).copied().unwrap_or(0);
+                (
+                    net,
+                    NetworkPeers {
+                        peers,
+                        validators: v,
+                    },
+                )
+            })
+            .collect();
+        problems.sort();
+        Self {
+            version,
+            settings: settings.clone(),
+            networks,
+            nodes,
+            node_count,
+            problems,
+        }
+    }
+
+    pub fn settings(&self) -> &PeerSettings {
+        &self.settings
+    }
+
+    /// Number of StellarNodes in the snapshot.
+    pub fn node_count(&self) -> usize {
+        self.node_count
+    }
+
+    /// Networks with their peers, sorted by name.
+    pub fn networks(&self) -> impl Iterator<Item = (&str, &NetworkPeers)> {
+        self.networks.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn network(&self, name: &str) -> Option<&NetworkPeers> {
+        self.networks.get(name)
+    }
+
+    pub fn node(&self, namespace: &str, name: &str) -> Option<&NodeEntry> {
+        self.nodes.get(namespace)?.get(name)
+    }
+
+    /// Every StellarNode, in no particular order.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeEntry> {
+        self.nodes.values().flat_map(HashMap::values)
+    }
+
+    /// The peer list for the pods of StellarNode `namespace/name`.
+    pub fn lookup(&self, namespace: &str, name: &str) -> Lookup {
+        match self.node(namespace, name) {
+            None => Lookup::Unknown,
+            Some(entry) => match &entry.record.problem {
+                Some(p) => Lookup::Invalid(p.clone()),
+                None => Lookup::Found(self.list_for(entry)),
+            },
+        }
+    }
+
+    /// The peer list of one node, computed on first use and kept for this snapshot.
+    pub fn list_for(&self, entry: &NodeEntry) -> Arc<PeerList> {
+        entry
+            .list
+            .get_or_init(|| {
+                Arc::new(compute_list(
+                    &entry.record,
+                    entry.self_address.as_deref(),
+                    self.networks.get(&entry.record.network),
+                    self.settings.max_peers,
+                ))
+            })
+            .clone()
+    }
+}
+
+fn node_address(rec: &NodeRecord, domain: &str, problems: &mut Vec<(String, String)>) -> Arc<str> {
+    let fallback = || address::service_address(&rec.name, &rec.namespace, domain);
+    let addr = match &rec.peer_address {
+        None => fallback(),
+        Some(raw) => match address::normalize(raw) {
+            Ok(a) => a,
+            Err(e) => {
+                problems.push((
+                    format!("{}/{}", rec.namespace, rec.name),
+                    format!(
+                        "annotation {}: {e}; using the in-cluster Service address instead",
+                        crate::nodes::PEER_ADDRESS_ANNOTATION
+                    ),
+                ));
+                fallback()
+            }
+        },
+    };
+    Arc::from(addr)
+}
+
+fn key_of(address: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(address.as_bytes())
+}
+
+/// splitmix64's finaliser: spreads a combined key over all 64 bits.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn compute_list(
+    rec: &NodeRecord,
+    self_address: Option<&str>,
+    net: Option<&NetworkPeers>,
+    max_peers: usize,
+) -> PeerList {
+    let empty = Vec::new();
+    let peers = net.map_or(&empty, |n| &n.peers);
+    let mut chosen: Vec<&Peer> = peers
+        .iter()
+        .filter(|p| Some(&*p.address) != self_address)
+        .collect();
+    if max_peers == 0 {
+        chosen.clear();
+    } else if chosen.len() > max_peers {
+        // Rendezvous (highest random weight) hashing on the node's identity: every
+        // node keeps a stable subset, and one peer more or less moves few entries.
+        let node_key = key_of(&format!("{}/{}", rec.namespace, rec.name));
+        let mut scored: Vec<(u64, usize)> = chosen
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (mix(node_key ^ p.key), i))
+            .collect();
+        scored.select_nth_unstable_by(max_peers - 1, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut keep: Vec<usize> = scored[..max_peers].iter().map(|&(_, i)| i).collect();
+        keep.sort_unstable();
+        chosen = keep.into_iter().map(|i| chosen[i]).collect();
+    }
+    let known: Vec<Arc<str>> = chosen.iter().map(|p| p.address.clone()).collect();
+    let preferred: Vec<Arc<str>> = chosen
+        .iter()
+        .filter(|p| p.preferred)
+        .map(|p| p.address.clone())
+        .collect();
+    let hash = content_hash(&rec.network, &known, &preferred);
+    let csv = known.join(",");
+    let config = render_config(&rec.network, &hash, &known, &preferred);
+    PeerList {
+        network: rec.network.clone(),
+        count: known.len().to_string(),
+        known,
+        preferred,
+        hash,
+        csv,
+        config,
+    }
+}
+
+/// The hash of what a node gets. Equal lists give equal hashes across processes and versions.
+pub fn content_hash(network: &str, known: &[Arc<str>], preferred: &[Arc<str>]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"network\0");
+    h.update(network.as_bytes());
+    for k in known {
+        h.update(b"\0known\0");
+        h.update(k.as_bytes());
+    }
+    for p in preferred {
+        h.update(b"\0preferred\0");
+        h.update(p.as_bytes());
+    }
+    let d = h.finalize();
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,355 @@
+use super::*;
+use crate::nodes::NodeKind;
+
+fn node(ns: &str, name: &str, kind: NodeKind, net: &str) -> NodeRecord {
+    NodeRecord {
+        namespace: ns.into(),
+        name: name.into(),
+        kind,
+        network: net.into(),
+        suspended: false,
+        peer_address: None,
+        problem: None,
+    }
+}
+
+fn v(ns: &str, name: &str, net: &str) -> NodeRecord {
+    node(ns, name, NodeKind::Validator, net)
+}
+
+fn snap(nodes: &[NodeRecord]) -> PeerSnapshot {
+    PeerSnapshot::build(1, nodes, &PeerSettings::default())
+}
+
+fn known(s: &PeerSnapshot, ns: &str, name: &str) -> Vec<String> {
+    match s.lookup(ns, name) {
+        Lookup::Found(l) => l.known.iter().map(|a| a.to_string()).collect(),
+        other => panic!("lookup {ns}/{name}: {other:?}"),
+    }
+}
+
+#[test]
+fn a_node_gets_its_network_peers_but_never_itself() {
+    let s = snap(&[
+        v("a", "v1", "testnet"),
+        v("a", "v2", "testnet"),
+        v("b", "v3", "testnet"),
+        v("a", "m1", "mainnet"),
+    ]);
+    assert_eq!(
+        known(&s, "a", "v1"),
+        [
+            "v2.a.svc.cluster.local:11625",
+            "v3.b.svc.cluster.local:11625"
+        ]
+    );
+    assert_eq!(
+        known(&s, "b", "v3"),
+        [
+            "v1.a.svc.cluster.local:11625",
+            "v2.a.svc.cluster.local:11625"
+        ]
+    );
+    assert!(
+        known(&s, "a", "m1").is_empty(),
+        "mainnet's only validator has no peers"
+    );
+}
+
+#[test]
+fn networks_never_mix() {
+    let s = snap(&[
+        v("a", "t1", "testnet"),
+        v("a", "t2", "testnet"),
+        v("a", "m1", "mainnet"),
+        v("a", "m2", "mainnet"),
+    ]);
+    for p in known(&s, "a", "t1") {
+        assert!(p.starts_with('t'), "testnet node got {p}");
+    }
+    assert_eq!(known(&s, "a", "m1"), ["m2.a.svc.cluster.local:11625"]);
+}
+
+#[test]
+fn horizon_and_soroban_get_all_validators_and_are_not_peers() {
+    let s = snap(&[
+        v("a", "v1", "testnet"),
+        v("a", "v2", "testnet"),
+        node("a", "h", NodeKind::Horizon, "testnet"),
+        node("a", "r", NodeKind::SorobanRpc, "testnet"),
+        node("a", "x", NodeKind::Other("Archiver".into()), "testnet"),
+    ]);
+    let all = [
+        "v1.a.svc.cluster.local:11625",
+        "v2.a.svc.cluster.local:11625",
+    ];
+    assert_eq!(known(&s, "a", "h"), all);
+    assert_eq!(known(&s, "a", "r"), all);
+    assert_eq!(known(&s, "a", "x"), all);
+    assert_eq!(known(&s, "a", "v1"), all[1..]);
+    assert_eq!(s.network("testnet").map(NetworkPeers::len), Some(2));
+}
+
+#[test]
+fn suspended_and_invalid_validators_are_excluded() {
+    let mut sus = v("a", "v3", "testnet");
+    sus.suspended = true;
+    let mut bad = v("a", "v4", "testnet");
+    bad.problem = Some("spec.network must be a string".into());
+    let s = snap(&[v("a", "v1", "testnet"), v("a", "v2", "testnet"), sus, bad]);
+    assert_eq!(known(&s, "a", "v1"), ["v2.a.svc.cluster.local:11625"]);
+    // A suspended validator's own pods (when resumed) still never list itself.
+    assert_eq!(
+        known(&s, "a", "v3"),
+        [
+            "v1.a.svc.cluster.local:11625",
+            "v2.a.svc.cluster.local:11625"
+        ]
+    );
+    assert_eq!(
+        s.lookup("a", "v4"),
+        Lookup::Invalid("spec.network must be a string".into())
+    );
+    assert_eq!(s.lookup("a", "nope"), Lookup::Unknown);
+    assert_eq!(s.lookup("zz", "v1"), Lookup::Unknown);
+    assert_eq!(s.problems.len(), 1);
+}
+
+#[test]
+fn annotation_overrides_address_and_bad_annotation_falls_back() {
+    let mut a = v("a", "v1", "testnet");
+    a.peer_address = Some("V1.Example.org".into());
+    let mut b = v("a", "v2", "testnet");
+    b.peer_address = Some("[::1]:11625".into());
+    let s = snap(&[a, b, v("a", "v3", "testnet")]);
+    assert_eq!(
+        known(&s, "a", "v3"),
+        ["v1.example.org:11625", "v2.a.svc.cluster.local:11625"]
+    );
+    // The overridden address is this node's own: it is excluded from its own list.
+    assert_eq!(
+        known(&s, "a", "v1"),
+        [
+            "v2.a.svc.cluster.local:11625",
+            "v3.a.svc.cluster.local:11625"
+        ]
+    );
+    assert!(
+        s.problems
+            .iter()
+            .any(|(n, p)| n == "a/v2" && p.contains("IPv6"))
+    );
+}
+
+#[test]
+fn extras_join_their_network_only_and_keep_preference() {
+    let mut settings = PeerSettings::default();
+    settings.extra = ExtraPeers::parse(
+        "networks:\n  mainnet:\n    - address: tier1-a.example.org\n      preferred: true\n    - address: tier1-b.example.org\n",
+    )
+    .expect("extras");
+    let s = PeerSnapshot::build(
+        1,
+        &[
+            v("a", "m1", "mainnet"),
+            v("a", "m2", "mainnet"),
+            v("a", "t1", "testnet"),
+        ],
+        &settings,
+    );
+    let Lookup::Found(l) = s.lookup("a", "m1") else {
+        panic!("m1")
+    };
+    let k: Vec<&str> = l.known.iter().map(|a| &**a).collect();
+    assert_eq!(
+        k,
+        [
+            "m2.a.svc.cluster.local:11625",
+            "tier1-a.example.org:11625",
+            "tier1-b.example.org:11625"
+        ]
+    );
+    let p: Vec<&str> = l.preferred.iter().map(|a| &**a).collect();
+    assert_eq!(
+        p,
+        ["m2.a.svc.cluster.local:11625", "tier1-a.example.org:11625"]
+    );
+    assert!(known(&s, "a", "t1").is_empty());
+    assert_eq!(s.network("mainnet").map(|n| n.validators), Some(2));
+}
+
+#[test]
+fn duplicate_addresses_collapse() {
+    let mut a = v("a", "v1", "testnet");
+    a.peer_address = Some("shared.example.org".into());
+    let mut b = v("b", "v1", "testnet");
+    b.peer_address = Some("shared.example.org:11625".into());
+    let s = snap(&[a, b, v("a", "h", "testnet")]);
+    assert_eq!(known(&s, "a", "h"), ["shared.example.org:11625"]);
+}
+
+#[test]
+fn lists_are_sorted_deterministic_and_hashed() {
+    let nodes = [
+        v("a", "c", "testnet"),
+        v("a", "a", "testnet"),
+        v("a", "b", "testnet"),
+        v("a", "z", "testnet"),
+    ];
+    let mut rev = nodes.clone();
+    rev.reverse();
+    let s1 = snap(&nodes);
+    let s2 = snap(&rev);
+    let (Lookup::Found(l1), Lookup::Found(l2)) = (s1.lookup("a", "z"), s2.lookup("a", "z")) else {
+        panic!()
+    };
+    assert_eq!(l1, l2);
+    let mut sorted = l1.known.clone();
+    sorted.sort();
+    assert_eq!(l1.known, sorted);
+    assert_eq!(l1.hash.len(), 16);
+    assert_eq!(l1.count, "3");
+    assert_eq!(
+        l1.csv,
+        "a.a.svc.cluster.local:11625,b.a.svc.cluster.local:11625,c.a.svc.cluster.local:11625"
+    );
+    // A different list has a different hash; the same list in another network too.
+    let (Lookup::Found(la), Lookup::Found(lb)) = (s1.lookup("a", "a"), s1.lookup("a", "b")) else {
+        panic!()
+    };
+    assert_ne!(la.hash, lb.hash);
+    assert_ne!(
+        content_hash("testnet", &la.known, &la.preferred),
+        content_hash("mainnet", &la.known, &la.preferred)
+    );
+}
+
+#[test]
+fn list_is_memoised_per_snapshot() {
+    let s = snap(&[v("a", "v1", "testnet"), v("a", "v2", "testnet")]);
+    let (Lookup::Found(a), Lookup::Found(b)) = (s.lookup("a", "v1"), s.lookup("a", "v1")) else {
+        panic!()
+    };
+    assert!(Arc::ptr_eq(&a, &b));
+}
+
+fn many(n: usize) -> Vec<NodeRecord> {
+    (0..n)
+        .map(|i| v("ns", &format!("v{i:04}"), "testnet"))
+        .collect()
+}
+
+#[test]
+fn subset_is_bounded_stable_and_spread() {
+    let settings = PeerSettings {
+        max_peers: 8,
+        ..PeerSettings::default()
+    };
+    let nodes = many(100);
+    let s = PeerSnapshot::build(1, &nodes, &settings);
+    let again = PeerSnapshot::build(2, &nodes, &settings);
+    let mut seen = std::collections::HashSet::new();
+    for n in &nodes {
+        let (Lookup::Found(l), Lookup::Found(l2)) =
+            (s.lookup("ns", &n.name), again.lookup("ns", &n.name))
+        else {
+            panic!()
+        };
+        assert_eq!(l.known.len(), 8);
+        assert_eq!(l.known, l2.known, "stable across rebuilds");
+        assert!(
+            !l.known
+                .iter()
+                .any(|a| a.starts_with(&format!("{}.", n.name))),
+            "never itself"
+        );
+        let mut sorted = l.known.clone();
+        sorted.sort();
+        assert_eq!(l.known, sorted);
+        seen.extend(l.known.iter().cloned());
+    }
+    // Different nodes choose different subsets, so connections spread over most peers.
+    assert!(seen.len() > 90, "only {} distinct peers used", seen.len());
+}
+
+#[test]
+fn one_peer_more_moves_few_entries() {
+    let settings = PeerSettings {
+        max_peers: 16,
+        ..PeerSettings::default()
+    };
+    let nodes = many(200);
+    let mut more = nodes.clone();
+    more.push(v("ns", "new", "testnet"));
+    let s1 = PeerSnapshot::build(1, &nodes, &settings);
+    let s2 = PeerSnapshot::build(2, &more, &settings);
+    let mut changed_nodes = 0;
+    for n in &nodes {
+        let (Lookup::Found(a), Lookup::Found(b)) =
+            (s1.lookup("ns", &n.name), s2.lookup("ns", &n.name))
+        else {
+            panic!()
+        };
+        let diff = b.known.iter().filter(|x| !a.known.contains(x)).count();
+        assert!(diff <= 1, "{} changed {diff} entries", n.name);
+        changed_nodes += usize::from(diff > 0);
+    }
+    // Expected share is 16/200 = 8 %; allow generous slack.
+    assert!(changed_nodes < 40, "{changed_nodes} of 200 nodes changed");
+}
+
+#[test]
+fn max_peers_zero_gives_empty_lists() {
+    let settings = PeerSettings {
+        max_peers: 0,
+        ..PeerSettings::default()
+    };
+    let s = PeerSnapshot::build(1, &many(3), &settings);
+    assert!(known(&s, "ns", "v0000").is_empty());
+}
+
+#[test]
+fn snippet_is_valid_toml_stellar_core_accepts() {
+    let mut settings = PeerSettings::default();
+    settings.extra =
+        ExtraPeers::parse("networks:\n  testnet:\n    - address: 1.2.3.4\n").expect("extras");
+    let s = PeerSnapshot::build(
+        1,
+        &[v("a", "v1", "testnet"), v("a", "v2", "testnet")],
+        &settings,
+    );
+    let Lookup::Found(l) = s.lookup("a", "v1") else {
+        panic!()
+    };
+    let parsed: toml::Table = toml::from_str(&l.config).expect("valid TOML");
+    assert_eq!(
+        parsed.len(),
+        2,
+        "only KNOWN_PEERS and PREFERRED_PEERS: {parsed:?}"
+    );
+    let arr = |k: &str| -> Vec<String> {
+        parsed[k]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|x| x.as_str().expect("str").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        arr("KNOWN_PEERS"),
+        ["1.2.3.4:11625", "v2.a.svc.cluster.local:11625"]
+    );
+    assert_eq!(arr("PREFERRED_PEERS"), ["v2.a.svc.cluster.local:11625"]);
+    assert!(l.config.contains(&l.hash));
+}
+
+#[test]
+fn snippet_of_empty_list_and_hostile_network_name() {
+    let cfg = render_config("evil\"]\nKNOWN_PEERS=[\"x\"", "h", &[], &[]);
+    let parsed: toml::Table = toml::from_str(&cfg).expect("valid TOML");
+    assert_eq!(parsed["KNOWN_PEERS"].as_array().map(Vec::len), Some(0));
+    assert_eq!(parsed.len(), 2);
+    let cfg = render_config("n", "h", &[Arc::from("a\"b\\c")], &[]);
+    let parsed: toml::Table = toml::from_str(&cfg).expect("escaped");
+    assert_eq!(parsed["KNOWN_PEERS"][0].as_str(), Some("a\"b\\c"));
+}
