@@ -1,6 +1,17 @@
 #![forbid(unsafe_code)]
 //! stellar-peer-injector: gives Stellar pods their current peers at creation.
+//!
+//! Pure core: [`nodes`], [`peers`], [`inject`]. Edges: [`cache`] (watch),
+//! [`server`] (TLS admission and admin listeners), [`run`] (commands).
 
+pub mod cache;
+pub mod certs;
+pub mod cli;
+pub mod crd;
+pub mod error;
 pub mod inject;
+pub mod metrics;
 pub mod nodes;
 pub mod peers;
+pub mod run;
+pub mod server;

@@ -1,1 +1,7 @@
-fn main() {}
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    stellar_peer_injector::run::main_with(stellar_peer_injector::cli::Cli::parse())
+}

@@ -65,6 +65,11 @@ impl NetworkPeers {
     pub fn addresses(&self) -> impl Iterator<Item = &str> {
         self.peers.iter().map(|p| &*p.address)
     }
+
+    /// `(address, preferred)` pairs, sorted by address.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.peers.iter().map(|p| (&*p.address, p.preferred))
+    }
 }
 
 /// The peer list one StellarNode's pods get, rendered in every form the patch needs.

@@ -1,0 +1,334 @@
+//! Edge: a watch-backed cache of StellarNodes that publishes immutable peer snapshots.
+//!
+//! Each watched namespace (or the whole cluster) has its own kube-runtime watcher.
+//! Objects are kept as lenient [`NodeRecord`]s, so a malformed StellarNode is
+//! skipped alone. A re-list (after a watch expires or kube-apiserver restarts) is
+//! buffered until it completes, so readers keep the last good snapshot meanwhile and
+//! never see an empty or partial one.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwapOption;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource};
+use serde::{Deserialize, Deserializer};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::nodes::NodeRecord;
+use crate::peers::{PeerSettings, PeerSnapshot};
+
+/// A StellarNode as the watcher decodes it: minimal metadata and a lenient record.
+#[derive(Clone, Debug)]
+pub struct WatchedNode {
+    metadata: ObjectMeta,
+    /// `None` when the object has no name (never from a real API server).
+    pub record: Option<NodeRecord>,
+}
+
+impl<'de> Deserialize<'de> for WatchedNode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let m = v.get("metadata");
+        let s = |k: &str| {
+            m.and_then(|m| m.get(k))
+                .and_then(|x| x.as_str())
+                .map(str::to_owned)
+        };
+        let metadata = ObjectMeta {
+            name: s("name"),
+            namespace: s("namespace"),
+            resource_version: s("resourceVersion"),
+            uid: s("uid"),
+            ..ObjectMeta::default()
+        };
+        let record = NodeRecord::from_json(&v, "");
+        Ok(Self { metadata, record })
+    }
+}
+
+impl Resource for WatchedNode {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "StellarNode".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "stellar.org".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1alpha1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "stellarnodes".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+type Key = (String, String);
+
+/// The current snapshot, readable without locks on the request path.
+pub struct PeerCache {
+    current: ArcSwapOption<PeerSnapshot>,
+    tx: watch::Sender<Option<Arc<PeerSnapshot>>>,
+    version: AtomicU64,
+}
+
+impl Default for PeerCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PeerCache {
+    pub fn new() -> Self {
+        let (tx, _) = watch::channel(None);
+        Self {
+            current: ArcSwapOption::empty(),
+            tx,
+            version: AtomicU64::new(0),
+        }
+    }
+
+    /// The current snapshot, `None` until the first complete list.
+    pub fn snapshot(&self) -> Option<Arc<PeerSnapshot>> {
+        self.current.load_full()
+    }
+
+    /// Cheap access for the request path.
+    pub fn load(&self) -> arc_swap::Guard<Option<Arc<PeerSnapshot>>> {
+        self.current.load()
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    /// Notifies on every new snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<PeerSnapshot>>> {
+        self.tx.subscribe()
+    }
+
+    /// Builds and publishes a snapshot from `records`.
+    pub fn publish<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a NodeRecord>,
+        settings: &PeerSettings,
+    ) -> Arc<PeerSnapshot> {
+        let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
+        let snap = Arc::new(PeerSnapshot::build(version, records, settings));
+        self.current.store(Some(snap.clone()));
+        self.tx.send_replace(Some(snap.clone()));
+        snap
+    }
+}
+
+/// One watched scope: its live objects and the re-list in progress.
+#[derive(Default)]
+struct Scope {
+    live: HashMap<Key, NodeRecord>,
+    relist: Option<HashMap<Key, NodeRecord>>,
+    synced: bool,
+}
+
+fn key_of(n: &WatchedNode) -> Option<(Key, NodeRecord)> {
+    let r = n.record.clone()?;
+    Some(((r.namespace.clone(), r.name.clone()), r))
+}
+
+impl Scope {
+    /// Applies one event; returns whether the live set changed.
+    fn apply(&mut self, ev: Event<WatchedNode>) -> bool {
+        match ev {
+            Event::Init => {
+                self.relist = Some(HashMap::new());
+                false
+            }
+            Event::InitApply(n) => {
+                if let (Some(buf), Some((k, r))) = (self.relist.as_mut(), key_of(&n)) {
+                    buf.insert(k, r);
+                }
+                false
+            }
+            Event::InitDone => {
+                if let Some(buf) = self.relist.take() {
+                    let changed = buf != self.live || !self.synced;
+                    self.live = buf;
+                    self.synced = true;
+                    changed
+                } else {
+                    false
+                }
+            }
+            Event::Apply(n) => match key_of(&n) {
+                Some((k, r)) => self.live.insert(k, r.clone()).as_ref() != Some(&r),
+                None => false,
+            },
+            Event::Delete(n) => match key_of(&n) {
+                Some((k, _)) => self.live.remove(&k).is_some(),
+                None => false,
+            },
+        }
+    }
+}
+
+/// Runs the watchers forever, publishing a snapshot whenever the node set changes.
+pub async fn run(
+    client: Client,
+    namespaces: Vec<String>,
+    settings: PeerSettings,
+    cache: Arc<PeerCache>,
+    metrics: Arc<Metrics>,
+) {
+    let apis: Vec<Api<WatchedNode>> = if namespaces.is_empty() {
+        vec![Api::all(client)]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    let mut scopes: Vec<Scope> = apis.iter().map(|_| Scope::default()).collect();
+    let streams = apis.into_iter().enumerate().map(|(i, api)| {
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .map(move |ev| (i, ev))
+            .boxed()
+    });
+    let mut events = futures::stream::select_all(streams);
+    let mut logged: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut dirty = false;
+    while let Some((i, ev)) = events.next().await {
+        dirty |= handle(&mut scopes[i], ev);
+        // Take everything already waiting, then publish once.
+        while let Some(Some((i, ev))) = events.next().now_or_never() {
+            dirty |= handle(&mut scopes[i], ev);
+        }
+        if dirty && scopes.iter().all(|s| s.synced) {
+            dirty = false;
+            let snap = cache.publish(scopes.iter().flat_map(|s| s.live.values()), &settings);
+            metrics.observe_snapshot(&snap);
+            let now: BTreeSet<(String, String)> = snap.problems.iter().cloned().collect();
+            for (node, problem) in now.difference(&logged) {
+                tracing::warn!(%node, %problem, "StellarNode skipped or corrected; fix the object to clear this warning");
+            }
+            logged = now;
+            tracing::info!(
+                version = snap.version,
+                nodes = snap.node_count(),
+                networks = snap.networks().count(),
+                "peer snapshot published"
+            );
+        }
+    }
+}
+
+fn watcher(
+    api: Api<WatchedNode>,
+    cfg: watcher::Config,
+) -> impl futures::Stream<Item = watcher::Result<Event<WatchedNode>>> {
+    watcher::watcher(api, cfg)
+}
+
+fn handle(scope: &mut Scope, ev: watcher::Result<Event<WatchedNode>>) -> bool {
+    match ev {
+        Ok(ev) => scope.apply(ev),
+        Err(e) => {
+            tracing::warn!(error = %e, "StellarNode watch failed; retrying with backoff and serving the last good snapshot. \
+                Check that the StellarNode CRD is installed and that the injector may list and watch stellarnodes.stellar.org");
+            false
+        }
+    }
+}
+
+/// Lists StellarNodes once (for the `peers` command).
+pub async fn list_once(
+    client: Client,
+    namespaces: &[String],
+) -> Result<Vec<NodeRecord>, kube::Error> {
+    let apis: Vec<Api<WatchedNode>> = if namespaces.is_empty() {
+        vec![Api::all(client)]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for api in apis {
+        let list = api.list(&Default::default()).await?;
+        out.extend(list.items.into_iter().filter_map(|n| n.record));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn wn(name: &str, net: &str) -> WatchedNode {
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": "ns", "resourceVersion": "1"},
+            "spec": {"nodeType": "Validator", "network": net}}),
+        )
+        .expect("node")
+    }
+
+    #[test]
+    fn relist_is_buffered_until_done() {
+        let mut s = Scope::default();
+        assert!(!s.apply(Event::Init));
+        assert!(!s.apply(Event::InitApply(wn("a", "testnet"))));
+        assert!(!s.synced);
+        assert!(s.apply(Event::InitDone));
+        assert!(s.synced);
+        assert_eq!(s.live.len(), 1);
+        // A re-list in progress leaves the live set alone.
+        assert!(!s.apply(Event::Init));
+        assert!(!s.apply(Event::InitApply(wn("b", "testnet"))));
+        assert_eq!(s.live.len(), 1);
+        assert!(s.apply(Event::InitDone));
+        assert_eq!(
+            s.live.keys().map(|k| k.1.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        // The same list again changes nothing.
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(wn("b", "testnet")));
+        assert!(!s.apply(Event::InitDone));
+    }
+
+    #[test]
+    fn apply_and_delete_report_changes() {
+        let mut s = Scope::default();
+        assert!(s.apply(Event::Apply(wn("a", "testnet"))));
+        assert!(!s.apply(Event::Apply(wn("a", "testnet"))), "same content");
+        assert!(s.apply(Event::Apply(wn("a", "mainnet"))));
+        assert!(s.apply(Event::Delete(wn("a", "mainnet"))));
+        assert!(!s.apply(Event::Delete(wn("a", "mainnet"))));
+    }
+
+    #[test]
+    fn malformed_objects_decode_leniently() {
+        let n: WatchedNode = serde_json::from_value(
+            json!({"metadata": {"name": "x", "namespace": "ns"}, "spec": {"nodeType": 5}}),
+        )
+        .expect("lenient");
+        assert!(n.record.expect("record").problem.is_some());
+        assert_eq!(n.metadata.name.as_deref(), Some("x"));
+    }
+}

@@ -1,0 +1,300 @@
+//! The command line: one clap struct, every flag also an environment variable.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::Error;
+use crate::inject::InjectSettings;
+use crate::peers::{ExtraPeers, PeerSettings};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "stellar-peer-injector",
+    version,
+    about = "Gives Stellar pods their current peers at creation"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the admission webhook (and, later, the rollout loop).
+    Serve(ServeArgs),
+    /// Inject peers into manifests offline, exactly as the webhook would.
+    Inject(InjectArgs),
+    /// Print the peer sets as the cluster has them now.
+    Peers(PeersArgs),
+    /// Print the StellarNode CRD as YAML.
+    Crd,
+    /// Write a development CA and serving certificate (ECDSA P-256).
+    Certs(CertsArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// How peers are computed: shared by `serve`, `inject` and `peers`.
+#[derive(Args, Debug, Clone)]
+pub struct PeerArgs {
+    /// Cluster DNS domain used in peer addresses ({name}.{namespace}.svc.{domain}:11625).
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+    /// Most peers one pod gets; larger networks give each node a stable rendezvous subset.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_MAX_PEERS", default_value_t = 64)]
+    pub max_peers: usize,
+    /// YAML file of static extra peers per network (see README).
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_EXTRA_PEERS", value_name = "FILE")]
+    pub extra_peers: Option<PathBuf>,
+}
+
+impl PeerArgs {
+    pub fn settings(&self) -> Result<PeerSettings, Error> {
+        let extra = match &self.extra_peers {
+            None => ExtraPeers::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| Error::Input {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                ExtraPeers::parse(&text).map_err(|e| Error::Input {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+        };
+        if self.cluster_domain.is_empty() || self.cluster_domain.contains(['/', ':', ' ']) {
+            return Err(Error::Config(format!(
+                "--cluster-domain {:?} is not a DNS domain",
+                self.cluster_domain
+            )));
+        }
+        Ok(PeerSettings {
+            cluster_domain: self.cluster_domain.trim_end_matches('.').to_owned(),
+            max_peers: self.max_peers,
+            extra,
+        })
+    }
+}
+
+/// How the patch is shaped: shared by `serve` and `inject`.
+#[derive(Args, Debug, Clone)]
+pub struct PatchArgs {
+    /// Container that gets the env vars and the mount (the first container when none has this name).
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_CONTAINER",
+        default_value = "stellar-node"
+    )]
+    pub container: String,
+    /// Path of the stellar-core snippet file inside the container.
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_MOUNT_PATH",
+        default_value = "/etc/stellar/peers/peers.cfg"
+    )]
+    pub mount_path: String,
+}
+
+impl PatchArgs {
+    pub fn settings(&self) -> Result<InjectSettings, Error> {
+        let s = InjectSettings {
+            container: self.container.clone(),
+            mount_path: self.mount_path.clone(),
+        };
+        s.validate().map_err(Error::Config)?;
+        Ok(s)
+    }
+}
+
+/// Where the Kubernetes API is.
+#[derive(Args, Debug, Clone)]
+pub struct KubeArgs {
+    /// Kubeconfig file (else KUBECONFIG, else the in-cluster ServiceAccount).
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch only these namespaces (comma-separated); all namespaces when empty.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+}
+
+impl KubeArgs {
+    pub async fn client(&self) -> Result<kube::Client, Error> {
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| Error::KubeConfig(e.to_string()))?;
+                kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .map_err(|e| Error::KubeConfig(e.to_string()))?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| Error::KubeConfig(e.to_string()))?,
+        };
+        kube::Client::try_from(config).map_err(Error::Kube)
+    }
+
+    pub fn namespaces(&self) -> Vec<String> {
+        self.namespaces
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// HTTPS address of the admission endpoint (POST /mutate).
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_LISTEN",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub listen: SocketAddr,
+    /// Plain-HTTP address of /healthz, /readyz and /metrics.
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub admin_listen: SocketAddr,
+    /// PEM certificate chain; re-read when the file changes.
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_TLS_CERT",
+        default_value = "/tls/tls.crt"
+    )]
+    pub tls_cert: PathBuf,
+    /// PEM private key; re-read when the file changes.
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_TLS_KEY",
+        default_value = "/tls/tls.key"
+    )]
+    pub tls_key: PathBuf,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub peers: PeerArgs,
+    #[command(flatten)]
+    pub patch: PatchArgs,
+    /// Log format.
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_LOG_FORMAT",
+        value_enum,
+        default_value = "plain"
+    )]
+    pub log_format: LogFormat,
+    /// How often the TLS files are checked for changes.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_TLS_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// On SIGTERM: how long /readyz fails before the listener stops accepting.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// On SIGTERM: how long in-flight requests may take to finish.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct InjectArgs {
+    /// Multi-document YAML with the StellarNodes to take peers from ('-' for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub nodes: String,
+    /// Multi-document YAML manifests to inject ('-' for stdin).
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: String,
+    /// Namespace for manifests and StellarNodes that do not name one.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    #[command(flatten)]
+    pub peers: PeerArgs,
+    #[command(flatten)]
+    pub patch: PatchArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct PeersArgs {
+    /// Only this network.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub peers: PeerArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, tls.crt and tls.key into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// DNS names of the serving certificate.
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// IP addresses of the serving certificate.
+    #[arg(long = "ip")]
+    pub ips: Vec<IpAddr>,
+}
+
+/// Parses `500ms`, `5s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,160 @@
+//! One Prometheus registry for the process; names carry the `stellar_peer_injector_` prefix.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::peers::PeerSnapshot;
+
+/// Labels of `admission_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `injected`, `skipped`, `denied`, `not_ready` or `error`.
+    pub outcome: &'static str,
+    /// Why, for skips, denials and errors; empty for injections.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NetworkLabels {
+    pub network: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// Every metric the injector exports.
+pub struct Metrics {
+    registry: Registry,
+    pub admission_requests: Family<OutcomeLabels, Counter>,
+    pub admission_duration: Histogram,
+    pub peers: Family<NetworkLabels, Gauge>,
+    pub cache_synced: Gauge,
+    pub cache_nodes: Gauge,
+    pub cache_invalid_nodes: Gauge,
+    pub snapshot_version: Gauge,
+    pub tls_reloads: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("stellar_peer_injector");
+        let admission_requests = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "admission_requests",
+            "Admission requests answered, by outcome (injected, skipped, denied, not_ready, error) and reason",
+            admission_requests.clone(),
+        );
+        let admission_duration = Histogram::new(
+            [
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                1.0,
+            ]
+            .into_iter(),
+        );
+        registry.register(
+            "admission_duration_seconds",
+            "Time from a complete request body to the response, in seconds",
+            admission_duration.clone(),
+        );
+        let peers = Family::<NetworkLabels, Gauge>::default();
+        registry.register(
+            "peers",
+            "Peers per network (validators that are not suspended, plus extra peers)",
+            peers.clone(),
+        );
+        let cache_synced = Gauge::default();
+        registry.register(
+            "cache_synced",
+            "1 once the StellarNode cache has listed every watched namespace",
+            cache_synced.clone(),
+        );
+        let cache_nodes = Gauge::default();
+        registry.register(
+            "cache_nodes",
+            "StellarNodes in the cache",
+            cache_nodes.clone(),
+        );
+        let cache_invalid_nodes = Gauge::default();
+        registry.register(
+            "cache_invalid_nodes",
+            "StellarNodes skipped because their spec is malformed",
+            cache_invalid_nodes.clone(),
+        );
+        let snapshot_version = Gauge::default();
+        registry.register(
+            "snapshot_version",
+            "Version of the current peer snapshot (increments on every change)",
+            snapshot_version.clone(),
+        );
+        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "tls_certificate_reloads",
+            "TLS certificate reloads from disk, by result",
+            tls_reloads.clone(),
+        );
+        Self {
+            registry,
+            admission_requests,
+            admission_duration,
+            peers,
+            cache_synced,
+            cache_nodes,
+            cache_invalid_nodes,
+            snapshot_version,
+            tls_reloads,
+        }
+    }
+
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Counts one admission answer.
+    pub fn admission(&self, outcome: &'static str, reason: &'static str) {
+        self.admission_requests
+            .get_or_create(&OutcomeLabels { outcome, reason })
+            .inc();
+    }
+
+    /// Mirrors a new snapshot into the gauges.
+    pub fn observe_snapshot(&self, snap: &PeerSnapshot) {
+        self.peers.clear();
+        for (net, peers) in snap.networks() {
+            self.peers
+                .get_or_create(&NetworkLabels {
+                    network: net.to_owned(),
+                })
+                .set(peers.len() as i64);
+        }
+        self.cache_nodes.set(snap.node_count() as i64);
+        self.cache_invalid_nodes.set(
+            snap.problems
+                .iter()
+                .filter(|(_, p)| !p.starts_with("annotation"))
+                .count() as i64,
+        );
+        self.snapshot_version.set(snap.version as i64);
+        self.cache_synced.set(1);
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

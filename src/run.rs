@@ -1,0 +1,338 @@
+//! What each subcommand does.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::cache::{self, PeerCache};
+use crate::cli::{CertsArgs, Cli, Command, InjectArgs, LogFormat, Output, PeersArgs, ServeArgs};
+use crate::error::Error;
+use crate::inject::review::PodView;
+use crate::inject::{Decision, InjectSettings, decide_pod};
+use crate::metrics::Metrics;
+use crate::nodes::NodeRecord;
+use crate::peers::PeerSnapshot;
+use crate::server::{self, AdminState, AdmissionState, Timeouts, tls::CertWatcher};
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Serve(a) => {
+            init_tracing(a.log_format);
+            serve(a).await
+        }
+        Command::Inject(a) => {
+            init_tracing(LogFormat::Plain);
+            let out = inject(&a)?;
+            print!("{out}");
+            Ok(())
+        }
+        Command::Peers(a) => {
+            init_tracing(LogFormat::Plain);
+            peers(a).await
+        }
+        Command::Crd => {
+            print!(
+                "{}",
+                crate::crd::crd_yaml().map_err(|e| Error::Config(e.to_string()))?
+            );
+            Ok(())
+        }
+        Command::Certs(CertsArgs { out, hosts, ips }) => {
+            crate::certs::generate(&out, &hosts, &ips)?;
+            eprintln!("wrote {}/{{ca.crt,tls.crt,tls.key}}", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => b.json().try_init(),
+        LogFormat::Plain => b.try_init(),
+    };
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Error> {
+    let peer_settings = args.peers.settings()?;
+    let inject_settings = args.patch.settings()?;
+    let certs = CertWatcher::load(&args.tls_cert, &args.tls_key)?;
+    let tls = certs.server_config()?;
+    let client = args.kube.client().await?;
+    let metrics = Arc::new(Metrics::new());
+    let cache = Arc::new(PeerCache::new());
+    let draining = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let https = server::bind(args.listen).await?;
+    let admin = server::bind(args.admin_listen).await?;
+    tracing::info!(https = %args.listen, admin = %args.admin_listen, namespaces = ?args.kube.namespaces(),
+        max_peers = peer_settings.max_peers, cluster_domain = %peer_settings.cluster_domain, "stellar-peer-injector starting");
+
+    tokio::spawn(cache::run(
+        client,
+        args.kube.namespaces(),
+        peer_settings,
+        cache.clone(),
+        metrics.clone(),
+    ));
+    tokio::spawn(certs.run(args.tls_reload_interval, metrics.clone()));
+    let admission = server::admission_router(Arc::new(AdmissionState {
+        cache: cache.clone(),
+        settings: inject_settings,
+        metrics: metrics.clone(),
+        body_timeout: Timeouts::default().body,
+    }));
+    let tls_task = tokio::spawn(server::serve_tls(
+        https,
+        tls,
+        admission,
+        Timeouts::default(),
+        stop_rx.clone(),
+        args.drain_timeout,
+    ));
+    let admin_router = server::admin_router(Arc::new(AdminState {
+        cache,
+        metrics,
+        draining: draining.clone(),
+    }));
+    let admin_task = tokio::spawn(server::serve_plain(admin, admin_router, stop_rx));
+
+    shutdown_signal().await;
+    draining.store(true, Ordering::SeqCst);
+    tracing::info!(delay = ?args.shutdown_delay, "shutdown requested: /readyz now fails; still serving until the delay ends");
+    tokio::time::sleep(args.shutdown_delay).await;
+    let _ = stop_tx.send(true);
+    let _ = tls_task.await;
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn peers(args: PeersArgs) -> Result<(), Error> {
+    let settings = args.peers.settings()?;
+    let client = args.kube.client().await?;
+    let records = cache::list_once(client, &args.kube.namespaces()).await?;
+    let snap = PeerSnapshot::build(1, &records, &settings);
+    for (node, problem) in &snap.problems {
+        eprintln!("warning: {node}: {problem}");
+    }
+    let nets: Vec<_> = snap
+        .networks()
+        .filter(|(n, _)| args.network.as_deref().is_none_or(|w| w == *n))
+        .collect();
+    match args.output {
+        Output::Json => {
+            let obj: serde_json::Map<String, Value> = nets
+                .iter()
+                .map(|(n, p)| {
+                    let peers: Vec<Value> = p
+                        .entries()
+                        .map(|(a, pref)| serde_json::json!({"address": a, "preferred": pref}))
+                        .collect();
+                    (
+                        (*n).to_owned(),
+                        serde_json::json!({"validators": p.validators, "peers": peers}),
+                    )
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "networks": obj }))
+                    .unwrap_or_default()
+            );
+        }
+        Output::Table => {
+            let w = nets.iter().map(|(n, _)| n.len()).max().unwrap_or(7).max(7);
+            println!("{:<w$}  {:<9}  PEER", "NETWORK", "PREFERRED");
+            for (n, p) in &nets {
+                for (a, pref) in p.entries() {
+                    println!("{n:<w$}  {:<9}  {a}", if pref { "yes" } else { "no" });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_input(path: &str) -> Result<String, Error> {
+    let mut s = String::new();
+    if path == "-" {
+        std::io::stdin().read_to_string(&mut s)?;
+    } else {
+        s = std::fs::read_to_string(path).map_err(|e| Error::Input {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(s)
+}
+
+/// Splits multi-document YAML into JSON values; `kind: List` is flattened.
+pub fn yaml_documents(text: &str, path: &str) -> Result<Vec<Value>, Error> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let v = serde_yaml::Value::deserialize(doc).map_err(|e| Error::Input {
+            path: path.to_owned(),
+            message: format!("document {}: {e}", i + 1),
+        })?;
+        if v.is_null() {
+            continue;
+        }
+        let j: Value = serde_json::to_value(v).map_err(|e| Error::Input {
+            path: path.to_owned(),
+            message: format!("document {}: {e}", i + 1),
+        })?;
+        if j.get("kind").and_then(Value::as_str) == Some("List") {
+            out.extend(
+                j.get("items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        } else {
+            out.push(j);
+        }
+    }
+    Ok(out)
+}
+
+/// Offline injection: returns the mutated manifests as multi-document YAML.
+pub fn inject(args: &InjectArgs) -> Result<String, Error> {
+    if args.nodes == "-" && args.file == "-" {
+        return Err(Error::Config(
+            "--nodes and -f cannot both read stdin".to_owned(),
+        ));
+    }
+    let settings = args.peers.settings()?;
+    let patch = args.patch.settings()?;
+    let node_docs = yaml_documents(&read_input(&args.nodes)?, &args.nodes)?;
+    let records: Vec<NodeRecord> = node_docs
+        .iter()
+        .filter(|d| d.get("kind").and_then(Value::as_str) == Some("StellarNode"))
+        .filter_map(|d| NodeRecord::from_json(d, &args.namespace))
+        .collect();
+    let snap = PeerSnapshot::build(1, &records, &settings);
+    for (node, problem) in &snap.problems {
+        eprintln!("warning: {node}: {problem}");
+    }
+    let docs = yaml_documents(&read_input(&args.file)?, &args.file)?;
+    inject_documents(docs, &snap, &patch, &args.namespace)
+}
+
+/// Mutates every Pod and every StatefulSet/Deployment pod template in `docs`.
+pub fn inject_documents(
+    docs: Vec<Value>,
+    snap: &PeerSnapshot,
+    settings: &InjectSettings,
+    namespace: &str,
+) -> Result<String, Error> {
+    let mut out = String::new();
+    let mut errors = Vec::new();
+    for (i, mut doc) in docs.into_iter().enumerate() {
+        let kind = doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let name = doc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned();
+        let ns = doc
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(namespace)
+            .to_owned();
+        let target = match kind.as_str() {
+            "Pod" => Some(&mut doc),
+            "StatefulSet" | "Deployment" => doc.pointer_mut("/spec/template"),
+            _ => None,
+        };
+        if let Some(target) = target {
+            if let Err(e) = inject_one(target, &ns, snap, settings) {
+                errors.push(format!("document {} ({kind} {ns}/{name}): {e}", i + 1));
+            }
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&doc).map_err(|e| Error::Config(e.to_string()))?);
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::Config(errors.join("\n")))
+    }
+}
+
+fn inject_one(
+    target: &mut Value,
+    namespace: &str,
+    snap: &PeerSnapshot,
+    settings: &InjectSettings,
+) -> Result<(), String> {
+    let patch = {
+        let view = <PodView<'_> as serde::Deserialize>::deserialize(&*target)
+            .map_err(|e| format!("cannot read the pod: {e}"))?;
+        match decide_pod(&view, Some(namespace), Some(snap), settings) {
+            Decision::Inject {
+                patch, warnings, ..
+            } => {
+                for w in warnings {
+                    eprintln!("warning: {w}");
+                }
+                patch
+            }
+            Decision::Skip(_) => return Ok(()),
+            Decision::Deny { message, .. } => return Err(message),
+            Decision::NotReady => return Err("no peer snapshot".to_owned()),
+        }
+    };
+    json_patch::patch(target, &patch.0).map_err(|e| format!("patch did not apply: {e}"))
+}
+
+/// Parses the command line and runs it.
+pub fn main_with(cli: Cli) -> std::process::ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

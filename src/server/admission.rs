@@ -1,0 +1,190 @@
+//! The `/mutate` route: body limits, decoding, the decision, the AdmissionReview answer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Limited};
+use kube::core::Status;
+use kube::core::admission::AdmissionResponse;
+
+use crate::cache::PeerCache;
+use crate::inject::review::parse_review;
+use crate::inject::{Decision, InjectSettings, decide};
+use crate::metrics::Metrics;
+
+/// Largest accepted request body (kube-apiserver sends well under 1 MiB for pods).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// Shared state of the admission route.
+pub struct AdmissionState {
+    pub cache: Arc<PeerCache>,
+    pub settings: InjectSettings,
+    pub metrics: Arc<Metrics>,
+    /// How long a client may take to send its body.
+    pub body_timeout: Duration,
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg.into() + "\n",
+    )
+        .into_response()
+}
+
+/// `POST /mutate`.
+pub async fn mutate(
+    State(state): State<Arc<AdmissionState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let m = &state.metrics;
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        m.admission("error", "content-type");
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json: send an admission.k8s.io/v1 AdmissionReview",
+        );
+    }
+    let too_big = || {
+        m.admission("error", "too-large");
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
+        return too_big();
+    }
+    let bytes = match tokio::time::timeout(
+        state.body_timeout,
+        Limited::new(body, MAX_BODY_BYTES).collect(),
+    )
+    .await
+    {
+        Err(_) => {
+            m.admission("error", "body-timeout");
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            );
+        }
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return too_big();
+        }
+        Ok(Err(e)) => {
+            m.admission("error", "body-read");
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read request body: {e}"),
+            );
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    let started = Instant::now();
+    let resp = answer(&state, &bytes);
+    m.admission_duration
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Decodes, decides and encodes. Synchronous: everything is in memory.
+pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
+    let m = &state.metrics;
+    let req = match parse_review(body) {
+        Ok(r) => r,
+        Err(e) => {
+            m.admission("error", "bad-review");
+            return text(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let snapshot = state.cache.load();
+    let decision = decide(&req, snapshot.as_deref(), &state.settings);
+    let mut resp = AdmissionResponse::invalid("");
+    resp.uid = req.uid.clone().into_owned();
+    resp.allowed = true;
+    resp.result = Status::success();
+    let resp = match decision {
+        Decision::Skip(reason) => {
+            m.admission("skipped", reason.as_str());
+            tracing::debug!(uid = %req.uid, reason = reason.as_str(), "allowed without patch");
+            resp
+        }
+        Decision::NotReady => {
+            m.admission("not_ready", "cache-not-synced");
+            tracing::warn!(uid = %req.uid, "StellarNode cache not synced yet: answering 503 so failurePolicy decides");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stellar-peer-injector has not synced its StellarNode cache yet; retry shortly",
+            );
+        }
+        Decision::Deny { reason, message } => {
+            m.admission("denied", reason.as_str());
+            tracing::warn!(uid = %req.uid, reason = reason.as_str(), %message, "pod refused");
+            let mut r = resp.deny(message);
+            r.result.code = 400;
+            r.result.reason = reason.as_str().to_owned();
+            r
+        }
+        Decision::Inject {
+            patch,
+            list,
+            node,
+            warnings,
+        } => {
+            let dry_run = req.dry_run.unwrap_or(false);
+            match resp.with_patch(patch) {
+                Ok(mut r) => {
+                    m.admission("injected", "");
+                    tracing::info!(uid = %req.uid, %node, network = %list.network, peers = list.known.len(),
+                        hash = %list.hash, dry_run, "peers injected");
+                    if !warnings.is_empty() {
+                        r.warnings = Some(warnings);
+                    }
+                    r
+                }
+                Err(e) => {
+                    m.admission("error", "patch-encode");
+                    tracing::error!(uid = %req.uid, error = %e, "cannot encode patch");
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("cannot encode patch: {e}"),
+                    );
+                }
+            }
+        }
+    };
+    match serde_json::to_vec(&resp.into_review()) {
+        Ok(v) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            v,
+        )
+            .into_response(),
+        Err(e) => {
+            m.admission("error", "response-encode");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode response: {e}"),
+            )
+        }
+    }
+}
