@@ -1,0 +1,519 @@
+//! Test bed plumbing: the control plane (tests/testbed/testbed), a namespace per
+//! test, injector processes, webhook configurations and polling helpers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::{Api, Client, CustomResourceExt};
+use serde_json::{Value, json};
+
+pub type TestResult = Result<(), String>;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn testbed_script() -> PathBuf {
+    repo_root().join("tests/testbed/testbed")
+}
+
+/// The running control plane.
+pub struct Bed {
+    pub kubeconfig: PathBuf,
+    /// True when this test run started the bed (and so stops it at the end).
+    pub started_here: bool,
+}
+
+static BED: OnceLock<Result<Bed, String>> = OnceLock::new();
+static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+}
+
+fn run_script(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(testbed_script())
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", testbed_script().display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "`tests/testbed/testbed {}` failed ({}):\n{stdout}\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Brings the bed up once for the whole run. A failure fails every test with the reason.
+pub fn bed() -> Result<&'static Bed, String> {
+    BED.get_or_init(|| {
+        let already = run_script(&["status"]).is_ok();
+        if !already {
+            run_script(&["up"])?;
+        }
+        let bed = Bed {
+            kubeconfig: repo_root().join("target/testbed/kubeconfig"),
+            started_here: !already,
+        };
+        rt().block_on(install_crd(&bed))?;
+        Ok(bed)
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// Stops the bed if this run started it (set STELLAR_TESTBED_KEEP=1 to keep it).
+pub fn teardown() {
+    if let Some(Ok(bed)) = BED.get() {
+        if bed.started_here && std::env::var_os("STELLAR_TESTBED_KEEP").is_none() {
+            if let Err(e) = run_script(&["down"]) {
+                eprintln!("warning: {e}");
+            }
+        }
+    }
+}
+
+pub async fn client() -> Result<Client, String> {
+    let bed = bed()?;
+    let kc = kube::config::Kubeconfig::read_from(&bed.kubeconfig).map_err(|e| e.to_string())?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Client::try_from(cfg).map_err(|e| e.to_string())
+}
+
+async fn install_crd(bed: &Bed) -> Result<(), String> {
+    let _ = bed;
+    let c = client_raw().await?;
+    let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(c);
+    let crd = stellar_peer_injector::crd::StellarNode::crd();
+    let pp = kube::api::PatchParams::apply("stellar-peer-injector-tests").force();
+    api.patch(
+        "stellarnodes.stellar.org",
+        &pp,
+        &kube::api::Patch::Apply(&crd),
+    )
+    .await
+    .map_err(|e| format!("install CRD: {e}"))?;
+    wait_for(Duration::from_secs(30), "CRD established", || {
+        let api = api.clone();
+        async move {
+            let c = api.get("stellarnodes.stellar.org").await.ok()?;
+            let ok = c
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            ok.then_some(())
+        }
+    })
+    .await
+}
+
+async fn client_raw() -> Result<Client, String> {
+    let path = repo_root().join("target/testbed/kubeconfig");
+    let kc = kube::config::Kubeconfig::read_from(&path).map_err(|e| e.to_string())?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Client::try_from(cfg).map_err(|e| e.to_string())
+}
+
+/// Polls `f` until it returns `Some`, or fails after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A namespace of its own for one test, deleted when dropped.
+pub struct TestNs {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNs {
+    pub async fn new(prefix: &str) -> Result<Self, String> {
+        let client = client().await?;
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id() % 10000,
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &ns)
+            .await
+            .map_err(|e| format!("create namespace {name}: {e}"))?;
+        // Pods need the default ServiceAccount, made by the controller manager.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        wait_for(Duration::from_secs(30), "default ServiceAccount", || {
+            let sa = sa.clone();
+            async move { sa.get_opt("default").await.ok().flatten() }
+        })
+        .await?;
+        Ok(Self { name, client })
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Creates any namespaced object from JSON.
+    pub async fn create<K>(&self, v: Value) -> Result<K, String>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        let obj: K = serde_json::from_value(v).map_err(|e| format!("bad test object: {e}"))?;
+        self.api::<K>()
+            .create(&PostParams::default(), &obj)
+            .await
+            .map_err(|e| format!("create: {e}"))
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let _ =
+                rt().block_on(async move { api.delete(&name, &DeleteParams::background()).await });
+        })
+        .join();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_stellar-peer-injector")
+}
+
+/// Writes a development CA and certificate for 127.0.0.1 into a fresh directory.
+pub fn make_certs(tag: &str) -> Result<PathBuf, String> {
+    let dir = repo_root()
+        .join("target/test-certs")
+        .join(format!("{tag}-{}", SEQ.fetch_add(1, Ordering::SeqCst)));
+    let out = Command::new(bin())
+        .args(["certs", "--out"])
+        .arg(&dir)
+        .args(["--ip", "127.0.0.1", "--host", "localhost"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "certs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(dir)
+}
+
+/// A `stellar-peer-injector serve` process, killed when dropped.
+pub struct Injector {
+    child: Mutex<Child>,
+    pub port: u16,
+    pub admin_port: u16,
+    pub certs: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Injector {
+    /// Starts the injector watching `namespaces` with `kubeconfig`; `wait_ready` waits for /readyz.
+    pub async fn start(
+        namespaces: &str,
+        kubeconfig: &Path,
+        extra: &[&str],
+        wait_ready: bool,
+    ) -> Result<Self, String> {
+        let certs = make_certs("injector")?;
+        let port = free_port();
+        let admin_port = free_port();
+        let log = repo_root()
+            .join("target/testbed/logs")
+            .join(format!("injector-{namespaces}-{port}.log"));
+        let logf = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = Command::new(bin())
+            .arg("serve")
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin-listen",
+                &format!("127.0.0.1:{admin_port}"),
+            ])
+            .arg("--tls-cert")
+            .arg(certs.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(certs.join("tls.key"))
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args([
+                "--namespaces",
+                namespaces,
+                "--shutdown-delay",
+                "0s",
+                "--tls-reload-interval",
+                "500ms",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info,stellar_peer_injector=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .map_err(|e| format!("spawn injector: {e}"))?;
+        let inj = Self {
+            child: Mutex::new(child),
+            port,
+            admin_port,
+            certs,
+            log,
+        };
+        if wait_ready {
+            let url = format!("http://127.0.0.1:{admin_port}/readyz");
+            let r = wait_for(Duration::from_secs(30), "injector /readyz", || {
+                let url = url.clone();
+                async move {
+                    http_get(&url)
+                        .await
+                        .ok()
+                        .filter(|(code, _)| *code == 200)
+                        .map(|_| ())
+                }
+            })
+            .await;
+            if let Err(e) = r {
+                return Err(format!("{e}\ninjector log:\n{}", inj.log_text()));
+            }
+        }
+        Ok(inj)
+    }
+
+    pub fn ca_pem(&self) -> Result<String, String> {
+        std::fs::read_to_string(self.certs.join("ca.crt")).map_err(|e| e.to_string())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/mutate", self.port)
+    }
+}
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.child.lock() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Minimal HTTP/1.1 GET over plain TCP: (status, body).
+pub async fn http_get(url: &str) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").ok_or("http only")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut s = tokio::net::TcpStream::connect(host)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad response: {text}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Registers a MutatingWebhookConfiguration for pods in `ns` only, pointing at `url`.
+pub async fn register_webhook(
+    client: &Client,
+    ns: &str,
+    url: &str,
+    ca_pem: &str,
+    failure_policy: &str,
+    object_selector: bool,
+) -> Result<String, String> {
+    use base64::Engine;
+    let name = format!("spi-test-{ns}");
+    let mut hook = json!({
+        "name": "peers.stellar.org",
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "timeoutSeconds": 5,
+        "failurePolicy": failure_policy,
+        "reinvocationPolicy": "IfNeeded",
+        "clientConfig": {"url": url, "caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem)},
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+        "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}]
+    });
+    if object_selector {
+        hook["objectSelector"] = json!({"matchLabels": {"app.kubernetes.io/name": "stellar-node"}});
+    }
+    let cfg: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name}, "webhooks": [hook]
+    }))
+    .map_err(|e| e.to_string())?;
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let _ = api.delete(&name, &DeleteParams::default()).await;
+    api.create(&PostParams::default(), &cfg)
+        .await
+        .map_err(|e| format!("create webhook config: {e}"))?;
+    // The apiserver picks new configurations up asynchronously.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Ok(name)
+}
+
+pub async fn delete_webhook(client: &Client, name: &str) {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let _ = api.delete(name, &DeleteParams::default()).await;
+}
+
+/// Operator-shaped labels of a StellarNode's workload and pods.
+pub fn operator_labels(name: &str, node_type: &str, network: &str) -> Value {
+    let component = match node_type {
+        "Validator" => "validator",
+        "Horizon" => "horizon",
+        _ => "sorobanrpc",
+    };
+    json!({
+        "app.kubernetes.io/name": "stellar-node",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": "stellar-operator",
+        "stellar.org/node-type": node_type,
+        "stellar-network": network,
+    })
+}
+
+/// A StellarNode as the operator's users write it.
+pub fn stellar_node(name: &str, node_type: &str, network: &str, suspended: bool) -> Value {
+    json!({
+        "apiVersion": "stellar.org/v1alpha1", "kind": "StellarNode",
+        "metadata": {"name": name},
+        "spec": {"nodeType": node_type, "network": network, "version": "v22.1.0", "suspended": suspended,
+                 "storage": {"storageClass": "standard", "size": "100Gi"}}
+    })
+}
+
+/// The StatefulSet the operator makes for a validator (pod template with the
+/// health-check sidecar first, as the operator does).
+pub fn operator_statefulset(name: &str, node_type: &str, network: &str, replicas: i32) -> Value {
+    let labels = operator_labels(name, node_type, network);
+    json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": format!("{name}-headless"),
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "stellar-node", "app.kubernetes.io/instance": name}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [
+                    {"name": "stellar-health-check", "image": "stellar/health-check:v0.3.1"},
+                    {"name": "stellar-node", "image": "stellar/stellar-core:22.1.0", "ports": [{"name": "peer", "containerPort": 11625}],
+                     "env": [{"name": "STELLAR_CORE_SEED", "value": "SXXX"}]}
+                ]}
+            }
+        }
+    })
+}
+
+/// Env of a named container of a pod.
+pub fn pod_env(pod: &Pod, container: &str) -> Vec<(String, String)> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == container))
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_default()))
+        .collect()
+}
+
+pub fn env_get(pod: &Pod, container: &str, name: &str) -> Option<String> {
+    pod_env(pod, container)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
+}
+
+pub fn annotation(pod: &Pod, key: &str) -> Option<String> {
+    pod.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
+pub fn ensure(cond: bool, msg: impl FnOnce() -> String) -> TestResult {
+    if cond { Ok(()) } else { Err(msg()) }
+}
