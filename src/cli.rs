@@ -23,8 +23,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the admission webhook (and, later, the rollout loop).
-    Serve(ServeArgs),
+    /// Run the admission webhook and the rollout loop.
+    Serve(Box<ServeArgs>),
     /// Inject peers into manifests offline, exactly as the webhook would.
     Inject(InjectArgs),
     /// Print the peer sets as the cluster has them now.
@@ -205,9 +205,49 @@ pub struct ServeArgs {
     /// On SIGTERM: how long /readyz fails before the listener stops accepting.
     #[arg(long, env = "STELLAR_PEER_INJECTOR_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
+    /// Rollout loop: `on`, `dry-run` (log what it would do) or `off`.
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_ROLLOUT",
+        value_enum,
+        default_value = "on"
+    )]
+    pub rollout: crate::rollout::controller::Mode,
+    /// Most workloads of one network rolling at the same time.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_MAX_CONCURRENT_ROLLOUTS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_rollouts: u16,
+    /// Peer changes within this window produce one rollout.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_DEBOUNCE", default_value = "5s", value_parser = parse_duration)]
+    pub debounce: Duration,
+    /// OnDelete StatefulSets and pods that missed injection: `delete` stale pods one
+    /// at a time, or only record an `event`.
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_ON_DELETE_POLICY",
+        value_enum,
+        default_value = "delete"
+    )]
+    pub on_delete_policy: OnDeletePolicyArg,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_LEASE_NAME",
+        default_value = "stellar-peer-injector"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: POD_NAMESPACE, the injector's own namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
     /// On SIGTERM: how long in-flight requests may take to finish.
     #[arg(long, env = "STELLAR_PEER_INJECTOR_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnDeletePolicyArg {
+    Delete,
+    Event,
 }
 
 #[derive(Args, Debug)]

@@ -13,5 +13,6 @@ pub mod inject;
 pub mod metrics;
 pub mod nodes;
 pub mod peers;
+pub mod rollout;
 pub mod run;
 pub mod server;

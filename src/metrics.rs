@@ -24,6 +24,13 @@ pub struct NetworkLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    pub network: String,
+    /// `started`, `dry_run`, `event_only` or `failed`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -39,6 +46,9 @@ pub struct Metrics {
     pub cache_invalid_nodes: Gauge,
     pub snapshot_version: Gauge,
     pub tls_reloads: Family<ResultLabels, Counter>,
+    pub rollouts: Family<RolloutLabels, Counter>,
+    pub rollouts_pending: Family<NetworkLabels, Gauge>,
+    pub rollout_leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -56,13 +66,9 @@ impl Metrics {
             "Admission requests answered, by outcome (injected, skipped, denied, not_ready, error) and reason",
             admission_requests.clone(),
         );
-        let admission_duration = Histogram::new(
-            [
-                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                1.0,
-            ]
-            .into_iter(),
-        );
+        let admission_duration = Histogram::new([
+            0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ]);
         registry.register(
             "admission_duration_seconds",
             "Time from a complete request body to the response, in seconds",
@@ -104,8 +110,29 @@ impl Metrics {
             "TLS certificate reloads from disk, by result",
             tls_reloads.clone(),
         );
+        let rollouts = Family::<RolloutLabels, Counter>::default();
+        registry.register(
+            "rollouts",
+            "Rollout actions (template annotation or stale pod replaced), by network and outcome",
+            rollouts.clone(),
+        );
+        let rollouts_pending = Family::<NetworkLabels, Gauge>::default();
+        registry.register(
+            "rollouts_pending",
+            "Workloads whose peers are stale and wait for their turn, by network",
+            rollouts_pending.clone(),
+        );
+        let rollout_leader = Gauge::default();
+        registry.register(
+            "rollout_leader",
+            "1 while this replica holds the leader Lease and runs the rollout loop",
+            rollout_leader.clone(),
+        );
         Self {
             registry,
+            rollouts,
+            rollouts_pending,
+            rollout_leader,
             admission_requests,
             admission_duration,
             peers,
@@ -125,6 +152,16 @@ impl Metrics {
     pub fn admission(&self, outcome: &'static str, reason: &'static str) {
         self.admission_requests
             .get_or_create(&OutcomeLabels { outcome, reason })
+            .inc();
+    }
+
+    /// Counts one rollout action.
+    pub fn rollout(&self, network: &str, outcome: &'static str) {
+        self.rollouts
+            .get_or_create(&RolloutLabels {
+                network: network.to_owned(),
+                outcome,
+            })
             .inc();
     }
 

@@ -22,7 +22,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Serve(a) => {
             init_tracing(a.log_format);
-            serve(a).await
+            serve(*a).await
         }
         Command::Inject(a) => {
             init_tracing(LogFormat::Plain);
@@ -78,12 +78,13 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         max_peers = peer_settings.max_peers, cluster_domain = %peer_settings.cluster_domain, "stellar-peer-injector starting");
 
     tokio::spawn(cache::run(
-        client,
+        client.clone(),
         args.kube.namespaces(),
         peer_settings,
         cache.clone(),
         metrics.clone(),
     ));
+    start_rollout(&args, client, cache.clone(), metrics.clone())?;
     tokio::spawn(certs.run(args.tls_reload_interval, metrics.clone()));
     let admission = server::admission_router(Arc::new(AdmissionState {
         cache: cache.clone(),
@@ -114,6 +115,58 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     let _ = tls_task.await;
     let _ = admin_task.await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+fn start_rollout(
+    args: &ServeArgs,
+    client: kube::Client,
+    cache: Arc<PeerCache>,
+    metrics: Arc<Metrics>,
+) -> Result<(), Error> {
+    use crate::rollout::{controller, lease, plan};
+    if args.rollout == controller::Mode::Off {
+        tracing::info!("rollout loop off (--rollout=off)");
+        return Ok(());
+    }
+    let namespace = args.lease_namespace.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+        Error::Config("the rollout loop needs a namespace for its leader Lease: pass --lease-namespace or set POD_NAMESPACE (or --rollout=off)".into())
+    })?;
+    let identity = std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "injector".into());
+            format!("{host}-{}", std::process::id())
+        });
+    let (leader_tx, leader_rx) = watch::channel(false);
+    tokio::spawn(lease::run(
+        client.clone(),
+        lease::LeaseSettings {
+            name: args.lease_name.clone(),
+            namespace,
+            identity: identity.clone(),
+            duration: std::time::Duration::from_secs(15),
+            renew_every: std::time::Duration::from_secs(2),
+        },
+        leader_tx,
+    ));
+    let settings = controller::RolloutSettings {
+        mode: args.rollout,
+        plan: plan::PlanSettings {
+            max_concurrent: usize::from(args.max_concurrent_rollouts),
+            on_delete: match args.on_delete_policy {
+                crate::cli::OnDeletePolicyArg::Delete => plan::OnDeletePolicy::Delete,
+                crate::cli::OnDeletePolicyArg::Event => plan::OnDeletePolicy::Event,
+            },
+        },
+        debounce: args.debounce,
+        namespaces: args.kube.namespaces(),
+        identity,
+    };
+    tokio::spawn(controller::run(client, cache, settings, leader_rx, metrics));
     Ok(())
 }
 
@@ -275,10 +328,10 @@ pub fn inject_documents(
             "StatefulSet" | "Deployment" => doc.pointer_mut("/spec/template"),
             _ => None,
         };
-        if let Some(target) = target {
-            if let Err(e) = inject_one(target, &ns, snap, settings) {
-                errors.push(format!("document {} ({kind} {ns}/{name}): {e}", i + 1));
-            }
+        if let Some(target) = target
+            && let Err(e) = inject_one(target, &ns, snap, settings)
+        {
+            errors.push(format!("document {} ({kind} {ns}/{name}): {e}", i + 1));
         }
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(&doc).map_err(|e| Error::Config(e.to_string()))?);

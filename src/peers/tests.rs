@@ -143,11 +143,13 @@ fn annotation_overrides_address_and_bad_annotation_falls_back() {
 
 #[test]
 fn extras_join_their_network_only_and_keep_preference() {
-    let mut settings = PeerSettings::default();
-    settings.extra = ExtraPeers::parse(
+    let settings = PeerSettings {
+        extra: ExtraPeers::parse(
         "networks:\n  mainnet:\n    - address: tier1-a.example.org\n      preferred: true\n    - address: tier1-b.example.org\n",
     )
-    .expect("extras");
+    .expect("extras"),
+        ..PeerSettings::default()
+    };
     let s = PeerSnapshot::build(
         1,
         &[
@@ -310,9 +312,11 @@ fn max_peers_zero_gives_empty_lists() {
 
 #[test]
 fn snippet_is_valid_toml_stellar_core_accepts() {
-    let mut settings = PeerSettings::default();
-    settings.extra =
-        ExtraPeers::parse("networks:\n  testnet:\n    - address: 1.2.3.4\n").expect("extras");
+    let settings = PeerSettings {
+        extra: ExtraPeers::parse("networks:\n  testnet:\n    - address: 1.2.3.4\n")
+            .expect("extras"),
+        ..PeerSettings::default()
+    };
     let s = PeerSnapshot::build(
         1,
         &[v("a", "v1", "testnet"), v("a", "v2", "testnet")],

@@ -65,7 +65,7 @@ pub async fn controller_made_pods_get_their_networks_peers() -> TestResult {
             .await?;
     }
     let bed = bed()?;
-    let inj = Injector::start(&n, &bed.kubeconfig, &[], true).await?;
+    let inj = Injector::start(&n, &bed.kubeconfig, &["--rollout", "off"], true).await?;
     let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", false).await?;
     let result = async {
         for v in ["v1", "v2", "v3", "m1", "m2"] {
@@ -214,7 +214,7 @@ pub async fn unsynced_webhook_follows_failure_policy() -> TestResult {
         .await?;
     // A ServiceAccount with no RBAC at all: the injector's list is forbidden, so it never syncs.
     let kc = token_kubeconfig(&ns, "nobody").await?;
-    let inj = Injector::start(&n, &kc, &[], false).await?;
+    let inj = Injector::start(&n, &kc, &["--rollout", "off"], false).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (code, _) = http_get(&format!("http://127.0.0.1:{}/readyz", inj.admin_port)).await?;
     ensure(code == 503, || {

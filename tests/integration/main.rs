@@ -2,6 +2,7 @@
 //! it is brought up before the first test and torn down after the last.
 
 mod injection_tests;
+mod rollout_tests;
 mod support;
 mod testbed_tests;
 
@@ -42,6 +43,18 @@ fn main() {
         trial(
             "injection::unsynced_webhook_follows_failure_policy",
             injection_tests::unsynced_webhook_follows_failure_policy,
+        ),
+        trial(
+            "rollout::peer_changes_roll_one_statefulset_at_a_time",
+            rollout_tests::peer_changes_roll_one_statefulset_at_a_time,
+        ),
+        trial(
+            "rollout::a_burst_within_the_debounce_window_rolls_once",
+            rollout_tests::a_burst_within_the_debounce_window_rolls_once,
+        ),
+        trial(
+            "rollout::on_delete_statefulsets_and_leader_election",
+            rollout_tests::on_delete_statefulsets_and_leader_election,
         ),
     ];
     let conclusion = libtest_mimic::run(&args, trials);

@@ -81,12 +81,12 @@ pub fn bed() -> Result<&'static Bed, String> {
 
 /// Stops the bed if this run started it (set STELLAR_TESTBED_KEEP=1 to keep it).
 pub fn teardown() {
-    if let Some(Ok(bed)) = BED.get() {
-        if bed.started_here && std::env::var_os("STELLAR_TESTBED_KEEP").is_none() {
-            if let Err(e) = run_script(&["down"]) {
-                eprintln!("warning: {e}");
-            }
-        }
+    if let Some(Ok(bed)) = BED.get()
+        && bed.started_here
+        && std::env::var_os("STELLAR_TESTBED_KEEP").is_none()
+        && let Err(e) = run_script(&["down"])
+    {
+        eprintln!("warning: {e}");
     }
 }
 
@@ -307,6 +307,10 @@ impl Injector {
                 "--tls-reload-interval",
                 "500ms",
             ])
+            .args([
+                "--lease-namespace",
+                namespaces.split(',').next().unwrap_or("default"),
+            ])
             .args(extra)
             .env("RUST_LOG", "info,stellar_peer_injector=debug")
             .stdin(Stdio::null())
@@ -351,6 +355,24 @@ impl Injector {
 
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}/mutate", self.port)
+    }
+}
+
+impl Injector {
+    /// Stops the process (SIGKILL) and waits for it.
+    pub fn kill(&self) {
+        if let Ok(mut c) = self.child.lock() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The injector's /metrics text.
+    pub async fn metrics(&self) -> String {
+        http_get(&format!("http://127.0.0.1:{}/metrics", self.admin_port))
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 }
 

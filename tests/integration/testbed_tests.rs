@@ -179,17 +179,16 @@ pub async fn rolling_update_replaces_pods_one_at_a_time() -> TestResult {
             )
         })?;
         let s = sts_api.get("roll").await.map_err(|e| e.to_string())?;
-        if let Some(st) = s.status {
-            if st.observed_generation == s.metadata.generation
-                && st.updated_replicas == Some(3)
-                && st.ready_replicas == Some(3)
-                && st.current_revision == st.update_revision
-                && st.current_revision.as_deref() != Some(&old_rev)
-                && state.values().all(is_ready)
-                && state.len() == 3
-            {
-                break;
-            }
+        if let Some(st) = s.status
+            && st.observed_generation == s.metadata.generation
+            && st.updated_replicas == Some(3)
+            && st.ready_replicas == Some(3)
+            && st.current_revision == st.update_revision
+            && st.current_revision.as_deref() != Some(&old_rev)
+            && state.values().all(is_ready)
+            && state.len() == 3
+        {
+            break;
         }
     }
     let replaced = state

@@ -1,0 +1,553 @@
+//! Edge: the rollout loop. Watches StatefulSets, Deployments and Pods of StellarNodes,
+//! asks the pure planner what to do and does it (server-side apply of the template
+//! annotation under our own field manager, pod deletion, Events), only while this
+//! replica holds the leader Lease.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+
+use super::plan::{self, Action, Kind, PlanSettings, PodState, WorkloadKey, WorkloadState};
+use crate::cache::PeerCache;
+use crate::inject::{ANNOTATION_HASH, LABEL_INSTANCE, LABEL_NAME, LABEL_NAME_VALUE};
+use crate::metrics::Metrics;
+use crate::peers::{Lookup, PeerSnapshot};
+
+/// Field manager of the template annotation.
+pub const FIELD_MANAGER: &str = "stellar-peer-injector";
+
+/// How long a validator without a workload counts as coming up.
+const ARRIVAL_GRACE: Duration = Duration::from_secs(60);
+
+/// `--rollout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    On,
+    DryRun,
+    Off,
+}
+
+/// Loop settings.
+#[derive(Clone, Debug)]
+pub struct RolloutSettings {
+    pub mode: Mode,
+    pub plan: PlanSettings,
+    pub debounce: Duration,
+    pub namespaces: Vec<String>,
+    pub identity: String,
+}
+
+struct Stores {
+    sts: Vec<Store<StatefulSet>>,
+    deploy: Vec<Store<Deployment>>,
+    pods: Vec<Store<Pod>>,
+}
+
+fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    }
+}
+
+fn start_reflector<K>(api: Api<K>, notify: Arc<Notify>) -> Store<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let cfg = watcher::Config::default().labels(&format!("{LABEL_NAME}={LABEL_NAME_VALUE}"));
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, cfg).default_backoff().modify(|o: &mut K| {
+            o.managed_fields_mut().clear();
+        }),
+    );
+    tokio::spawn(async move {
+        let mut s = std::pin::pin!(stream);
+        while let Some(ev) = s.next().await {
+            if let Err(e) = ev {
+                tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch failed; retrying with backoff");
+            }
+            notify.notify_one();
+        }
+    });
+    reader
+}
+
+fn labels_instance(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<String> {
+    meta.labels.as_ref()?.get(LABEL_INSTANCE).cloned()
+}
+
+fn sts_state(s: &StatefulSet) -> Option<WorkloadState> {
+    let instance = labels_instance(&s.metadata)?;
+    let spec = s.spec.as_ref()?;
+    let (template_hash, opted_out) = plan::hash_and_opt_out(
+        spec.template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref()),
+    );
+    let replicas = spec.replicas.unwrap_or(1);
+    let on_delete = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.type_.as_deref())
+        == Some("OnDelete");
+    let st = s.status.clone().unwrap_or_default();
+    let observed = st.observed_generation.unwrap_or(0) >= s.metadata.generation.unwrap_or(0);
+    let ready = st.ready_replicas.unwrap_or(0) == replicas && st.replicas == replicas;
+    let rolled = on_delete
+        || (st.updated_replicas.unwrap_or(0) == replicas
+            && st.current_revision.is_some()
+            && st.current_revision == st.update_revision);
+    Some(WorkloadState {
+        key: WorkloadKey {
+            kind: Kind::StatefulSet,
+            namespace: s.namespace()?,
+            name: s.name_any(),
+        },
+        instance,
+        template_hash,
+        opted_out,
+        on_delete,
+        replicas,
+        settled: observed && ready && rolled,
+    })
+}
+
+fn deploy_state(d: &Deployment) -> Option<WorkloadState> {
+    let instance = labels_instance(&d.metadata)?;
+    let spec = d.spec.as_ref()?;
+    let (template_hash, opted_out) = plan::hash_and_opt_out(
+        spec.template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref()),
+    );
+    let replicas = spec.replicas.unwrap_or(1);
+    let st = d.status.clone().unwrap_or_default();
+    let observed = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    let settled = observed
+        && st.updated_replicas.unwrap_or(0) == replicas
+        && st.ready_replicas.unwrap_or(0) == replicas
+        && st.replicas.unwrap_or(0) == replicas;
+    Some(WorkloadState {
+        key: WorkloadKey {
+            kind: Kind::Deployment,
+            namespace: d.namespace()?,
+            name: d.name_any(),
+        },
+        instance,
+        template_hash,
+        opted_out,
+        on_delete: false,
+        replicas,
+        settled,
+    })
+}
+
+fn pod_state(p: &Pod) -> Option<PodState> {
+    let (hash, opted_out) = plan::hash_and_opt_out(p.metadata.annotations.as_ref());
+    let ready = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    Some(PodState {
+        namespace: p.namespace()?,
+        name: p.name_any(),
+        uid: p.uid()?,
+        instance: labels_instance(&p.metadata)?,
+        hash,
+        ready,
+        terminating: p.metadata.deletion_timestamp.is_some(),
+        opted_out,
+    })
+}
+
+/// Workload states, with "settled" also requiring every pod of it to be present and ready.
+fn observe(stores: &Stores) -> (Vec<WorkloadState>, Vec<PodState>) {
+    let pods: Vec<PodState> = stores
+        .pods
+        .iter()
+        .flat_map(|s| s.state())
+        .filter_map(|p| pod_state(&p))
+        .collect();
+    let mut per: HashMap<(&str, &str), (usize, bool)> = HashMap::new();
+    for p in &pods {
+        let e = per.entry((&p.namespace, &p.instance)).or_insert((0, true));
+        e.0 += 1;
+        e.1 &= p.ready && !p.terminating;
+    }
+    let mut w: Vec<WorkloadState> = stores
+        .sts
+        .iter()
+        .flat_map(|s| s.state())
+        .filter_map(|s| sts_state(&s))
+        .chain(
+            stores
+                .deploy
+                .iter()
+                .flat_map(|s| s.state())
+                .filter_map(|d| deploy_state(&d)),
+        )
+        .collect();
+    for wl in &mut w {
+        let (count, all_ready) = per
+            .get(&(wl.key.namespace.as_str(), wl.instance.as_str()))
+            .copied()
+            .unwrap_or((0, true));
+        wl.settled &= all_ready && count == wl.replicas.max(0) as usize;
+    }
+    w.sort_by(|a, b| a.key.cmp(&b.key));
+    (w, pods)
+}
+
+/// Runs the loop forever; acts only while `leader` is true.
+pub async fn run(
+    client: Client,
+    cache: Arc<PeerCache>,
+    s: RolloutSettings,
+    mut leader: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) {
+    let notify = Arc::new(Notify::new());
+    let stores = Stores {
+        sts: apis::<StatefulSet>(&client, &s.namespaces)
+            .into_iter()
+            .map(|a| start_reflector(a, notify.clone()))
+            .collect(),
+        deploy: apis::<Deployment>(&client, &s.namespaces)
+            .into_iter()
+            .map(|a| start_reflector(a, notify.clone()))
+            .collect(),
+        pods: apis::<Pod>(&client, &s.namespaces)
+            .into_iter()
+            .map(|a| start_reflector(a, notify.clone()))
+            .collect(),
+    };
+    for st in &stores.sts {
+        let _ = st.wait_until_ready().await;
+    }
+    for st in &stores.deploy {
+        let _ = st.wait_until_ready().await;
+    }
+    for st in &stores.pods {
+        let _ = st.wait_until_ready().await;
+    }
+    tracing::info!(mode = ?s.mode, max_concurrent = s.plan.max_concurrent, debounce = ?s.debounce, "rollout loop watching workloads");
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(s.identity.clone()),
+        },
+    );
+    let mut snaps = cache.subscribe();
+    let mut last_version = 0u64;
+    let mut last_change = Instant::now();
+    let mut acted: HashMap<WorkloadKey, Instant> = HashMap::new();
+    let mut notified: HashSet<(WorkloadKey, String)> = HashSet::new();
+    let mut first_seen: HashMap<(String, String), Instant> = HashMap::new();
+    let mut history = History::default();
+    loop {
+        let wake = if s.debounce.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            s.debounce.min(Duration::from_secs(1))
+        };
+        tokio::select! {
+            _ = notify.notified() => {}
+            r = snaps.changed() => if r.is_err() { return; },
+            r = leader.changed() => if r.is_err() { return; },
+            () = tokio::time::sleep(wake) => {}
+        }
+        let Some(snap) = cache.snapshot() else {
+            continue;
+        };
+        history.remember(&snap);
+        if snap.version != last_version {
+            last_version = snap.version;
+            last_change = Instant::now();
+        }
+        if !*leader.borrow() {
+            metrics.rollout_leader.set(0);
+            continue;
+        }
+        metrics.rollout_leader.set(1);
+        // Coalesce bursts: wait until the peer set has been quiet for the debounce window.
+        let quiet = last_change.elapsed();
+        if quiet < s.debounce {
+            let remaining = s.debounce - quiet;
+            tokio::time::sleep(remaining).await;
+            if cache.snapshot().is_some_and(|n| n.version != last_version) {
+                continue;
+            }
+        }
+        acted.retain(|_, t| t.elapsed() < Duration::from_secs(5));
+        let (workloads, pods) = observe(&stores);
+        let busy: HashSet<WorkloadKey> = acted.keys().cloned().collect();
+        // New validators whose StatefulSet the operator has not made yet are coming up:
+        // wait for them, but not forever (a node may never get a workload).
+        let missing = plan::without_workload(&snap, &workloads);
+        first_seen.retain(|k, _| missing.contains(k));
+        let arriving: Vec<(String, String)> = missing
+            .into_iter()
+            .filter(|k| {
+                first_seen
+                    .entry(k.clone())
+                    .or_insert_with(Instant::now)
+                    .elapsed()
+                    < ARRIVAL_GRACE
+            })
+            .collect();
+        let p = plan::plan(&snap, &workloads, &pods, &busy, &arriving, &s.plan);
+        metrics.rollouts_pending.clear();
+        for (net, n) in &p.pending {
+            metrics
+                .rollouts_pending
+                .get_or_create(&crate::metrics::NetworkLabels {
+                    network: net.clone(),
+                })
+                .set(*n as i64);
+        }
+        for action in p.actions {
+            if let Action::Notify { key, hash, .. } = &action
+                && !notified.insert((key.clone(), hash.clone()))
+            {
+                continue;
+            }
+            let outcome =
+                execute(&client, &recorder, &s, &snap, &history, &workloads, &action).await;
+            metrics.rollout(action.network(), outcome);
+            if matches!(action, Action::Annotate { .. } | Action::DeletePod { .. })
+                && outcome != "failed"
+            {
+                acted.insert(action.key().clone(), Instant::now());
+            }
+        }
+    }
+}
+
+/// Peer lists seen by this process, by hash, to say in Events what changed.
+#[derive(Default)]
+struct History {
+    lists: HashMap<String, Arc<[Arc<str>]>>,
+    seen_version: u64,
+}
+
+impl History {
+    fn remember(&mut self, snap: &PeerSnapshot) {
+        if snap.version == self.seen_version {
+            return;
+        }
+        self.seen_version = snap.version;
+        if self.lists.len() > 50_000 {
+            self.lists.clear();
+        }
+        for e in snap.nodes() {
+            if e.record.problem.is_none() {
+                let l = snap.list_for(e);
+                self.lists
+                    .entry(l.hash.clone())
+                    .or_insert_with(|| l.known.clone().into());
+            }
+        }
+    }
+
+    fn diff(&self, previous: Option<&str>, now: &[Arc<str>]) -> String {
+        let Some(old) = previous.and_then(|h| self.lists.get(h)) else {
+            return format!(
+                "now {} peers (previous list not known to this injector)",
+                now.len()
+            );
+        };
+        let added: Vec<&str> = now
+            .iter()
+            .filter(|a| !old.contains(a))
+            .map(|a| &**a)
+            .collect();
+        let removed: Vec<&str> = old
+            .iter()
+            .filter(|a| !now.contains(a))
+            .map(|a| &**a)
+            .collect();
+        format!(
+            "added [{}], removed [{}], now {} peers",
+            added.join(", "),
+            removed.join(", "),
+            now.len()
+        )
+    }
+}
+
+fn reference(key: &WorkloadKey) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("apps/v1".into()),
+        kind: Some(key.kind.as_str().into()),
+        namespace: Some(key.namespace.clone()),
+        name: Some(key.name.clone()),
+        ..Default::default()
+    }
+}
+
+async fn execute(
+    client: &Client,
+    recorder: &Recorder,
+    s: &RolloutSettings,
+    snap: &PeerSnapshot,
+    history: &History,
+    workloads: &[WorkloadState],
+    action: &Action,
+) -> &'static str {
+    let key = action.key();
+    let instance = workloads
+        .iter()
+        .find(|w| &w.key == key)
+        .map(|w| w.instance.clone())
+        .unwrap_or_default();
+    let list = match snap.lookup(&key.namespace, &instance) {
+        Lookup::Found(l) => l,
+        _ => return "failed",
+    };
+    let dry = s.mode == Mode::DryRun;
+    let (reason, note, result): (&str, String, Result<(), kube::Error>) = match action {
+        Action::Annotate {
+            hash,
+            previous,
+            network,
+            ..
+        } => {
+            let what = history.diff(previous.as_deref(), &list.known);
+            tracing::info!(workload = %key, %network, %hash, previous = ?previous, dry_run = dry, "rolling out new peers: {what}");
+            let r = if dry {
+                Ok(())
+            } else {
+                annotate(client, key, hash).await
+            };
+            (
+                "PeersChanged",
+                format!("Rolling out new peers (hash {hash}): {what}"),
+                r,
+            )
+        }
+        Action::DeletePod {
+            pod,
+            uid,
+            hash,
+            network,
+            ..
+        } => {
+            tracing::info!(workload = %key, %network, %pod, %hash, dry_run = dry, "replacing pod with stale peers");
+            let r = if dry {
+                Ok(())
+            } else {
+                delete_pod(client, &key.namespace, pod, uid).await
+            };
+            (
+                "PeersStalePodReplaced",
+                format!(
+                    "Deleted pod {pod}: its peers are stale (want hash {hash}); its replacement gets the current list"
+                ),
+                r,
+            )
+        }
+        Action::Notify {
+            hash, stale_pods, ..
+        } => {
+            tracing::warn!(workload = %key, %hash, stale_pods, "pods have stale peers; OnDelete policy is 'event', so delete them to pick up the new list");
+            (
+                "PeersStale",
+                format!(
+                    "{stale_pods} pod(s) have stale peers (want hash {hash}); delete them to pick up the new list (--on-delete-policy=event)"
+                ),
+                Ok(()),
+            )
+        }
+    };
+    if let Err(e) = &result {
+        tracing::warn!(workload = %key, error = %e, "rollout action failed; retrying on the next pass. Check the injector's RBAC for patching workloads and deleting pods");
+        return "failed";
+    }
+    if dry {
+        return "dry_run";
+    }
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Rollout".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, &reference(key)).await {
+        tracing::debug!(error = %e, "cannot record Event");
+    }
+    match action {
+        Action::Notify { .. } => "event_only",
+        _ => "started",
+    }
+}
+
+async fn annotate(client: &Client, key: &WorkloadKey, hash: &str) -> Result<(), kube::Error> {
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let body = |api_version: &str| {
+        json!({
+            "apiVersion": api_version, "kind": key.kind.as_str(),
+            "metadata": {"name": key.name, "namespace": key.namespace},
+            "spec": {"template": {"metadata": {"annotations": {ANNOTATION_HASH: hash}}}}
+        })
+    };
+    match key.kind {
+        Kind::StatefulSet => {
+            Api::<StatefulSet>::namespaced(client.clone(), &key.namespace)
+                .patch(&key.name, &pp, &Patch::Apply(body("apps/v1")))
+                .await?;
+        }
+        Kind::Deployment => {
+            Api::<Deployment>::namespaced(client.clone(), &key.namespace)
+                .patch(&key.name, &pp, &Patch::Apply(body("apps/v1")))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn delete_pod(client: &Client, ns: &str, name: &str, uid: &str) -> Result<(), kube::Error> {
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match Api::<Pod>::namespaced(client.clone(), ns)
+        .delete(name, &dp)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,99 @@
+//! Edge: leader election with a `coordination.k8s.io/v1` Lease, so that only one
+//! injector replica runs the rollout loop. Every update is a compare-and-swap on
+//! the Lease's resourceVersion, so two candidates can never both hold it.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+/// Lease settings.
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    pub name: String,
+    pub namespace: String,
+    pub identity: String,
+    pub duration: Duration,
+    pub renew_every: Duration,
+}
+
+/// Keeps trying to acquire and renew the Lease; publishes whether we lead.
+pub async fn run(client: Client, s: LeaseSettings, leader: watch::Sender<bool>) {
+    let api: Api<Lease> = Api::namespaced(client, &s.namespace);
+    let mut tick = tokio::time::interval(s.renew_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let lead = match try_acquire(&api, &s).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, lease = %s.name, namespace = %s.namespace,
+                    "cannot read or update the leader Lease; check the Role for leases in this namespace");
+                // Without a confirmed renewal we must assume someone else may lead.
+                false
+            }
+        };
+        if *leader.borrow() != lead {
+            tracing::info!(identity = %s.identity, leader = lead, "leadership changed");
+        }
+        leader.send_replace(lead);
+    }
+}
+
+fn now() -> MicroTime {
+    MicroTime(Timestamp::now())
+}
+
+async fn try_acquire(api: &Api<Lease>, s: &LeaseSettings) -> Result<bool, kube::Error> {
+    let secs = s.duration.as_secs().max(1) as i32;
+    let Some(mut lease) = api.get_opt(&s.name).await? else {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(s.name.clone()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(s.identity.clone()),
+                lease_duration_seconds: Some(secs),
+                acquire_time: Some(now()),
+                renew_time: Some(now()),
+                lease_transitions: Some(0),
+                ..Default::default()
+            }),
+        };
+        return match api.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        };
+    };
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    let holder = spec.holder_identity.clone().unwrap_or_default();
+    let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
+        (Some(MicroTime(t)), Some(d)) => {
+            let age = Timestamp::now().duration_since(*t);
+            age.as_secs() >= i64::from(d)
+        }
+        _ => true,
+    };
+    if holder != s.identity && !holder.is_empty() && !expired {
+        return Ok(false);
+    }
+    if holder != s.identity {
+        spec.acquire_time = Some(now());
+        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+    }
+    spec.holder_identity = Some(s.identity.clone());
+    spec.lease_duration_seconds = Some(secs);
+    spec.renew_time = Some(now());
+    // replace() carries the resourceVersion we read: a concurrent writer makes it fail with 409.
+    match api.replace(&s.name, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,345 @@
+//! Pure rollout planning: a peer snapshot and the workloads' observed state in,
+//! the next actions out. No I/O and no clock: the loop supplies both.
+//!
+//! Rules:
+//! - a workload is stale when its pod template's `stellar.org/peers-hash` differs
+//!   from the hash its StellarNode should have, or (template current or unset) when
+//!   one of its pods carries another hash or none (missed injection);
+//! - within one network at most `max_concurrent` workloads are busy (rolling, not
+//!   ready, or just acted on) at once, counting busy ones we did not start;
+//! - validators of a network roll before its Horizon and Soroban RPC nodes;
+//! - RollingUpdate workloads roll by a template annotation change; OnDelete
+//!   StatefulSets and pods that missed injection are replaced one pod at a time.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::inject::{ANNOTATION_HASH, ANNOTATION_OPT_OUT};
+use crate::peers::{Lookup, PeerSnapshot};
+
+/// StatefulSet or Deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    StatefulSet,
+    Deployment,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StatefulSet => "StatefulSet",
+            Self::Deployment => "Deployment",
+        }
+    }
+}
+
+/// Identifies a workload.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkloadKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for WorkloadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind.as_str(), self.namespace, self.name)
+    }
+}
+
+/// What the loop observed of one StatefulSet or Deployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadState {
+    pub key: WorkloadKey,
+    /// The `app.kubernetes.io/instance` label: the StellarNode's name.
+    pub instance: String,
+    pub template_hash: Option<String>,
+    /// Template annotated `stellar.org/inject-peers: "false"`.
+    pub opted_out: bool,
+    /// `updateStrategy: OnDelete` (StatefulSets only).
+    pub on_delete: bool,
+    pub replicas: i32,
+    /// The controller has finished: generation observed, all replicas updated
+    /// (RollingUpdate) and ready.
+    pub settled: bool,
+}
+
+/// What the loop observed of one pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodState {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub instance: String,
+    pub hash: Option<String>,
+    pub ready: bool,
+    pub terminating: bool,
+    pub opted_out: bool,
+}
+
+/// What the OnDelete / healing path may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnDeletePolicy {
+    /// Delete stale pods one at a time.
+    Delete,
+    /// Only record an Event.
+    Event,
+}
+
+/// Planner settings.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanSettings {
+    pub max_concurrent: usize,
+    pub on_delete: OnDeletePolicy,
+}
+
+/// One thing to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Set the template annotation to `hash` (rolls RollingUpdate workloads).
+    Annotate {
+        key: WorkloadKey,
+        network: String,
+        hash: String,
+        previous: Option<String>,
+    },
+    /// Delete one stale pod (OnDelete StatefulSets, pods that missed injection).
+    DeletePod {
+        key: WorkloadKey,
+        network: String,
+        pod: String,
+        uid: String,
+        hash: String,
+    },
+    /// Stale pods that policy forbids deleting: tell the user.
+    Notify {
+        key: WorkloadKey,
+        network: String,
+        hash: String,
+        stale_pods: usize,
+    },
+}
+
+impl Action {
+    pub fn key(&self) -> &WorkloadKey {
+        match self {
+            Self::Annotate { key, .. } | Self::DeletePod { key, .. } | Self::Notify { key, .. } => {
+                key
+            }
+        }
+    }
+
+    pub fn network(&self) -> &str {
+        match self {
+            Self::Annotate { network, .. }
+            | Self::DeletePod { network, .. }
+            | Self::Notify { network, .. } => network,
+        }
+    }
+}
+
+/// The plan: actions, plus how many stale workloads wait per network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub pending: BTreeMap<String, usize>,
+}
+
+#[derive(Debug)]
+enum Need {
+    Template,
+    Pods(Vec<usize>),
+}
+
+/// Plans the next actions. `recently_acted` are workloads acted on whose change the
+/// watch has not shown yet; `arriving` are validators (namespace, name) whose workload
+/// the operator has not created yet. Both count as busy in their network.
+pub fn plan(
+    snapshot: &PeerSnapshot,
+    workloads: &[WorkloadState],
+    pods: &[PodState],
+    recently_acted: &HashSet<WorkloadKey>,
+    arriving: &[(String, String)],
+    settings: &PlanSettings,
+) -> Plan {
+    let mut pods_by: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, p) in pods.iter().enumerate() {
+        pods_by
+            .entry((&p.namespace, &p.instance))
+            .or_default()
+            .push(i);
+    }
+    // Per network: busy count and candidates (tier, key, workload index, need, hash).
+    struct Net<'a> {
+        busy: usize,
+        stale_validators: usize,
+        candidates: Vec<(u8, &'a WorkloadKey, usize, Need, String)>,
+    }
+    let mut nets: BTreeMap<String, Net<'_>> = BTreeMap::new();
+    for (wi, w) in workloads.iter().enumerate() {
+        if w.opted_out {
+            continue;
+        }
+        let Some(entry) = snapshot.node(&w.key.namespace, &w.instance) else {
+            continue;
+        };
+        let Lookup::Found(list) = snapshot.lookup(&w.key.namespace, &w.instance) else {
+            continue;
+        };
+        let tier = entry.record.kind.rollout_tier();
+        let net = nets.entry(list.network.clone()).or_insert_with(|| Net {
+            busy: 0,
+            stale_validators: 0,
+            candidates: Vec::new(),
+        });
+        let busy = !w.settled || recently_acted.contains(&w.key);
+        if busy {
+            net.busy += 1;
+        }
+        if w.replicas == 0 {
+            continue;
+        }
+        let desired = &list.hash;
+        let own_pods: Vec<usize> = pods_by
+            .get(&(w.key.namespace.as_str(), w.instance.as_str()))
+            .map(|v| {
+                v.iter()
+                    .copied()
+                    .filter(|&i| !pods[i].opted_out && !pods[i].terminating)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let stale_pods: Vec<usize> = own_pods
+            .iter()
+            .copied()
+            .filter(|&i| pods[i].hash.as_ref() != Some(desired))
+            .collect();
+        // Annotating an OnDelete StatefulSet rolls nothing: replace its pods directly.
+        let rolls_on_template = !(w.key.kind == Kind::StatefulSet && w.on_delete);
+        let need = match &w.template_hash {
+            Some(h) if h != desired => Some(Need::Template),
+            None if !stale_pods.is_empty() && rolls_on_template => Some(Need::Template),
+            _ if !stale_pods.is_empty() => Some(Need::Pods(stale_pods)),
+            _ => None,
+        };
+        if let Some(need) = need {
+            let notify_only =
+                matches!(need, Need::Pods(_)) && settings.on_delete == OnDeletePolicy::Event;
+            if tier == 0 && !notify_only {
+                net.stale_validators += 1;
+            }
+            // Busy workloads stay pending and are not acted on until they settle.
+            let rank = if busy { u8::MAX } else { tier };
+            net.candidates
+                .push((rank, &w.key, wi, need, desired.clone()));
+        }
+    }
+    for (ns, name) in arriving {
+        if let Some(e) = snapshot.node(ns, name).filter(|e| e.record.is_peer()) {
+            nets.entry(e.record.network.clone())
+                .or_insert_with(|| Net {
+                    busy: 0,
+                    stale_validators: 0,
+                    candidates: Vec::new(),
+                })
+                .busy += 1;
+        }
+    }
+    let mut out = Plan::default();
+    for (network, mut net) in nets {
+        net.candidates
+            .sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)));
+        let pending = net.candidates.len();
+        if pending > 0 {
+            out.pending.insert(network.clone(), pending);
+        }
+        let mut free = settings.max_concurrent.saturating_sub(net.busy);
+        for (tier, key, wi, need, hash) in net.candidates {
+            if tier == u8::MAX {
+                continue; // busy: wait for it to settle
+            }
+            let w = &workloads[wi];
+            let on_delete_path = matches!(need, Need::Pods(_));
+            if on_delete_path && settings.on_delete == OnDeletePolicy::Event {
+                if let Need::Pods(stale) = &need {
+                    out.actions.push(Action::Notify {
+                        key: key.clone(),
+                        network: network.clone(),
+                        hash,
+                        stale_pods: stale.len(),
+                    });
+                }
+                continue;
+            }
+            if tier > 0 && net.stale_validators > 0 {
+                continue; // validators of this network first
+            }
+            if free == 0 {
+                continue;
+            }
+            free -= 1;
+            match need {
+                Need::Template => {
+                    // The list being replaced: the template's, else the one its pods carry.
+                    let previous = w.template_hash.clone().or_else(|| {
+                        pods_by
+                            .get(&(w.key.namespace.as_str(), w.instance.as_str()))
+                            .and_then(|v| v.iter().find_map(|&i| pods[i].hash.clone()))
+                    });
+                    out.actions.push(Action::Annotate {
+                        key: key.clone(),
+                        network: network.clone(),
+                        hash,
+                        previous,
+                    })
+                }
+                Need::Pods(stale) => {
+                    // One pod at a time, lowest name first, only when none is unready.
+                    if let Some(&pi) = stale
+                        .iter()
+                        .min_by(|&&a, &&b| pods[a].name.cmp(&pods[b].name))
+                    {
+                        let p = &pods[pi];
+                        out.actions.push(Action::DeletePod {
+                            key: key.clone(),
+                            network: network.clone(),
+                            pod: p.name.clone(),
+                            uid: p.uid.clone(),
+                            hash,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Validators of the snapshot that have no workload among `workloads`.
+pub fn without_workload(
+    snapshot: &PeerSnapshot,
+    workloads: &[WorkloadState],
+) -> Vec<(String, String)> {
+    let have: HashSet<(&str, &str)> = workloads
+        .iter()
+        .map(|w| (w.key.namespace.as_str(), w.instance.as_str()))
+        .collect();
+    snapshot
+        .nodes()
+        .filter(|e| {
+            e.record.is_peer()
+                && !have.contains(&(e.record.namespace.as_str(), e.record.name.as_str()))
+        })
+        .map(|e| (e.record.namespace.clone(), e.record.name.clone()))
+        .collect()
+}
+
+/// Reads the fields the planner needs from a pod-template or pod annotation map.
+pub fn hash_and_opt_out(annotations: Option<&BTreeMap<String, String>>) -> (Option<String>, bool) {
+    let Some(a) = annotations else {
+        return (None, false);
+    };
+    let opted = a
+        .get(ANNOTATION_OPT_OUT)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+    (a.get(ANNOTATION_HASH).cloned(), opted)
+}
