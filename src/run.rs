@@ -389,3 +389,162 @@ pub fn main_with(cli: Cli) -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peers::PeerSettings;
+
+    const NODES: &str = r#"
+apiVersion: stellar.org/v1alpha1
+kind: StellarNode
+metadata: {name: a, namespace: stellar}
+spec: {nodeType: Validator, network: testnet}
+---
+apiVersion: stellar.org/v1alpha1
+kind: StellarNode
+metadata: {name: b, namespace: stellar}
+spec: {nodeType: Validator, network: testnet}
+---
+apiVersion: stellar.org/v1alpha1
+kind: StellarNode
+metadata: {name: h, namespace: stellar}
+spec: {nodeType: Horizon, network: testnet}
+"#;
+
+    const MANIFESTS: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: a, namespace: stellar}
+spec:
+  serviceName: a-headless
+  selector: {matchLabels: {app.kubernetes.io/name: stellar-node, app.kubernetes.io/instance: a}}
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: stellar-node, app.kubernetes.io/instance: a}
+    spec:
+      containers:
+      - {name: stellar-health-check, image: hc}
+      - {name: stellar-node, image: core}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: h, namespace: stellar}
+spec:
+  selector: {matchLabels: {app.kubernetes.io/instance: h}}
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: stellar-node, app.kubernetes.io/instance: h}
+    spec:
+      containers: [{name: stellar-node, image: horizon}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: b-0
+  labels: {app.kubernetes.io/name: stellar-node, app.kubernetes.io/instance: b}
+spec:
+  containers: [{name: stellar-node, image: core}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: a, namespace: stellar}
+spec: {ports: [{name: peer, port: 11625}]}
+"#;
+
+    fn snap() -> PeerSnapshot {
+        let docs = yaml_documents(NODES, "nodes").expect("nodes");
+        let recs: Vec<NodeRecord> = docs
+            .iter()
+            .filter_map(|d| NodeRecord::from_json(d, "default"))
+            .collect();
+        PeerSnapshot::build(1, &recs, &PeerSettings::default())
+    }
+
+    #[test]
+    fn offline_injection_mutates_pods_and_templates_like_the_webhook() {
+        let s = snap();
+        let docs = yaml_documents(MANIFESTS, "m").expect("manifests");
+        let out =
+            inject_documents(docs, &s, &InjectSettings::default(), "stellar").expect("inject");
+        let res = yaml_documents(&out, "out").expect("output parses");
+        assert_eq!(res.len(), 4);
+        let env = |v: &Value, ptr: &str| -> Vec<(String, String)> {
+            v.pointer(ptr)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|e| {
+                            (
+                                e["name"].as_str().unwrap_or("").to_owned(),
+                                e["value"].as_str().unwrap_or("").to_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let a = env(&res[0], "/spec/template/spec/containers/1/env");
+        assert!(
+            a.contains(&(
+                "STELLAR_PEERS".into(),
+                "b.stellar.svc.cluster.local:11625".into()
+            )),
+            "{a:?}"
+        );
+        assert!(
+            env(&res[0], "/spec/template/spec/containers/0/env").is_empty(),
+            "sidecar untouched"
+        );
+        assert!(
+            res[0]
+                .pointer("/spec/template/metadata/annotations/stellar.org~1peers-hash")
+                .is_some()
+        );
+        let h = env(&res[1], "/spec/template/spec/containers/0/env");
+        assert!(
+            h.contains(&("STELLAR_PEER_COUNT".into(), "2".into())),
+            "{h:?}"
+        );
+        let b = env(&res[2], "/spec/containers/0/env");
+        assert!(
+            b.contains(&(
+                "STELLAR_PEERS".into(),
+                "a.stellar.svc.cluster.local:11625".into()
+            )),
+            "pod in default namespace -n stellar: {b:?}"
+        );
+        assert_eq!(
+            res[3],
+            yaml_documents(MANIFESTS, "m").expect("m")[3],
+            "Service unchanged"
+        );
+        // Injecting the output again changes nothing.
+        let again =
+            inject_documents(res, &s, &InjectSettings::default(), "stellar").expect("again");
+        assert_eq!(again, out);
+    }
+
+    #[test]
+    fn offline_injection_names_the_document_it_cannot_inject() {
+        let s = snap();
+        let docs = yaml_documents(MANIFESTS, "m").expect("manifests");
+        let e = inject_documents(docs, &s, &InjectSettings::default(), "elsewhere")
+            .expect_err("unknown node");
+        let msg = e.to_string();
+        assert!(msg.contains("document 3 (Pod elsewhere/b-0)"), "{msg}");
+        assert!(msg.contains("no StellarNode elsewhere/b"), "{msg}");
+    }
+
+    #[test]
+    fn bad_yaml_is_reported_with_its_document() {
+        let e = yaml_documents("a: 1\n---\n: : :\n  - [", "f.yaml").expect_err("bad");
+        assert!(e.to_string().starts_with("f.yaml: document 2"), "{e}");
+        let l = yaml_documents(
+            "kind: List\nitems:\n- {kind: Pod}\n- {kind: Service}\n",
+            "l",
+        )
+        .expect("list");
+        assert_eq!(l.len(), 2);
+    }
+}
