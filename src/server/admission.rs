@@ -7,9 +7,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
 use http_body_util::{BodyExt, Limited};
-use kube::core::Status;
-use kube::core::admission::AdmissionResponse;
+use serde::Serialize;
 
 use crate::cache::PeerCache;
 use crate::inject::review::parse_review;
@@ -118,19 +118,16 @@ pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
     };
     let snapshot = state.cache.load();
     let decision = decide(&req, snapshot.as_deref(), &state.settings);
-    let mut resp = AdmissionResponse::invalid("");
-    resp.uid = req.uid.clone().into_owned();
-    resp.allowed = true;
-    resp.result = Status::success();
+    let uid: &str = &req.uid;
     let resp = match decision {
         Decision::Skip(reason) => {
             m.admission("skipped", reason.as_str());
-            tracing::debug!(uid = %req.uid, reason = reason.as_str(), "allowed without patch");
-            resp
+            tracing::debug!(%uid, reason = reason.as_str(), "allowed without patch");
+            Answer::allow(uid)
         }
         Decision::NotReady => {
             m.admission("not_ready", "cache-not-synced");
-            tracing::warn!(uid = %req.uid, "StellarNode cache not synced yet: answering 503 so failurePolicy decides");
+            tracing::warn!(%uid, "StellarNode cache not synced yet: answering 503 so failurePolicy decides");
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "stellar-peer-injector has not synced its StellarNode cache yet; retry shortly",
@@ -138,11 +135,20 @@ pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
         }
         Decision::Deny { reason, message } => {
             m.admission("denied", reason.as_str());
-            tracing::warn!(uid = %req.uid, reason = reason.as_str(), %message, "pod refused");
-            let mut r = resp.deny(message);
-            r.result.code = 400;
-            r.result.reason = reason.as_str().to_owned();
-            r
+            tracing::warn!(%uid, reason = reason.as_str(), %message, "pod refused");
+            return encode(
+                &Answer {
+                    status: Some(Failure {
+                        status: "Failure",
+                        code: 400,
+                        reason: reason.as_str(),
+                        message: &message,
+                    }),
+                    allowed: false,
+                    ..Answer::allow(uid)
+                },
+                m,
+            );
         }
         Decision::Inject {
             patch,
@@ -150,29 +156,90 @@ pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
             node,
             warnings,
         } => {
-            let dry_run = req.dry_run.unwrap_or(false);
-            match resp.with_patch(patch) {
-                Ok(mut r) => {
-                    m.admission("injected", "");
-                    tracing::info!(uid = %req.uid, %node, network = %list.network, peers = list.known.len(),
-                        hash = %list.hash, dry_run, "peers injected");
-                    if !warnings.is_empty() {
-                        r.warnings = Some(warnings);
-                    }
-                    r
-                }
+            let bytes = match serde_json::to_vec(&patch) {
+                Ok(b) => b,
                 Err(e) => {
                     m.admission("error", "patch-encode");
-                    tracing::error!(uid = %req.uid, error = %e, "cannot encode patch");
+                    tracing::error!(%uid, error = %e, "cannot encode patch");
                     return text(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         format!("cannot encode patch: {e}"),
                     );
                 }
-            }
+            };
+            m.admission("injected", "");
+            tracing::info!(%uid, %node, network = %list.network, peers = list.known.len(), hash = %list.hash,
+                dry_run = req.dry_run.unwrap_or(false), "peers injected");
+            let patch = base64::engine::general_purpose::STANDARD.encode(bytes);
+            return encode(
+                &Answer {
+                    patch_type: Some("JSONPatch"),
+                    patch: Some(&patch),
+                    warnings: (!warnings.is_empty()).then_some(&warnings[..]),
+                    ..Answer::allow(uid)
+                },
+                m,
+            );
         }
     };
-    match serde_json::to_vec(&resp.into_review()) {
+    encode(&resp, m)
+}
+
+/// `response` of an admission.k8s.io/v1 AdmissionReview. Written here rather than
+/// with kube-core's `AdmissionResponse`, which serialises `patch` as an array of
+/// numbers instead of the base64 string the API defines.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Failure<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<&'a [String]>,
+}
+
+impl<'a> Answer<'a> {
+    fn allow(uid: &'a str) -> Self {
+        Self {
+            uid,
+            allowed: true,
+            status: None,
+            patch_type: None,
+            patch: None,
+            warnings: None,
+        }
+    }
+}
+
+/// `response.status` of a denial (a metav1.Status).
+#[derive(Serialize)]
+struct Failure<'a> {
+    status: &'static str,
+    code: u16,
+    reason: &'a str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct Review<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    response: &'a Answer<'a>,
+}
+
+fn encode(answer: &Answer<'_>, m: &Metrics) -> Response {
+    let review = Review {
+        api_version: crate::inject::review::ADMISSION_API_VERSION,
+        kind: "AdmissionReview",
+        response: answer,
+    };
+    match serde_json::to_vec(&review) {
         Ok(v) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],

@@ -46,7 +46,15 @@ impl Default for Timeouts {
 /// The admission router.
 pub fn admission_router(state: Arc<AdmissionState>) -> Router {
     Router::new()
-        .route("/mutate", post(admission::mutate))
+        .route(
+            "/mutate",
+            post(admission::mutate).fallback(|| async {
+                (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed: send an AdmissionReview with POST /mutate\n",
+                )
+            }),
+        )
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

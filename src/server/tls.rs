@@ -25,9 +25,37 @@ pub struct ReloadingCert {
 }
 
 impl ResolvesServerCert for ReloadingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+    /// Serves the certificate to clients that send no SNI (an IP URL, as the test bed
+    /// and URL mode use) or an SNI the certificate is valid for; refuses any other
+    /// name, so a misrouted client fails the handshake instead of a name check later.
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let ck = self.current.load_full();
+        match hello.server_name() {
+            None => Some(ck),
+            Some(name) if valid_for(&ck, name) => Some(ck),
+            Some(name) => {
+                tracing::debug!(
+                    sni = name,
+                    "TLS client asked for a name the certificate does not cover"
+                );
+                None
+            }
+        }
     }
+}
+
+/// Whether the leaf certificate is valid for DNS name `name`.
+pub fn valid_for(ck: &CertifiedKey, name: &str) -> bool {
+    let Some(leaf) = ck.cert.first() else {
+        return false;
+    };
+    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
+        return false;
+    };
+    let Ok(server_name) = rustls::pki_types::ServerName::try_from(name) else {
+        return false;
+    };
+    cert.verify_is_valid_for_subject_name(&server_name).is_ok()
 }
 
 fn provider() -> Arc<CryptoProvider> {
