@@ -14,7 +14,7 @@ use stellar_peer_injector::crd::StellarNode;
 
 use crate::support::*;
 
-fn svc(name: &str, ns: &str) -> String {
+pub fn svc(name: &str, ns: &str) -> String {
     format!("{name}.{ns}.svc.cluster.local:11625")
 }
 
@@ -44,14 +44,14 @@ fn rolling(s: &StatefulSet) -> bool {
 
 /// Watches StatefulSets and records, per network label, the most rolling at once,
 /// and every template hash each StatefulSet carried.
-struct Monitor {
+pub struct Monitor {
     max_rolling: Arc<Mutex<BTreeMap<String, usize>>>,
     hashes: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Monitor {
-    fn start(ns: &TestNs) -> Self {
+    pub fn start(ns: &TestNs) -> Self {
         let max_rolling: Arc<Mutex<BTreeMap<String, usize>>> =
             Arc::new(Mutex::new(BTreeMap::new()));
         let hashes: Arc<Mutex<BTreeMap<String, Vec<String>>>> =
@@ -113,11 +113,11 @@ impl Monitor {
         }
     }
 
-    fn reset(&self) {
+    pub fn reset(&self) {
         self.max_rolling.lock().expect("lock").clear();
     }
 
-    fn max_rolling(&self, net: &str) -> usize {
+    pub fn max_rolling(&self, net: &str) -> usize {
         self.max_rolling
             .lock()
             .expect("lock")
@@ -126,7 +126,7 @@ impl Monitor {
             .unwrap_or(0)
     }
 
-    fn hash_changes(&self, sts: &str) -> usize {
+    pub fn hash_changes(&self, sts: &str) -> usize {
         self.hashes
             .lock()
             .expect("lock")
@@ -141,7 +141,7 @@ impl Drop for Monitor {
     }
 }
 
-async fn pod_peers(ns: &TestNs, instance: &str) -> Option<(String, Option<String>)> {
+pub async fn pod_peers(ns: &TestNs, instance: &str) -> Option<(String, Option<String>)> {
     let pods = ns
         .api::<Pod>()
         .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={instance}")))
@@ -168,7 +168,7 @@ async fn pod_peers(ns: &TestNs, instance: &str) -> Option<(String, Option<String
 }
 
 /// Waits until the first Ready pod of `instance` has exactly `want` as peers.
-async fn wait_peers(ns: &TestNs, instance: &str, want: &[String], secs: u64) -> TestResult {
+pub async fn wait_peers(ns: &TestNs, instance: &str, want: &[String], secs: u64) -> TestResult {
     let want = want.join(",");
     wait_for(
         Duration::from_secs(secs),
@@ -186,7 +186,7 @@ async fn wait_peers(ns: &TestNs, instance: &str, want: &[String], secs: u64) -> 
     .await
 }
 
-async fn setup(ns: &TestNs, nodes: &[(&str, &str)], kind_on_delete: &[&str]) -> TestResult {
+pub async fn setup(ns: &TestNs, nodes: &[(&str, &str)], kind_on_delete: &[&str]) -> TestResult {
     for (name, net) in nodes {
         ns.create::<StellarNode>(stellar_node(name, "Validator", net, false))
             .await?;
@@ -201,7 +201,7 @@ async fn setup(ns: &TestNs, nodes: &[(&str, &str)], kind_on_delete: &[&str]) -> 
     Ok(())
 }
 
-async fn add_validator(ns: &TestNs, name: &str, net: &str) -> TestResult {
+pub async fn add_validator(ns: &TestNs, name: &str, net: &str) -> TestResult {
     ns.create::<StellarNode>(stellar_node(name, "Validator", net, false))
         .await?;
     ns.create::<StatefulSet>(operator_statefulset(name, "Validator", net, 1))

@@ -299,19 +299,14 @@ impl Injector {
             .arg(certs.join("tls.key"))
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args([
-                "--namespaces",
-                namespaces,
-                "--shutdown-delay",
-                "0s",
-                "--tls-reload-interval",
-                "500ms",
-            ])
+            .args(["--namespaces", namespaces, "--tls-reload-interval", "500ms"])
             .args([
                 "--lease-namespace",
                 namespaces.split(',').next().unwrap_or("default"),
             ])
             .args(extra)
+            // Tests that study shutdown pass --shutdown-delay; the others stop at once.
+            .env("STELLAR_PEER_INJECTOR_SHUTDOWN_DELAY", "0s")
             .env("RUST_LOG", "info,stellar_peer_injector=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -538,4 +533,112 @@ pub fn annotation(pod: &Pod, key: &str) -> Option<String> {
 
 pub fn ensure(cond: bool, msg: impl FnOnce() -> String) -> TestResult {
     if cond { Ok(()) } else { Err(msg()) }
+}
+
+/// Restarts one component of the bed (`etcd`, `kube-apiserver`, ...) and waits until it is healthy.
+pub fn restart_component(name: &str) -> Result<(), String> {
+    run_script(&["restart", name]).map(|_| ())
+}
+
+/// Sends an AdmissionReview straight to an injector over TLS (trusting its CA) and
+/// returns the HTTP status and the JSON body (Null when the body is not JSON).
+pub async fn admission_request(inj: &Injector, body: &[u8]) -> Result<(u16, Value), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = std::fs::read(inj.certs.join("ca.crt")).map_err(|e| e.to_string())?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut &ca[..]) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", inj.port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let sn = rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+    let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(sn, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(body).await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad response {text}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_owned())
+        .unwrap_or_default();
+    Ok((code, serde_json::from_str(&body).unwrap_or(Value::Null)))
+}
+
+/// The fixture review, re-targeted at StellarNode `namespace/instance`.
+pub fn review_for(namespace: &str, instance: &str) -> Vec<u8> {
+    let mut v: Value = serde_json::from_str(include_str!("../fixtures/validator-pod-review.json"))
+        .unwrap_or(Value::Null);
+    v["request"]["namespace"] = json!(namespace);
+    v["request"]["object"]["metadata"]["namespace"] = json!(namespace);
+    v["request"]["object"]["metadata"]["labels"]["app.kubernetes.io/instance"] = json!(instance);
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// Decodes the JSON patch of an admission answer and returns the STELLAR_PEERS value it sets.
+pub fn injected_peers(answer: &Value) -> Option<String> {
+    use base64::Engine;
+    let b64 = answer["response"]["patch"].as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let ops: Vec<Value> = serde_json::from_slice(&bytes).ok()?;
+    ops.iter().find_map(|op| {
+        let v = &op["value"];
+        if v["name"] == "STELLAR_PEERS" {
+            return v["value"].as_str().map(str::to_owned);
+        }
+        v.as_array()?
+            .iter()
+            .find(|e| e["name"] == "STELLAR_PEERS")?["value"]
+            .as_str()
+            .map(str::to_owned)
+    })
+}
+
+impl Injector {
+    pub fn pid(&self) -> u32 {
+        self.child.lock().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(mut c) = self.child.lock()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

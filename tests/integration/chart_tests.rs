@@ -1,0 +1,699 @@
+//! The Helm chart (charts/stellar-peer-injector): it lints, renders in every certificate
+//! mode, is accepted by the API server, its schema rejects wrong values, and the RBAC it
+//! grants is all the injector needs, on the real control plane.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use clap::Parser;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use stellar_peer_injector::crd::StellarNode;
+
+use crate::support::*;
+
+const CHART_NAME: &str = "stellar-peer-injector";
+
+fn chart_dir() -> PathBuf {
+    repo_root().join("charts/stellar-peer-injector")
+}
+
+/// The directory with the bed's kubectl and helm (`tests/testbed/testbed bin-dir`).
+fn bin_dir() -> Result<PathBuf, String> {
+    let out = Command::new(repo_root().join("tests/testbed/testbed"))
+        .arg("bin-dir")
+        .output()
+        .map_err(|e| format!("tests/testbed/testbed bin-dir: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "tests/testbed/testbed bin-dir failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+    ))
+}
+
+fn scratch(name: &str) -> Result<PathBuf, String> {
+    let dir = repo_root().join("target/chart-tests").join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Runs a bed tool (`helm`, `kubectl`) against the bed, as `tests/testbed/testbed helm` does.
+fn tool(name: &str, args: &[&str], stdin: Option<&str>) -> Result<Output, String> {
+    let bed = bed()?;
+    let state = repo_root().join("target/testbed");
+    let mut cmd = Command::new(bin_dir()?.join(name));
+    cmd.args(args)
+        .env("KUBECONFIG", &bed.kubeconfig)
+        .env("KUBECACHEDIR", state.join("kube-cache"))
+        .env("HELM_CACHE_HOME", state.join("helm/cache"))
+        .env("HELM_CONFIG_HOME", state.join("helm/config"))
+        .env("HELM_DATA_HOME", state.join("helm/data"))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("spawn {name}: {e}"))?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().ok_or("no stdin")?;
+        pipe.write_all(input.as_bytes())
+            .map_err(|e| format!("{name} stdin: {e}"))?;
+    }
+    child
+        .wait_with_output()
+        .map_err(|e| format!("wait for {name}: {e}"))
+}
+
+fn describe(name: &str, args: &[&str], out: &Output) -> String {
+    format!(
+        "`{name} {}` exited with {}:\n{}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs a tool and returns its stdout, failing on a non-zero exit.
+fn run_ok(name: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let out = tool(name, args, stdin)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(describe(name, args, &out))
+    }
+}
+
+fn helm(args: &[&str]) -> Result<String, String> {
+    run_ok("helm", args, None)
+}
+
+/// Writes helm values (JSON is YAML) to a file and returns its path.
+fn values_file(dir: &Path, name: &str, values: &Value) -> Result<String, String> {
+    let path = dir.join(format!("{name}.values.json"));
+    std::fs::write(&path, values.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path.display().to_string())
+}
+
+/// `helm template` with a values file; the rendered text.
+fn render(dir: &Path, release: &str, ns: &str, mode: &str, values: &Value) -> Result<String, String> {
+    let file = values_file(dir, mode, values)?;
+    let chart = chart_dir().display().to_string();
+    helm(&["template", release, &chart, "--namespace", ns, "--values", &file])
+}
+
+/// The documents of a multi-document YAML stream, without empty ones.
+fn docs(yaml: &str) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    for d in serde_yaml::Deserializer::from_str(yaml) {
+        let v = Value::deserialize(d).map_err(|e| format!("rendered YAML does not parse: {e}"))?;
+        if !v.is_null() {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+fn kinds(docs: &[Value]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for d in docs {
+        *m.entry(d["kind"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    m
+}
+
+fn one<'a>(docs: &'a [Value], kind: &str) -> Result<&'a Value, String> {
+    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    match found.as_slice() {
+        [d] => Ok(d),
+        _ => Err(format!(
+            "expected one {kind}, found {} (kinds: {:?})",
+            found.len(),
+            kinds(docs)
+        )),
+    }
+}
+
+fn hook(docs: &[Value]) -> Result<Value, String> {
+    let cfg = one(docs, "MutatingWebhookConfiguration")?;
+    let hooks = cfg["webhooks"].as_array().ok_or("no webhooks")?;
+    ensure(hooks.len() == 1, || format!("{} webhooks", hooks.len()))?;
+    Ok(hooks[0].clone())
+}
+
+/// The injector container's arguments, checked against the binary's own CLI.
+fn deployment_args(docs: &[Value]) -> Result<Vec<String>, String> {
+    let d = one(docs, "Deployment")?;
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = c["args"]
+        .as_array()
+        .ok_or("no args")?
+        .iter()
+        .map(|a| a.as_str().unwrap_or_default().to_owned())
+        .collect();
+    let argv = std::iter::once("stellar-peer-injector".to_owned()).chain(args.iter().cloned());
+    stellar_peer_injector::cli::Cli::try_parse_from(argv)
+        .map_err(|e| format!("the chart's args {args:?} do not parse: {e}"))?;
+    Ok(args)
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn check_common(docs: &[Value], ns: &str) -> TestResult {
+    let h = hook(docs)?;
+    ensure(h["name"] == "peers.stellar.org", || format!("{h}"))?;
+    ensure(h["admissionReviewVersions"] == json!(["v1"]), || format!("{h}"))?;
+    ensure(h["sideEffects"] == "None", || format!("{h}"))?;
+    ensure(h["reinvocationPolicy"] == "IfNeeded", || format!("{h}"))?;
+    ensure(h["failurePolicy"] == "Fail", || format!("{h}"))?;
+    ensure(h["timeoutSeconds"] == 5, || format!("{h}"))?;
+    ensure(
+        h["objectSelector"] == json!({"matchLabels": {"app.kubernetes.io/name": "stellar-node"}}),
+        || format!("objectSelector: {}", h["objectSelector"]),
+    )?;
+    ensure(
+        h["namespaceSelector"]["matchExpressions"][0]
+            == json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [ns, "kube-system"]}),
+        || format!("namespaceSelector: {}", h["namespaceSelector"]),
+    )?;
+    ensure(
+        h["rules"]
+            == json!([{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                       "resources": ["pods"], "scope": "Namespaced"}]),
+        || format!("rules: {}", h["rules"]),
+    )?;
+    // Least privilege: exactly these rules, nothing more.
+    let cr = one(docs, "ClusterRole")?;
+    ensure(
+        cr["rules"]
+            == json!([
+                {"apiGroups": ["stellar.org"], "resources": ["stellarnodes"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": ["get", "list", "watch", "patch"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
+                {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+            ]),
+        || format!("ClusterRole rules: {}", cr["rules"]),
+    )?;
+    let role = one(docs, "Role")?;
+    ensure(
+        role["metadata"]["namespace"] == ns
+            && role["rules"]
+                .as_array()
+                .is_some_and(|r| r.iter().all(|r| r["apiGroups"] == json!(["coordination.k8s.io"])
+                    && r["resources"] == json!(["leases"]))),
+        || format!("Role: {role}"),
+    )?;
+    let args = deployment_args(docs)?;
+    for want in [
+        "serve",
+        "--listen=0.0.0.0:8443",
+        "--admin-listen=0.0.0.0:9090",
+        "--tls-cert=/tls/tls.crt",
+        "--tls-key=/tls/tls.key",
+        "--log-format=json",
+        "--shutdown-delay=5s",
+    ] {
+        ensure(args.iter().any(|a| a == want), || {
+            format!("Deployment args lack {want}: {args:?}")
+        })?;
+    }
+    let d = one(docs, "Deployment")?;
+    let spec = &d["spec"]["template"]["spec"];
+    let c = &spec["containers"][0];
+    ensure(d["spec"]["replicas"] == 2, || "replicas".into())?;
+    ensure(spec["terminationGracePeriodSeconds"] == 30, || "grace".into())?;
+    ensure(
+        c["securityContext"]["readOnlyRootFilesystem"] == true
+            && c["securityContext"]["allowPrivilegeEscalation"] == false
+            && c["securityContext"]["capabilities"]["drop"] == json!(["ALL"])
+            && spec["securityContext"]["runAsNonRoot"] == true
+            && spec["securityContext"]["runAsUser"] == 65532
+            && spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault",
+        || format!("security contexts: {} / {}", spec["securityContext"], c["securityContext"]),
+    )?;
+    ensure(
+        c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            && c["readinessProbe"]["httpGet"]["path"] == "/readyz",
+        || "probes".into(),
+    )?;
+    let env: Vec<&str> = c["env"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["name"].as_str()).collect())
+        .unwrap_or_default();
+    ensure(
+        env.contains(&"POD_NAMESPACE") && env.contains(&"POD_NAME"),
+        || format!("env: {env:?}"),
+    )?;
+    let ann = &d["spec"]["template"]["metadata"]["annotations"];
+    ensure(ann["prometheus.io/scrape"] == "true" && ann["prometheus.io/port"] == "9090", || {
+        format!("pod annotations: {ann}")
+    })?;
+    let pdb = one(docs, "PodDisruptionBudget")?;
+    ensure(pdb["spec"]["minAvailable"] == 1, || format!("{pdb}"))?;
+    ensure(!kinds(docs).contains_key("ServiceMonitor"), || {
+        "ServiceMonitor rendered although disabled".into()
+    })?;
+    ensure(!kinds(docs).contains_key("CustomResourceDefinition"), || {
+        "CRD rendered although crds.install=false".into()
+    })?;
+    Ok(())
+}
+
+/// `kubectl apply --dry-run=server`: the API server validates and admits every object.
+fn server_dry_run(ns: &str, yaml: &str) -> TestResult {
+    let args = ["apply", "--dry-run=server", "-n", ns, "-f", "-"];
+    let out = run_ok("kubectl", &args, Some(yaml))?;
+    ensure(out.contains("(server dry run)"), || format!("kubectl said: {out}"))
+}
+
+pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
+    let ns = TestNs::new("chartrender").await?;
+    let n = ns.name.clone();
+    let dir = scratch(&n)?;
+    let release = "spi";
+    let fullname = format!("{release}-{CHART_NAME}");
+    let chart = chart_dir().display().to_string();
+
+    helm(&["lint", &chart])?;
+    helm(&["lint", &chart, "--namespace", &n, "--set", "certs.mode=cert-manager"])?;
+
+    // The optional CRD is what the binary prints.
+    let crd_file = std::fs::read_to_string(chart_dir().join("crds-optional/stellarnodes.stellar.org.yaml"))
+        .map_err(|e| e.to_string())?;
+    let crd_now = stellar_peer_injector::crd::crd_yaml().map_err(|e| e.to_string())?;
+    ensure(crd_file == crd_now, || {
+        "charts/stellar-peer-injector/crds-optional/stellarnodes.stellar.org.yaml differs from \
+         `stellar-peer-injector crd`; regenerate it with `cargo run -q -- crd > ...`"
+            .into()
+    })?;
+
+    // helm: the chart generates the certificate into a Secret and the CA bundle from it.
+    let helm_yaml = render(&dir, release, &n, "helm", &json!({}))?;
+    let d = docs(&helm_yaml)?;
+    check_common(&d, &n)?;
+    let secret = one(&d, "Secret")?;
+    let h = hook(&d)?;
+    ensure(
+        secret["metadata"]["name"] == format!("{fullname}-tls")
+            && secret["type"] == "kubernetes.io/tls"
+            && h["clientConfig"]["caBundle"] == secret["data"]["ca.crt"],
+        || format!("Secret / caBundle mismatch: {secret}"),
+    )?;
+    ensure(
+        h["clientConfig"]["service"]
+            == json!({"name": fullname, "namespace": n, "path": "/mutate", "port": 443}),
+        || format!("clientConfig: {}", h["clientConfig"]),
+    )?;
+    // The generated certificate works with the binary's TLS stack and names the Service.
+    let decode = |k: &str| -> Result<String, String> {
+        let raw = secret["data"][k].as_str().ok_or(format!("no {k}"))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(raw)
+            .map_err(|e| e.to_string())?;
+        String::from_utf8(bytes).map_err(|e| e.to_string())
+    };
+    let (crt, key) = (decode("tls.crt")?, decode("tls.key")?);
+    std::fs::write(dir.join("tls.crt"), &crt).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("tls.key"), &key).map_err(|e| e.to_string())?;
+    stellar_peer_injector::server::tls::CertWatcher::load(&dir.join("tls.crt"), &dir.join("tls.key"))
+        .map_err(|e| format!("the binary cannot load the chart's certificate: {e}"))?;
+    server_dry_run(&n, &helm_yaml)?;
+
+    // cert-manager: its CRDs are not on the bed, so only the render is checked.
+    let cm = docs(&render(&dir, release, &n, "cert-manager", &json!({"certs": {"mode": "cert-manager"}}))?)?;
+    let k = kinds(&cm);
+    ensure(
+        k.get("Certificate") == Some(&2) && k.get("Issuer") == Some(&2) && !k.contains_key("Secret"),
+        || format!("cert-manager kinds: {k:?}"),
+    )?;
+    let cfg = one(&cm, "MutatingWebhookConfiguration")?;
+    ensure(
+        cfg["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+            == format!("{n}/{fullname}-serving"),
+        || format!("annotations: {}", cfg["metadata"]["annotations"]),
+    )?;
+    ensure(hook(&cm)?["clientConfig"].get("caBundle").is_none(), || {
+        "cert-manager mode must leave caBundle to the CA injector".into()
+    })?;
+    let serving = cm
+        .iter()
+        .find(|d| d["kind"] == "Certificate" && d["metadata"]["name"] == format!("{fullname}-serving"))
+        .ok_or("no serving Certificate")?;
+    ensure(
+        serving["spec"]["secretName"] == format!("{fullname}-tls")
+            && serving["spec"]["dnsNames"]
+                .as_array()
+                .is_some_and(|a| a.contains(&json!(format!("{fullname}.{n}.svc")))),
+        || format!("serving Certificate: {serving}"),
+    )?;
+
+    // secret: the user's Secret and CA bundle, plus the optional parts switched on.
+    let certs = make_certs("chart")?;
+    let ca = std::fs::read_to_string(certs.join("ca.crt")).map_err(|e| e.to_string())?;
+    let secret_values = json!({
+        "certs": {"mode": "secret", "secretName": "my-tls", "caBundle": b64(&ca)},
+        "crds": {"install": true},
+        "extraPeers": {"mainnet": [{"address": "core-live-a.stellar.org:11625", "preferred": true}]},
+        "serviceMonitor": {"enabled": true},
+    });
+    let secret_yaml = render(&dir, release, &n, "secret", &secret_values)?;
+    let sd = docs(&secret_yaml)?;
+    let k = kinds(&sd);
+    ensure(
+        !k.contains_key("Secret") && k.get("CustomResourceDefinition") == Some(&1)
+            && k.get("ConfigMap") == Some(&1) && k.get("ServiceMonitor") == Some(&1),
+        || format!("secret-mode kinds: {k:?}"),
+    )?;
+    ensure(hook(&sd)?["clientConfig"]["caBundle"] == b64(&ca), || "caBundle".into())?;
+    let dep = one(&sd, "Deployment")?;
+    let vols = &dep["spec"]["template"]["spec"]["volumes"];
+    ensure(
+        vols.as_array().is_some_and(|v| v.iter().any(|v| v["secret"]["secretName"] == "my-tls")),
+        || format!("volumes: {vols}"),
+    )?;
+    let args = deployment_args(&sd)?;
+    ensure(args.iter().any(|a| a == "--extra-peers=/config/extra-peers.yaml"), || {
+        format!("args: {args:?}")
+    })?;
+    let extra = one(&sd, "ConfigMap")?["data"]["extra-peers.yaml"]
+        .as_str()
+        .ok_or("no extra-peers.yaml")?
+        .to_owned();
+    let parsed = stellar_peer_injector::peers::ExtraPeers::parse(&extra)
+        .map_err(|e| format!("the binary rejects the chart's extra peers: {e}\n{extra}"))?;
+    ensure(parsed.networks.get("mainnet").is_some_and(|l| l.len() == 1 && l[0].preferred), || {
+        format!("extra peers: {parsed:?}")
+    })?;
+    let crd = one(&sd, "CustomResourceDefinition")?;
+    ensure(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+            && crd["spec"]["group"] == "stellar.org",
+        || format!("CRD metadata: {}", crd["metadata"]),
+    )?;
+    // The ServiceMonitor CRD is not on the bed; everything else goes to the API server.
+    let without_sm: Vec<String> = sd
+        .iter()
+        .filter(|d| d["kind"] != "ServiceMonitor")
+        .map(|d| serde_json::to_string(d).unwrap_or_default())
+        .collect();
+    server_dry_run(&n, &without_sm.join("\n---\n"))?;
+
+    // URL mode: the API server calls the URL with the given CA; no Service reference.
+    let url_values = json!({
+        "replicaCount": 0,
+        "webhook": {"url": "https://127.0.0.1:8443/mutate", "caBundle": b64(&ca)},
+        "certs": {"mode": "secret", "secretName": "my-tls"},
+    });
+    let ud = docs(&render(&dir, release, &n, "url", &url_values)?)?;
+    let cc = hook(&ud)?["clientConfig"].clone();
+    ensure(
+        cc == json!({"url": "https://127.0.0.1:8443/mutate", "caBundle": b64(&ca)}),
+        || format!("URL-mode clientConfig: {cc}"),
+    )?;
+    ensure(
+        one(&ud, "Deployment")?["spec"]["replicas"] == 0 && !kinds(&ud).contains_key("PodDisruptionBudget"),
+        || "replicaCount 0 must render no PDB".into(),
+    )?;
+
+    // Watched namespaces: RoleBindings there instead of a ClusterRoleBinding, and the
+    // webhook limited to them.
+    let nd = docs(&render(&dir, release, &n, "namespaces", &json!({"namespaces": ["a", "b"]}))?)?;
+    let k = kinds(&nd);
+    ensure(
+        !k.contains_key("ClusterRoleBinding") && k.get("RoleBinding") == Some(&3),
+        || format!("namespaced RBAC kinds: {k:?}"),
+    )?;
+    ensure(
+        hook(&nd)?["namespaceSelector"]["matchExpressions"][1]
+            == json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["a", "b"]}),
+        || "namespaces must limit the webhook".into(),
+    )?;
+
+    // The schema rejects wrong types and values before anything renders.
+    for (bad, path) in [
+        ("replicaCount=two", "/replicaCount"),
+        ("webhook.failurePolicy=Sometimes", "/webhook/failurePolicy"),
+        ("certs.mode=vault", "/certs/mode"),
+        ("webhook.timeoutSeconds=31", "/webhook/timeoutSeconds"),
+        ("rollout.maxConcurrent=0", "/rollout/maxConcurrent"),
+    ] {
+        let args = ["template", release, chart.as_str(), "--set", bad];
+        let out = tool("helm", &args, None)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure(!out.status.success() && err.contains("schema") && err.contains(path), || {
+            format!("--set {bad} was not rejected by the schema: {}", describe("helm", &args, &out))
+        })?;
+    }
+    // And the template checks what the schema cannot.
+    let out = tool("helm", &["template", release, &chart, "--set", "certs.mode=secret"], None)?;
+    ensure(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("certs.secretName"),
+        || "certs.mode=secret without certs.secretName must fail".into(),
+    )?;
+    Ok(())
+}
+
+/// A kubeconfig for the bed's API server that authenticates with `token`.
+fn token_kubeconfig(dir: &Path, token: &str, ns: &str) -> Result<PathBuf, String> {
+    let bed = bed()?;
+    let admin: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(&bed.kubeconfig).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let cluster = admin["clusters"][0]["cluster"].clone();
+    ensure(cluster["server"].is_string(), || "admin kubeconfig has no server".into())?;
+    let kc = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "testbed", "cluster": cluster}],
+        "users": [{"name": "injector", "user": {"token": token}}],
+        "contexts": [{"name": "injector", "context": {"cluster": "testbed", "user": "injector", "namespace": ns}}],
+        "current-context": "injector",
+    });
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, kc.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+async fn client_from(kubeconfig: &Path) -> Result<Client, String> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| e.to_string())?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Client::try_from(cfg).map_err(|e| e.to_string())
+}
+
+/// `kubectl auth can-i VERB RESOURCE -n NS --as=<sa>`: true for "yes".
+fn can_i(sa: &str, ns: &str, verb: &str, resource: &str) -> Result<bool, String> {
+    let out = tool("kubectl", &["auth", "can-i", verb, resource, "-n", ns, &format!("--as={sa}")], None)?;
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    match said.as_str() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(format!("kubectl auth can-i {verb} {resource}: {said} {}", String::from_utf8_lossy(&out.stderr))),
+    }
+}
+
+async fn peers_of(ns: &TestNs, instance: &str) -> Option<String> {
+    let pods = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={instance}")))
+        .await
+        .ok()?;
+    let p = pods
+        .items
+        .into_iter()
+        .find(|p| p.metadata.deletion_timestamp.is_none())?;
+    let ready = p
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    annotation(&p, "stellar.org/peers-hash")?;
+    ready.then(|| env_get(&p, "stellar-node", "STELLAR_PEERS").unwrap_or_default())
+}
+
+async fn wait_peers(ns: &TestNs, instance: &str, want: &[&str], secs: u64) -> TestResult {
+    let want: Vec<String> = want
+        .iter()
+        .map(|w| format!("{w}.{}.svc.cluster.local:11625", ns.name))
+        .collect();
+    let want = want.join(",");
+    wait_for(
+        Duration::from_secs(secs),
+        &format!("{instance} pod with peers {want}"),
+        || {
+            let want = want.clone();
+            async move { peers_of(ns, instance).await.filter(|p| *p == want).map(|_| ()) }
+        },
+    )
+    .await
+}
+
+pub async fn chart_rbac_is_enough_for_the_injector() -> TestResult {
+    // The release namespace (ServiceAccount, Lease) and a workload namespace.
+    let rel = TestNs::new("chartrel").await?;
+    let wl = TestNs::new("chartwl").await?;
+    let dir = scratch(&rel.name)?;
+    // Cluster-scoped objects are named after the release: one release name per test run.
+    let release = format!("r-{}", rel.name);
+    let fullname = format!("{release}-{CHART_NAME}");
+    let sa_user = format!("system:serviceaccount:{}:{fullname}", rel.name);
+    let chart = chart_dir().display().to_string();
+    // URL mode, no pods; the webhook only sees the workload namespace, so nothing else on
+    // the bed is affected. The URL is a placeholder until the injector runs.
+    let values = json!({
+        "replicaCount": 0,
+        "crds": {"install": false},
+        "certs": {"mode": "helm"},
+        "webhook": {
+            "url": "https://127.0.0.1:1/mutate",
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": wl.name}},
+        },
+    });
+    let file = values_file(&dir, "install", &values)?;
+    helm(&["install", &release, &chart, "--namespace", &rel.name, "--values", &file])?;
+    let result = async {
+        // What the ServiceAccount may and may not do.
+        for (verb, resource, ns, want) in [
+            ("list", "secrets", &wl.name, false),
+            ("get", "secrets", &rel.name, false),
+            ("create", "pods", &wl.name, false),
+            ("update", "statefulsets.apps", &wl.name, false),
+            ("create", "leases.coordination.k8s.io", &wl.name, false),
+            ("watch", "stellarnodes.stellar.org", &wl.name, true),
+            ("patch", "statefulsets.apps", &wl.name, true),
+            ("patch", "deployments.apps", &wl.name, true),
+            ("delete", "pods", &wl.name, true),
+            ("create", "events.events.k8s.io", &wl.name, true),
+            ("create", "leases.coordination.k8s.io", &rel.name, true),
+            ("update", "leases.coordination.k8s.io/stellar-peer-injector", &rel.name, true),
+        ] {
+            let got = can_i(&sa_user, ns, verb, resource)?;
+            ensure(got == want, || {
+                format!("{sa_user} can-i {verb} {resource} -n {ns}: {got}, want {want}")
+            })?;
+        }
+
+        // A token of the chart's ServiceAccount (TokenRequest) and a kubeconfig with it.
+        let sas: Api<ServiceAccount> = rel.api();
+        let tr: TokenRequest = sas
+            .create_subresource(
+                "token",
+                &fullname,
+                &PostParams::default(),
+                &TokenRequest {
+                    spec: TokenRequestSpec {
+                        audiences: vec![],
+                        expiration_seconds: Some(3600),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| format!("TokenRequest for {fullname}: {e}"))?;
+        let token = tr.status.ok_or("TokenRequest without status")?.token;
+        let kubeconfig = token_kubeconfig(&dir, &token, &wl.name)?;
+        // The token works, and is refused outside the role.
+        let sa_client = client_from(&kubeconfig).await?;
+        match Api::<Secret>::namespaced(sa_client.clone(), &wl.name)
+            .list(&ListParams::default())
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 403 => {}
+            other => return Err(format!("listing secrets with the chart's token: {other:?}")),
+        }
+        Api::<StellarNode>::namespaced(sa_client, &wl.name)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("listing StellarNodes with the chart's token: {e}"))?;
+
+        // The injector with only that token; the release namespace first, so it holds the
+        // Lease there (Injector::start passes --lease-namespace <first namespace>).
+        let inj = Injector::start(
+            &format!("{},{}", rel.name, wl.name),
+            &kubeconfig,
+            &["--debounce", "1s"],
+            true,
+        )
+        .await?;
+        // Point the chart's own webhook at it (URL mode).
+        helm(&[
+            "upgrade", &release, &chart, "--namespace", &rel.name, "--reuse-values",
+            "--set", &format!("webhook.url={}", inj.url()),
+            "--set", &format!("webhook.caBundle={}", b64(&inj.ca_pem()?)),
+        ])?;
+        // The API server picks the change up asynchronously.
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+
+        let inner = async {
+            for v in ["v1", "v2"] {
+                wl.create::<StellarNode>(stellar_node(v, "Validator", "testnet", false)).await?;
+            }
+            for v in ["v1", "v2"] {
+                wl.create::<StatefulSet>(operator_statefulset(v, "Validator", "testnet", 1)).await?;
+            }
+            wait_peers(&wl, "v1", &["v2"], 60).await?;
+            wait_peers(&wl, "v2", &["v1"], 60).await?;
+
+            // A new validator: the rollout loop annotates v1 and v2 and they roll.
+            wl.create::<StellarNode>(stellar_node("v3", "Validator", "testnet", false)).await?;
+            wl.create::<StatefulSet>(operator_statefulset("v3", "Validator", "testnet", 1)).await?;
+            wait_peers(&wl, "v3", &["v1", "v2"], 60).await?;
+            wait_peers(&wl, "v1", &["v2", "v3"], 120).await?;
+            wait_peers(&wl, "v2", &["v1", "v3"], 120).await?;
+            let sts = wl.api::<StatefulSet>().get("v1").await.map_err(|e| e.to_string())?;
+            let template_hash = sts
+                .spec
+                .and_then(|s| s.template.metadata)
+                .and_then(|m| m.annotations)
+                .and_then(|a| a.get("stellar.org/peers-hash").cloned());
+            ensure(template_hash.is_some(), || "v1's template was not annotated".into())?;
+            // Events were recorded, and the Lease in the release namespace is held.
+            let events: Api<k8s_openapi::api::events::v1::Event> = wl.api();
+            let evs = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+            ensure(
+                evs.items.iter().filter(|e| e.reason.as_deref() == Some("PeersChanged")).count() >= 2,
+                || format!("PeersChanged Events: {:?}", evs.items.iter().map(|e| (&e.reason, &e.note)).collect::<Vec<_>>()),
+            )?;
+            let lease = rel.api::<Lease>().get("stellar-peer-injector").await.map_err(|e| e.to_string())?;
+            ensure(
+                lease.spec.and_then(|s| s.holder_identity).is_some_and(|h| !h.is_empty()),
+                || "the Lease has no holder".into(),
+            )?;
+            let log = inj.log_text();
+            ensure(!log.contains("forbidden") && !log.contains("Forbidden"), || {
+                format!("the injector was refused something:\n{log}")
+            })?;
+            Ok::<(), String>(())
+        }
+        .await;
+        inner.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
+    }
+    .await;
+    // Removes the cluster-scoped objects too (ClusterRole, binding, webhook configuration).
+    let uninstall = helm(&["uninstall", &release, "--namespace", &rel.name, "--wait"]);
+    result?;
+    uninstall.map(|_| ())
+}
