@@ -112,10 +112,24 @@ fn values_file(dir: &Path, name: &str, values: &Value) -> Result<String, String>
 }
 
 /// `helm template` with a values file; the rendered text.
-fn render(dir: &Path, release: &str, ns: &str, mode: &str, values: &Value) -> Result<String, String> {
+fn render(
+    dir: &Path,
+    release: &str,
+    ns: &str,
+    mode: &str,
+    values: &Value,
+) -> Result<String, String> {
     let file = values_file(dir, mode, values)?;
     let chart = chart_dir().display().to_string();
-    helm(&["template", release, &chart, "--namespace", ns, "--values", &file])
+    helm(&[
+        "template",
+        release,
+        &chart,
+        "--namespace",
+        ns,
+        "--values",
+        &file,
+    ])
 }
 
 /// The documents of a multi-document YAML stream, without empty ones.
@@ -181,7 +195,9 @@ fn b64(s: &str) -> String {
 fn check_common(docs: &[Value], ns: &str) -> TestResult {
     let h = hook(docs)?;
     ensure(h["name"] == "peers.stellar.org", || format!("{h}"))?;
-    ensure(h["admissionReviewVersions"] == json!(["v1"]), || format!("{h}"))?;
+    ensure(h["admissionReviewVersions"] == json!(["v1"]), || {
+        format!("{h}")
+    })?;
     ensure(h["sideEffects"] == "None", || format!("{h}"))?;
     ensure(h["reinvocationPolicy"] == "IfNeeded", || format!("{h}"))?;
     ensure(h["failurePolicy"] == "Fail", || format!("{h}"))?;
@@ -216,10 +232,12 @@ fn check_common(docs: &[Value], ns: &str) -> TestResult {
     let role = one(docs, "Role")?;
     ensure(
         role["metadata"]["namespace"] == ns
-            && role["rules"]
-                .as_array()
-                .is_some_and(|r| r.iter().all(|r| r["apiGroups"] == json!(["coordination.k8s.io"])
-                    && r["resources"] == json!(["leases"]))),
+            && role["rules"].as_array().is_some_and(|r| {
+                r.iter().all(|r| {
+                    r["apiGroups"] == json!(["coordination.k8s.io"])
+                        && r["resources"] == json!(["leases"])
+                })
+            }),
         || format!("Role: {role}"),
     )?;
     let args = deployment_args(docs)?;
@@ -240,7 +258,9 @@ fn check_common(docs: &[Value], ns: &str) -> TestResult {
     let spec = &d["spec"]["template"]["spec"];
     let c = &spec["containers"][0];
     ensure(d["spec"]["replicas"] == 2, || "replicas".into())?;
-    ensure(spec["terminationGracePeriodSeconds"] == 30, || "grace".into())?;
+    ensure(spec["terminationGracePeriodSeconds"] == 30, || {
+        "grace".into()
+    })?;
     ensure(
         c["securityContext"]["readOnlyRootFilesystem"] == true
             && c["securityContext"]["allowPrivilegeEscalation"] == false
@@ -248,7 +268,12 @@ fn check_common(docs: &[Value], ns: &str) -> TestResult {
             && spec["securityContext"]["runAsNonRoot"] == true
             && spec["securityContext"]["runAsUser"] == 65532
             && spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault",
-        || format!("security contexts: {} / {}", spec["securityContext"], c["securityContext"]),
+        || {
+            format!(
+                "security contexts: {} / {}",
+                spec["securityContext"], c["securityContext"]
+            )
+        },
     )?;
     ensure(
         c["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -264,17 +289,19 @@ fn check_common(docs: &[Value], ns: &str) -> TestResult {
         || format!("env: {env:?}"),
     )?;
     let ann = &d["spec"]["template"]["metadata"]["annotations"];
-    ensure(ann["prometheus.io/scrape"] == "true" && ann["prometheus.io/port"] == "9090", || {
-        format!("pod annotations: {ann}")
-    })?;
+    ensure(
+        ann["prometheus.io/scrape"] == "true" && ann["prometheus.io/port"] == "9090",
+        || format!("pod annotations: {ann}"),
+    )?;
     let pdb = one(docs, "PodDisruptionBudget")?;
     ensure(pdb["spec"]["minAvailable"] == 1, || format!("{pdb}"))?;
     ensure(!kinds(docs).contains_key("ServiceMonitor"), || {
         "ServiceMonitor rendered although disabled".into()
     })?;
-    ensure(!kinds(docs).contains_key("CustomResourceDefinition"), || {
-        "CRD rendered although crds.install=false".into()
-    })?;
+    ensure(
+        !kinds(docs).contains_key("CustomResourceDefinition"),
+        || "CRD rendered although crds.install=false".into(),
+    )?;
     Ok(())
 }
 
@@ -282,7 +309,9 @@ fn check_common(docs: &[Value], ns: &str) -> TestResult {
 fn server_dry_run(ns: &str, yaml: &str) -> TestResult {
     let args = ["apply", "--dry-run=server", "-n", ns, "-f", "-"];
     let out = run_ok("kubectl", &args, Some(yaml))?;
-    ensure(out.contains("(server dry run)"), || format!("kubectl said: {out}"))
+    ensure(out.contains("(server dry run)"), || {
+        format!("kubectl said: {out}")
+    })
 }
 
 pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
@@ -294,11 +323,19 @@ pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
     let chart = chart_dir().display().to_string();
 
     helm(&["lint", &chart])?;
-    helm(&["lint", &chart, "--namespace", &n, "--set", "certs.mode=cert-manager"])?;
+    helm(&[
+        "lint",
+        &chart,
+        "--namespace",
+        &n,
+        "--set",
+        "certs.mode=cert-manager",
+    ])?;
 
     // The optional CRD is what the binary prints.
-    let crd_file = std::fs::read_to_string(chart_dir().join("crds-optional/stellarnodes.stellar.org.yaml"))
-        .map_err(|e| e.to_string())?;
+    let crd_file =
+        std::fs::read_to_string(chart_dir().join("crds-optional/stellarnodes.stellar.org.yaml"))
+            .map_err(|e| e.to_string())?;
     let crd_now = stellar_peer_injector::crd::crd_yaml().map_err(|e| e.to_string())?;
     ensure(crd_file == crd_now, || {
         "charts/stellar-peer-injector/crds-optional/stellarnodes.stellar.org.yaml differs from \
@@ -334,15 +371,26 @@ pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
     let (crt, key) = (decode("tls.crt")?, decode("tls.key")?);
     std::fs::write(dir.join("tls.crt"), &crt).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("tls.key"), &key).map_err(|e| e.to_string())?;
-    stellar_peer_injector::server::tls::CertWatcher::load(&dir.join("tls.crt"), &dir.join("tls.key"))
-        .map_err(|e| format!("the binary cannot load the chart's certificate: {e}"))?;
+    stellar_peer_injector::server::tls::CertWatcher::load(
+        &dir.join("tls.crt"),
+        &dir.join("tls.key"),
+    )
+    .map_err(|e| format!("the binary cannot load the chart's certificate: {e}"))?;
     server_dry_run(&n, &helm_yaml)?;
 
     // cert-manager: its CRDs are not on the bed, so only the render is checked.
-    let cm = docs(&render(&dir, release, &n, "cert-manager", &json!({"certs": {"mode": "cert-manager"}}))?)?;
+    let cm = docs(&render(
+        &dir,
+        release,
+        &n,
+        "cert-manager",
+        &json!({"certs": {"mode": "cert-manager"}}),
+    )?)?;
     let k = kinds(&cm);
     ensure(
-        k.get("Certificate") == Some(&2) && k.get("Issuer") == Some(&2) && !k.contains_key("Secret"),
+        k.get("Certificate") == Some(&2)
+            && k.get("Issuer") == Some(&2)
+            && !k.contains_key("Secret"),
         || format!("cert-manager kinds: {k:?}"),
     )?;
     let cfg = one(&cm, "MutatingWebhookConfiguration")?;
@@ -356,7 +404,9 @@ pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
     })?;
     let serving = cm
         .iter()
-        .find(|d| d["kind"] == "Certificate" && d["metadata"]["name"] == format!("{fullname}-serving"))
+        .find(|d| {
+            d["kind"] == "Certificate" && d["metadata"]["name"] == format!("{fullname}-serving")
+        })
         .ok_or("no serving Certificate")?;
     ensure(
         serving["spec"]["secretName"] == format!("{fullname}-tls")
@@ -379,30 +429,41 @@ pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
     let sd = docs(&secret_yaml)?;
     let k = kinds(&sd);
     ensure(
-        !k.contains_key("Secret") && k.get("CustomResourceDefinition") == Some(&1)
-            && k.get("ConfigMap") == Some(&1) && k.get("ServiceMonitor") == Some(&1),
+        !k.contains_key("Secret")
+            && k.get("CustomResourceDefinition") == Some(&1)
+            && k.get("ConfigMap") == Some(&1)
+            && k.get("ServiceMonitor") == Some(&1),
         || format!("secret-mode kinds: {k:?}"),
     )?;
-    ensure(hook(&sd)?["clientConfig"]["caBundle"] == b64(&ca), || "caBundle".into())?;
+    ensure(hook(&sd)?["clientConfig"]["caBundle"] == b64(&ca), || {
+        "caBundle".into()
+    })?;
     let dep = one(&sd, "Deployment")?;
     let vols = &dep["spec"]["template"]["spec"]["volumes"];
     ensure(
-        vols.as_array().is_some_and(|v| v.iter().any(|v| v["secret"]["secretName"] == "my-tls")),
+        vols.as_array()
+            .is_some_and(|v| v.iter().any(|v| v["secret"]["secretName"] == "my-tls")),
         || format!("volumes: {vols}"),
     )?;
     let args = deployment_args(&sd)?;
-    ensure(args.iter().any(|a| a == "--extra-peers=/config/extra-peers.yaml"), || {
-        format!("args: {args:?}")
-    })?;
+    ensure(
+        args.iter()
+            .any(|a| a == "--extra-peers=/config/extra-peers.yaml"),
+        || format!("args: {args:?}"),
+    )?;
     let extra = one(&sd, "ConfigMap")?["data"]["extra-peers.yaml"]
         .as_str()
         .ok_or("no extra-peers.yaml")?
         .to_owned();
     let parsed = stellar_peer_injector::peers::ExtraPeers::parse(&extra)
         .map_err(|e| format!("the binary rejects the chart's extra peers: {e}\n{extra}"))?;
-    ensure(parsed.networks.get("mainnet").is_some_and(|l| l.len() == 1 && l[0].preferred), || {
-        format!("extra peers: {parsed:?}")
-    })?;
+    ensure(
+        parsed
+            .networks
+            .get("mainnet")
+            .is_some_and(|l| l.len() == 1 && l[0].preferred),
+        || format!("extra peers: {parsed:?}"),
+    )?;
     let crd = one(&sd, "CustomResourceDefinition")?;
     ensure(
         crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -413,9 +474,9 @@ pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
     let without_sm: Vec<String> = sd
         .iter()
         .filter(|d| d["kind"] != "ServiceMonitor")
-        .map(|d| serde_json::to_string(d).unwrap_or_default())
-        .collect();
-    server_dry_run(&n, &without_sm.join("\n---\n"))?;
+        .map(|d| serde_yaml::to_string(d).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    server_dry_run(&n, &without_sm.join("---\n"))?;
 
     // URL mode: the API server calls the URL with the given CA; no Service reference.
     let url_values = json!({
@@ -430,13 +491,20 @@ pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
         || format!("URL-mode clientConfig: {cc}"),
     )?;
     ensure(
-        one(&ud, "Deployment")?["spec"]["replicas"] == 0 && !kinds(&ud).contains_key("PodDisruptionBudget"),
+        one(&ud, "Deployment")?["spec"]["replicas"] == 0
+            && !kinds(&ud).contains_key("PodDisruptionBudget"),
         || "replicaCount 0 must render no PDB".into(),
     )?;
 
     // Watched namespaces: RoleBindings there instead of a ClusterRoleBinding, and the
     // webhook limited to them.
-    let nd = docs(&render(&dir, release, &n, "namespaces", &json!({"namespaces": ["a", "b"]}))?)?;
+    let nd = docs(&render(
+        &dir,
+        release,
+        &n,
+        "namespaces",
+        &json!({"namespaces": ["a", "b"]}),
+    )?)?;
     let k = kinds(&nd);
     ensure(
         !k.contains_key("ClusterRoleBinding") && k.get("RoleBinding") == Some(&3),
@@ -459,12 +527,22 @@ pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
         let args = ["template", release, chart.as_str(), "--set", bad];
         let out = tool("helm", &args, None)?;
         let err = String::from_utf8_lossy(&out.stderr);
-        ensure(!out.status.success() && err.contains("schema") && err.contains(path), || {
-            format!("--set {bad} was not rejected by the schema: {}", describe("helm", &args, &out))
-        })?;
+        ensure(
+            !out.status.success() && err.contains("schema") && err.contains(path),
+            || {
+                format!(
+                    "--set {bad} was not rejected by the schema: {}",
+                    describe("helm", &args, &out)
+                )
+            },
+        )?;
     }
     // And the template checks what the schema cannot.
-    let out = tool("helm", &["template", release, &chart, "--set", "certs.mode=secret"], None)?;
+    let out = tool(
+        "helm",
+        &["template", release, &chart, "--set", "certs.mode=secret"],
+        None,
+    )?;
     ensure(
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("certs.secretName"),
         || "certs.mode=secret without certs.secretName must fail".into(),
@@ -475,12 +553,13 @@ pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
 /// A kubeconfig for the bed's API server that authenticates with `token`.
 fn token_kubeconfig(dir: &Path, token: &str, ns: &str) -> Result<PathBuf, String> {
     let bed = bed()?;
-    let admin: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(&bed.kubeconfig).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let admin: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&bed.kubeconfig).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     let cluster = admin["clusters"][0]["cluster"].clone();
-    ensure(cluster["server"].is_string(), || "admin kubeconfig has no server".into())?;
+    ensure(cluster["server"].is_string(), || {
+        "admin kubeconfig has no server".into()
+    })?;
     let kc = json!({
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "testbed", "cluster": cluster}],
@@ -503,12 +582,27 @@ async fn client_from(kubeconfig: &Path) -> Result<Client, String> {
 
 /// `kubectl auth can-i VERB RESOURCE -n NS --as=<sa>`: true for "yes".
 fn can_i(sa: &str, ns: &str, verb: &str, resource: &str) -> Result<bool, String> {
-    let out = tool("kubectl", &["auth", "can-i", verb, resource, "-n", ns, &format!("--as={sa}")], None)?;
+    let out = tool(
+        "kubectl",
+        &[
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-n",
+            ns,
+            &format!("--as={sa}"),
+        ],
+        None,
+    )?;
     let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     match said.as_str() {
         "yes" => Ok(true),
         "no" => Ok(false),
-        _ => Err(format!("kubectl auth can-i {verb} {resource}: {said} {}", String::from_utf8_lossy(&out.stderr))),
+        _ => Err(format!(
+            "kubectl auth can-i {verb} {resource}: {said} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
     }
 }
 
@@ -544,7 +638,12 @@ async fn wait_peers(ns: &TestNs, instance: &str, want: &[&str], secs: u64) -> Te
         &format!("{instance} pod with peers {want}"),
         || {
             let want = want.clone();
-            async move { peers_of(ns, instance).await.filter(|p| *p == want).map(|_| ()) }
+            async move {
+                peers_of(ns, instance)
+                    .await
+                    .filter(|p| *p == want)
+                    .map(|_| ())
+            }
         },
     )
     .await
@@ -572,8 +671,32 @@ pub async fn chart_rbac_is_enough_for_the_injector() -> TestResult {
         },
     });
     let file = values_file(&dir, "install", &values)?;
-    helm(&["install", &release, &chart, "--namespace", &rel.name, "--values", &file])?;
+    helm(&[
+        "install",
+        &release,
+        &chart,
+        "--namespace",
+        &rel.name,
+        "--values",
+        &file,
+    ])?;
     let result = async {
+        // The RBAC authorizer learns new bindings from a watch: wait for the first grant.
+        wait_for(
+            Duration::from_secs(15),
+            "the chart's ClusterRoleBinding to apply",
+            || {
+                let sa_user = sa_user.clone();
+                let ns = wl.name.clone();
+                async move {
+                    can_i(&sa_user, &ns, "list", "stellarnodes.stellar.org")
+                        .ok()
+                        .filter(|ok| *ok)
+                        .map(|_| ())
+                }
+            },
+        )
+        .await?;
         // What the ServiceAccount may and may not do.
         for (verb, resource, ns, want) in [
             ("list", "secrets", &wl.name, false),
@@ -587,7 +710,12 @@ pub async fn chart_rbac_is_enough_for_the_injector() -> TestResult {
             ("delete", "pods", &wl.name, true),
             ("create", "events.events.k8s.io", &wl.name, true),
             ("create", "leases.coordination.k8s.io", &rel.name, true),
-            ("update", "leases.coordination.k8s.io/stellar-peer-injector", &rel.name, true),
+            (
+                "update",
+                "leases.coordination.k8s.io/stellar-peer-injector",
+                &rel.name,
+                true,
+            ),
         ] {
             let got = can_i(&sa_user, ns, verb, resource)?;
             ensure(got == want, || {
@@ -640,52 +768,92 @@ pub async fn chart_rbac_is_enough_for_the_injector() -> TestResult {
         .await?;
         // Point the chart's own webhook at it (URL mode).
         helm(&[
-            "upgrade", &release, &chart, "--namespace", &rel.name, "--reuse-values",
-            "--set", &format!("webhook.url={}", inj.url()),
-            "--set", &format!("webhook.caBundle={}", b64(&inj.ca_pem()?)),
+            "upgrade",
+            &release,
+            &chart,
+            "--namespace",
+            &rel.name,
+            "--reuse-values",
+            "--set",
+            &format!("webhook.url={}", inj.url()),
+            "--set",
+            &format!("webhook.caBundle={}", b64(&inj.ca_pem()?)),
         ])?;
         // The API server picks the change up asynchronously.
         tokio::time::sleep(Duration::from_millis(2000)).await;
 
         let inner = async {
             for v in ["v1", "v2"] {
-                wl.create::<StellarNode>(stellar_node(v, "Validator", "testnet", false)).await?;
+                wl.create::<StellarNode>(stellar_node(v, "Validator", "testnet", false))
+                    .await?;
             }
             for v in ["v1", "v2"] {
-                wl.create::<StatefulSet>(operator_statefulset(v, "Validator", "testnet", 1)).await?;
+                wl.create::<StatefulSet>(operator_statefulset(v, "Validator", "testnet", 1))
+                    .await?;
             }
             wait_peers(&wl, "v1", &["v2"], 60).await?;
             wait_peers(&wl, "v2", &["v1"], 60).await?;
 
             // A new validator: the rollout loop annotates v1 and v2 and they roll.
-            wl.create::<StellarNode>(stellar_node("v3", "Validator", "testnet", false)).await?;
-            wl.create::<StatefulSet>(operator_statefulset("v3", "Validator", "testnet", 1)).await?;
+            wl.create::<StellarNode>(stellar_node("v3", "Validator", "testnet", false))
+                .await?;
+            wl.create::<StatefulSet>(operator_statefulset("v3", "Validator", "testnet", 1))
+                .await?;
             wait_peers(&wl, "v3", &["v1", "v2"], 60).await?;
             wait_peers(&wl, "v1", &["v2", "v3"], 120).await?;
             wait_peers(&wl, "v2", &["v1", "v3"], 120).await?;
-            let sts = wl.api::<StatefulSet>().get("v1").await.map_err(|e| e.to_string())?;
+            let sts = wl
+                .api::<StatefulSet>()
+                .get("v1")
+                .await
+                .map_err(|e| e.to_string())?;
             let template_hash = sts
                 .spec
                 .and_then(|s| s.template.metadata)
                 .and_then(|m| m.annotations)
                 .and_then(|a| a.get("stellar.org/peers-hash").cloned());
-            ensure(template_hash.is_some(), || "v1's template was not annotated".into())?;
+            ensure(template_hash.is_some(), || {
+                "v1's template was not annotated".into()
+            })?;
             // Events were recorded, and the Lease in the release namespace is held.
             let events: Api<k8s_openapi::api::events::v1::Event> = wl.api();
-            let evs = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+            let evs = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
             ensure(
-                evs.items.iter().filter(|e| e.reason.as_deref() == Some("PeersChanged")).count() >= 2,
-                || format!("PeersChanged Events: {:?}", evs.items.iter().map(|e| (&e.reason, &e.note)).collect::<Vec<_>>()),
+                evs.items
+                    .iter()
+                    .filter(|e| e.reason.as_deref() == Some("PeersChanged"))
+                    .count()
+                    >= 2,
+                || {
+                    format!(
+                        "PeersChanged Events: {:?}",
+                        evs.items
+                            .iter()
+                            .map(|e| (&e.reason, &e.note))
+                            .collect::<Vec<_>>()
+                    )
+                },
             )?;
-            let lease = rel.api::<Lease>().get("stellar-peer-injector").await.map_err(|e| e.to_string())?;
+            let lease = rel
+                .api::<Lease>()
+                .get("stellar-peer-injector")
+                .await
+                .map_err(|e| e.to_string())?;
             ensure(
-                lease.spec.and_then(|s| s.holder_identity).is_some_and(|h| !h.is_empty()),
+                lease
+                    .spec
+                    .and_then(|s| s.holder_identity)
+                    .is_some_and(|h| !h.is_empty()),
                 || "the Lease has no holder".into(),
             )?;
             let log = inj.log_text();
-            ensure(!log.contains("forbidden") && !log.contains("Forbidden"), || {
-                format!("the injector was refused something:\n{log}")
-            })?;
+            ensure(
+                !log.contains("forbidden") && !log.contains("Forbidden"),
+                || format!("the injector was refused something:\n{log}"),
+            )?;
             Ok::<(), String>(())
         }
         .await;

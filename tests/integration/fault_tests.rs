@@ -105,6 +105,29 @@ pub async fn apiserver_and_etcd_restarts_keep_the_last_good_peers() -> TestResul
                 .await
                 .map_err(|e| e.to_string())??;
         }
+        // A new kwok takes over the fake nodes only when the old one's node Leases
+        // expire (40 s): wait until a pod really becomes Ready again.
+        let probe: Pod = serde_json::from_value(json!({"metadata": {"name": "bed-probe"},
+            "spec": {"containers": [{"name": "c", "image": "x"}]}}))
+        .map_err(|e| e.to_string())?;
+        ns.api::<Pod>()
+            .create(&PostParams::default(), &probe)
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_for(
+            Duration::from_secs(120),
+            "a pod Ready on the restarted bed",
+            || async {
+                let p = ns.api::<Pod>().get("bed-probe").await.ok()?;
+                let ready = p
+                    .status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                ready.then_some(())
+            },
+        )
+        .await?;
         // The cache recovered on its own: a new validator shows up in new pods.
         let client = client().await?;
         let fresh: kube::Api<StellarNode> = kube::Api::namespaced(client, &n);

@@ -1,6 +1,7 @@
 //! Integration tests on the real control plane (tests/testbed). One binary, one bed:
 //! it is brought up before the first test and torn down after the last.
 
+mod chart_tests;
 mod fault_tests;
 mod injection_tests;
 mod rollout_tests;
@@ -82,6 +83,14 @@ fn main() {
         trial(
             "rollout::on_delete_statefulsets_and_leader_election",
             rollout_tests::on_delete_statefulsets_and_leader_election,
+        ),
+        trial(
+            "chart::lints_and_renders_in_every_cert_mode",
+            chart_tests::chart_lints_and_renders_in_every_cert_mode,
+        ),
+        trial(
+            "chart::rbac_is_enough_for_the_injector",
+            chart_tests::chart_rbac_is_enough_for_the_injector,
         ),
         exclusive_trial(
             "faults::apiserver_and_etcd_restarts_keep_the_last_good_peers",
