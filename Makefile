@@ -2,7 +2,7 @@
 SHELL := bash
 TESTBED := tests/testbed/testbed
 
-.PHONY: test demo deps build lint unit integration bed-up bed-down bed-status clean-bed
+.PHONY: test demo deps build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status
 
 ## Installs what the project needs on a fresh Debian machine with Go and Rust.
 deps:
@@ -22,9 +22,28 @@ unit:
 integration: deps
 	cargo test --locked --test integration
 
-## The test command: lint, unit tests, integration tests on the real control plane.
+## The test command: lint, unit tests, integration tests on the real control plane, a short fuzz run.
 test: deps lint
 	cargo test --locked --all-targets
+	$(MAKE) fuzz-short
+
+# Fuzzing (cargo fuzz, libFuzzer). Works on stable Rust with --sanitizer none; the build is
+# cached outside the repository so CI's fresh clones reuse it.
+FUZZ_TARGET_DIR ?= $(HOME)/.cache/stellar-peer-injector/fuzz-target
+FUZZ_SECONDS ?= 600
+FUZZ_RUN = cd fuzz && mkdir -p corpus/admission && cargo fuzz run --sanitizer none --target-dir $(FUZZ_TARGET_DIR) \
+	admission corpus/admission seeds/admission -- -dict=admission.dict
+
+fuzz-deps:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
+
+## A short fuzz run (part of `make test`).
+fuzz-short: fuzz-deps
+	$(FUZZ_RUN) -max_total_time=60
+
+## The long fuzz run (FUZZ_SECONDS, default 10 minutes).
+fuzz: fuzz-deps
+	$(FUZZ_RUN) -max_total_time=$(FUZZ_SECONDS)
 
 ## The main job: control plane, injector, example StellarNodes, injected peers, a rollout.
 demo: deps
