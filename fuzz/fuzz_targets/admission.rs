@@ -42,8 +42,9 @@ fuzz_target!(|data: &[u8]| {
     let settings = InjectSettings::default();
     let decision = decide(&req, Some(snapshot()), &settings);
     let Decision::Inject { patch, .. } = decision else { return };
-    let Some(raw) = req.object else { panic!("injected without an object") };
-    let mut obj: serde_json::Value = serde_json::from_str(raw.get()).expect("object was parsed once already");
+    let full: serde_json::Value = serde_json::from_slice(data).expect("the review was parsed once already");
+    let mut obj = full["request"]["object"].clone();
+    assert!(obj.is_object(), "injected without an object");
     let was_pod = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(obj.clone()).is_ok();
     // The patch survives its own wire form.
     let bytes = serde_json::to_vec(&patch).expect("patch serializes");

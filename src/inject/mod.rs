@@ -154,20 +154,28 @@ pub fn decide(
     {
         return Decision::Skip(SkipReason::NotPod);
     }
-    let Some(raw) = req.object else {
-        return Decision::Deny {
-            reason: DenyReason::MalformedPod,
-            message: "stellar-peer-injector: the Pod CREATE request carries no object".to_owned(),
-        };
-    };
-    let pod: PodView<'_> = match serde_json::from_str(raw.get()) {
-        Ok(p) => p,
-        Err(e) => {
+    let parsed;
+    let pod: &PodView<'_> = match (&req.pod, req.object) {
+        (Some(p), _) => p,
+        (None, Some(raw)) => match serde_json::from_str(raw.get()) {
+            Ok(p) => {
+                parsed = p;
+                &parsed
+            }
+            Err(e) => {
+                return Decision::Deny {
+                    reason: DenyReason::MalformedPod,
+                    message: format!(
+                        "stellar-peer-injector: cannot read the pod ({e}); fix the pod manifest"
+                    ),
+                };
+            }
+        },
+        (None, None) => {
             return Decision::Deny {
                 reason: DenyReason::MalformedPod,
-                message: format!(
-                    "stellar-peer-injector: cannot read the pod ({e}); fix the pod manifest"
-                ),
+                message: "stellar-peer-injector: the Pod CREATE request carries no object"
+                    .to_owned(),
             };
         }
     };
@@ -181,7 +189,7 @@ pub fn decide(
                 .and_then(|m| m.namespace.as_deref())
                 .filter(|n| !n.is_empty())
         });
-    decide_pod(&pod, namespace, snapshot, settings)
+    decide_pod(pod, namespace, snapshot, settings)
 }
 
 /// The decision for one pod (or pod template) in `namespace`. Shared by the webhook

@@ -58,8 +58,42 @@ pub struct RequestView<'a> {
     pub operation: Cow<'a, str>,
     #[serde(default)]
     pub dry_run: Option<bool>,
+    /// The object, kept raw (slow path: the pod did not fit [`PodView`] in one pass).
     #[serde(borrow, default)]
     pub object: Option<&'a RawValue>,
+    /// The object already read as a pod (fast path: one pass over the body).
+    #[serde(skip)]
+    pub pod: Option<PodView<'a>>,
+}
+
+/// One pass: the object is read straight into a [`PodView`].
+#[derive(Deserialize)]
+struct FastReview<'a> {
+    #[serde(borrow, rename = "apiVersion")]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    request: Option<FastRequest<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FastRequest<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: KindView<'a>,
+    #[serde(borrow, default)]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    operation: Cow<'a, str>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+    #[serde(borrow, default)]
+    object: Option<PodView<'a>>,
 }
 
 /// `request.kind`.
@@ -73,18 +107,40 @@ pub struct KindView<'a> {
     pub kind: Cow<'a, str>,
 }
 
-/// Parses an AdmissionReview body and returns its request.
-pub fn parse_review(body: &[u8]) -> Result<RequestView<'_>, ReviewError> {
-    let review: ReviewView<'_> =
-        serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
-    match review.api_version.as_deref() {
+fn check_envelope(api_version: Option<&str>, kind: Option<&str>) -> Result<(), ReviewError> {
+    match api_version {
         Some(ADMISSION_API_VERSION) => {}
         other => return Err(ReviewError::Version(other.unwrap_or("").to_owned())),
     }
-    match review.kind.as_deref() {
-        Some("AdmissionReview") => {}
-        other => return Err(ReviewError::Kind(other.unwrap_or("").to_owned())),
+    match kind {
+        Some("AdmissionReview") => Ok(()),
+        other => Err(ReviewError::Kind(other.unwrap_or("").to_owned())),
     }
+}
+
+/// Parses an AdmissionReview body and returns its request.
+///
+/// The usual request (a well-formed object) is read in one pass, pod view included.
+/// When the object does not fit the pod view (not a pod, wrong types), the body is read
+/// again with the object kept raw, so that only a Stellar pod CREATE fails on it.
+pub fn parse_review(body: &[u8]) -> Result<RequestView<'_>, ReviewError> {
+    if let Ok(fast) = serde_json::from_slice::<FastReview<'_>>(body) {
+        check_envelope(fast.api_version.as_deref(), fast.kind.as_deref())?;
+        let r = fast.request.ok_or(ReviewError::NoRequest)?;
+        return Ok(RequestView {
+            uid: r.uid,
+            kind: r.kind,
+            sub_resource: r.sub_resource,
+            namespace: r.namespace,
+            operation: r.operation,
+            dry_run: r.dry_run,
+            object: None,
+            pod: r.object,
+        });
+    }
+    let review: ReviewView<'_> =
+        serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
+    check_envelope(review.api_version.as_deref(), review.kind.as_deref())?;
     review.request.ok_or(ReviewError::NoRequest)
 }
 

@@ -170,24 +170,16 @@ pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
             m.admission("injected", "");
             tracing::info!(%uid, %node, network = %list.network, peers = list.known.len(), hash = %list.hash,
                 dry_run = req.dry_run.unwrap_or(false), "peers injected");
-            let patch = base64::engine::general_purpose::STANDARD.encode(bytes);
-            return encode(
-                &Answer {
-                    patch_type: Some("JSONPatch"),
-                    patch: Some(&patch),
-                    warnings: (!warnings.is_empty()).then_some(&warnings[..]),
-                    ..Answer::allow(uid)
-                },
-                m,
-            );
+            return encode_patched(uid, &bytes, &warnings, m);
         }
     };
     encode(&resp, m)
 }
 
-/// `response` of an admission.k8s.io/v1 AdmissionReview. Written here rather than
-/// with kube-core's `AdmissionResponse`, which serialises `patch` as an array of
-/// numbers instead of the base64 string the API defines.
+/// `response` of an admission.k8s.io/v1 AdmissionReview without a patch (the injected
+/// answer is written by [`encode_patched`]). Written here rather than with kube-core's
+/// `AdmissionResponse`, which serialises `patch` as an array of numbers instead of the
+/// base64 string the API defines.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Answer<'a> {
@@ -195,12 +187,6 @@ struct Answer<'a> {
     allowed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<Failure<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    warnings: Option<&'a [String]>,
 }
 
 impl<'a> Answer<'a> {
@@ -209,9 +195,6 @@ impl<'a> Answer<'a> {
             uid,
             allowed: true,
             status: None,
-            patch_type: None,
-            patch: None,
-            warnings: None,
         }
     }
 }
@@ -231,6 +214,48 @@ struct Review<'a> {
     api_version: &'static str,
     kind: &'static str,
     response: &'a Answer<'a>,
+}
+
+/// The injected answer, written directly: the base64 patch goes straight into the
+/// output buffer (it needs no JSON escaping), instead of being built as a string and
+/// then copied and scanned again by the serialiser.
+fn encode_patched(uid: &str, patch: &[u8], warnings: &[String], m: &Metrics) -> Response {
+    let b64_len = patch.len().div_ceil(3) * 4;
+    let mut out = Vec::with_capacity(160 + uid.len() + b64_len);
+    out.extend_from_slice(
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
+    );
+    let written = serde_json::to_writer(&mut out, uid).and_then(|()| {
+        out.extend_from_slice(br#","allowed":true,"patchType":"JSONPatch","patch":""#);
+        let start = out.len();
+        out.resize(start + b64_len, 0);
+        let n = base64::engine::general_purpose::STANDARD
+            .encode_slice(patch, &mut out[start..])
+            .map_err(|e| serde_json::Error::io(std::io::Error::other(e)))?;
+        out.truncate(start + n);
+        out.push(b'"');
+        if !warnings.is_empty() {
+            out.extend_from_slice(br#","warnings":"#);
+            serde_json::to_writer(&mut out, warnings)?;
+        }
+        out.extend_from_slice(b"}}");
+        Ok(())
+    });
+    match written {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            out,
+        )
+            .into_response(),
+        Err(e) => {
+            m.admission("error", "response-encode");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode response: {e}"),
+            )
+        }
+    }
 }
 
 fn encode(answer: &Answer<'_>, m: &Metrics) -> Response {
