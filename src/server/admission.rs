@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use http_body_util::{BodyExt, Limited};
@@ -38,11 +38,10 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 /// `POST /mutate`.
-pub async fn mutate(
-    State(state): State<Arc<AdmissionState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn mutate(State(state): State<Arc<AdmissionState>>, request: Request<Body>) -> Response {
+    // The whole request, split: the HeaderMap extractor would clone every header.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let m = &state.metrics;
     let json = headers
         .get(header::CONTENT_TYPE)
