@@ -38,7 +38,7 @@ fn svc(name: &str, ns: &str) -> String {
     format!("{name}.{ns}.svc.cluster.local:11625")
 }
 
-fn horizon_deployment(name: &str, network: &str) -> serde_json::Value {
+pub fn horizon_deployment(name: &str, network: &str) -> serde_json::Value {
     let labels = operator_labels(name, "Horizon", network);
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},

@@ -250,6 +250,20 @@ pub async fn peer_changes_roll_one_statefulset_at_a_time() -> TestResult {
             &[],
         )
         .await?;
+        // A Horizon node (a Deployment) of the same network.
+        ns.create::<StellarNode>(stellar_node("h1", "Horizon", "testnet", false))
+            .await?;
+        ns.create::<k8s_openapi::api::apps::v1::Deployment>(
+            crate::injection_tests::horizon_deployment("h1", "testnet"),
+        )
+        .await?;
+        wait_peers(
+            &ns,
+            "h1",
+            &[svc("v1", &n), svc("v2", &n), svc("v3", &n)],
+            60,
+        )
+        .await?;
         for v in ["v1", "v2", "v3"] {
             let others: Vec<String> = ["v1", "v2", "v3"]
                 .iter()
@@ -287,6 +301,38 @@ pub async fn peer_changes_roll_one_statefulset_at_a_time() -> TestResult {
                 monitor.max_rolling("testnet")
             )
         })?;
+        // The Horizon Deployment rolls too, after every validator of its network.
+        let all4: Vec<String> = ["v1", "v2", "v3", "v4"]
+            .iter()
+            .map(|o| svc(o, &n))
+            .collect();
+        wait_peers(&ns, "h1", &all4, 120)
+            .await
+            .map_err(|e| format!("{e}\n{}", inj.log_text()))?;
+        let events: kube::Api<k8s_openapi::api::events::v1::Event> = ns.api();
+        let evs = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let when = |kind: &str, name: &str| {
+            evs.items
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some("PeersChanged"))
+                .filter(|e| {
+                    e.regarding.as_ref().is_some_and(|r| {
+                        r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)
+                    })
+                })
+                .filter_map(|e| e.event_time.as_ref().map(|t| t.0))
+                .max()
+        };
+        let h1_at = when("Deployment", "h1").ok_or("no PeersChanged Event on Deployment h1")?;
+        for v in ["v1", "v2", "v3"] {
+            let at = when("StatefulSet", v).ok_or(format!("no PeersChanged Event on {v}"))?;
+            ensure(at <= h1_at, || {
+                format!("Horizon rolled before validator {v}")
+            })?;
+        }
         // Another network is untouched.
         let after = sts_versions(&ns).await?;
         for m in ["m1", "m2"] {
@@ -331,7 +377,7 @@ pub async fn peer_changes_roll_one_statefulset_at_a_time() -> TestResult {
         let metrics = inj.metrics().await;
         ensure(
             metrics.contains(
-                "stellar_peer_injector_rollouts_total{network=\"testnet\",outcome=\"started\"} 3",
+                "stellar_peer_injector_rollouts_total{network=\"testnet\",outcome=\"started\"} 4",
             ),
             || {
                 format!(
