@@ -2,7 +2,7 @@
 SHELL := bash
 TESTBED := tests/testbed/testbed
 
-.PHONY: test demo deps build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status
+.PHONY: test demo deps deny-deps build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status
 
 ## Installs what the project needs on a fresh Debian machine with Go and Rust.
 deps:
@@ -11,9 +11,13 @@ deps:
 build:
 	cargo build --release --locked
 
-lint:
+lint: deny-deps
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
+	cargo deny --offline check licenses bans sources
+
+deny-deps:
+	command -v cargo-deny >/dev/null || cargo install cargo-deny --version 0.20.2 --locked
 
 unit:
 	cargo test --locked --lib --bins
