@@ -351,39 +351,53 @@ pub async fn run(
     }
 }
 
-/// Peer lists seen by this process, by hash, to say in Events what changed.
+/// The last few snapshots, to say in Events which peers a rollout adds and removes.
+/// Only the node being rolled has its old list looked up, so keeping them costs little:
+/// rendering every node's list on every snapshot cost ~180 MiB at 10,000 StellarNodes.
 #[derive(Default)]
 struct History {
-    lists: HashMap<String, Arc<[Arc<str>]>>,
-    seen_version: u64,
+    recent: std::collections::VecDeque<Arc<PeerSnapshot>>,
 }
 
+/// How many snapshots back an Event can describe.
+const HISTORY_DEPTH: usize = 8;
+
 impl History {
-    fn remember(&mut self, snap: &PeerSnapshot) {
-        if snap.version == self.seen_version {
+    fn remember(&mut self, snap: &Arc<PeerSnapshot>) {
+        if self
+            .recent
+            .front()
+            .is_some_and(|s| s.version == snap.version)
+        {
             return;
         }
-        self.seen_version = snap.version;
-        if self.lists.len() > 50_000 {
-            self.lists.clear();
-        }
-        for e in snap.nodes() {
-            if e.record.problem.is_none() {
-                let l = snap.list_for(e);
-                self.lists
-                    .entry(l.hash.clone())
-                    .or_insert_with(|| l.known.clone().into());
-            }
-        }
+        self.recent.push_front(snap.clone());
+        self.recent.truncate(HISTORY_DEPTH);
     }
 
-    fn diff(&self, previous: Option<&str>, now: &[Arc<str>]) -> String {
-        let Some(old) = previous.and_then(|h| self.lists.get(h)) else {
+    /// Describes the change for `namespace/instance` from the list whose hash was `previous`.
+    fn diff(
+        &self,
+        namespace: &str,
+        instance: &str,
+        previous: Option<&str>,
+        now: &[Arc<str>],
+    ) -> String {
+        let old = previous.and_then(|h| {
+            self.recent
+                .iter()
+                .find_map(|s| match s.lookup(namespace, instance) {
+                    Lookup::Found(l) if *l.hash == *h => Some(l),
+                    _ => None,
+                })
+        });
+        let Some(old) = old else {
             return format!(
                 "now {} peers (previous list not known to this injector)",
                 now.len()
             );
         };
+        let old = &old.known;
         let added: Vec<&str> = now
             .iter()
             .filter(|a| !old.contains(a))
@@ -440,7 +454,7 @@ async fn execute(
             network,
             ..
         } => {
-            let what = history.diff(previous.as_deref(), &list.known);
+            let what = history.diff(&key.namespace, &instance, previous.as_deref(), &list.known);
             tracing::info!(workload = %key, %network, %hash, previous = ?previous, dry_run = dry, "rolling out new peers: {what}");
             let r = if dry {
                 Ok(())
