@@ -1,0 +1,750 @@
+//! Admission over HTTPS: the injector against the smallest rustls + hyper server
+//! (the floor), closed loop at 1/8/64 keep-alive connections and open loop at fixed
+//! rates, for snapshots of 10, 1,000 and 10,000 StellarNodes.
+//!
+//! `cargo bench --bench admission` runs everything (about 6 minutes on 2 cores) and
+//! writes the `admission` section of `benches/results/latest.json`. Under
+//! `cargo test --all-targets` (no `--bench` argument) it only runs a short smoke check.
+//!
+//! Environment (all optional):
+//! - `BENCH_SIZES` (10,1000,10000), `BENCH_CONNS` (1,8,64), `BENCH_RATES` (1000,5000)
+//! - `BENCH_SECS` (5) and `BENCH_WARMUP_SECS` (1): closed-loop measure/warm-up time per run
+//! - `BENCH_OPEN_SECS` (8): open-loop measure time per run; `BENCH_OPEN_CONNS` (16)
+//! - `BENCH_SERVER_THREADS` (2, as `serve` on 2 cores), `BENCH_CLIENT_THREADS` (2)
+//! - `BENCH_LOG` (`sink`): `sink` installs the production subscriber (fmt, `info`) writing
+//!   to nowhere, so the per-request log line is formatted as in production; `none` installs none
+//! - `BENCH_PROFILE=injector|floor` with `BENCH_PROFILE_REQUESTS` (2000), `BENCH_PROFILE_CONNS`
+//!   (1) and `BENCH_PROFILE_NODES` (1000): only send that many requests (for valgrind or
+//!   perf), print the server CPU per request, write nothing
+
+#[allow(dead_code)]
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use stellar_peer_injector::cache::PeerCache;
+use stellar_peer_injector::inject::InjectSettings;
+use stellar_peer_injector::metrics::Metrics;
+use stellar_peer_injector::peers::PeerSettings;
+use stellar_peer_injector::server::{self, AdmissionState, Timeouts, tls::CertWatcher};
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+use tokio_rustls::TlsConnector;
+
+use common::*;
+
+/// What the floor answers: a fixed, allowed AdmissionReview without a patch.
+const FLOOR_ANSWER: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"b7a2c7a4-5d0e-4f0b-8d5c-1f3c2a9e6d01","allowed":true}}"#;
+
+/// Hard cap on requests in one run, whatever the duration.
+const MAX_REQUESTS_PER_RUN: u64 = 3_000_000;
+
+fn new_hist() -> Histogram<u64> {
+    // Nanoseconds, 1 ns to 100 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("histogram")
+}
+
+fn runtime(threads: usize, name: &str, set: &ThreadSet) -> Runtime {
+    let set = set.clone();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .on_thread_start(move || set.register_current())
+        .build()
+        .expect("runtime")
+}
+
+/// A server under test, on its own runtime so its CPU time can be told apart.
+struct Target {
+    kind: &'static str,
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    threads: ThreadSet,
+    rt: Runtime,
+}
+
+impl Target {
+    fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.rt.shutdown_timeout(Duration::from_secs(2));
+    }
+}
+
+fn server_threads() -> usize {
+    env_f64("BENCH_SERVER_THREADS", 2.0) as usize
+}
+
+/// The injector exactly as `serve` wires it: `serve_tls` + `admission_router`, the
+/// reloading-certificate rustls config, a published snapshot of `nodes` StellarNodes.
+fn start_injector(nodes: usize, certs: &std::path::Path) -> (Target, Value) {
+    let threads = ThreadSet::default();
+    let rt = runtime(server_threads(), "injector", &threads);
+    let watcher =
+        CertWatcher::load(&certs.join("tls.crt"), &certs.join("tls.key")).expect("load certs");
+    let tls = watcher.server_config().expect("server config");
+    let cache = Arc::new(PeerCache::new());
+    let recs = records(nodes);
+    let t = Instant::now();
+    let snap = cache.publish(&recs, &PeerSettings::default());
+    let build = t.elapsed();
+    let peers = match snap.lookup(FIXTURE_NAMESPACE, FIXTURE_NODE) {
+        stellar_peer_injector::peers::Lookup::Found(l) => l.known.len(),
+        other => panic!("the fixture's node must be in the snapshot: {other:?}"),
+    };
+    let info = json!({
+        "nodes": snap.node_count(),
+        "networks": snap.networks().map(|(n, p)| json!({"network": n, "peers": p.len()})).collect::<Vec<_>>(),
+        "fixture_pod_peers": peers,
+        "snapshot_build_ms": round(build.as_secs_f64() * 1e3, 3),
+    });
+    drop(recs);
+    let state = Arc::new(AdmissionState {
+        cache,
+        settings: InjectSettings::default(),
+        metrics: Arc::new(Metrics::new()),
+        body_timeout: Timeouts::default().body,
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let addr = rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(server::serve_tls(
+            l,
+            tls,
+            server::admission_router(state),
+            Timeouts::default(),
+            stop_rx,
+            Duration::from_secs(1),
+        ));
+        addr
+    });
+    (
+        Target {
+            kind: "injector",
+            addr,
+            stop,
+            threads,
+            rt,
+        },
+        info,
+    )
+}
+
+/// The floor: the smallest rustls + hyper server with the same rustls config. It
+/// reads the request body fully and returns a fixed small allowed AdmissionReview.
+fn start_floor(certs: &std::path::Path) -> Target {
+    let threads = ThreadSet::default();
+    let rt = runtime(server_threads(), "floor", &threads);
+    let watcher =
+        CertWatcher::load(&certs.join("tls.crt"), &certs.join("tls.key")).expect("load certs");
+    let tls = watcher.server_config().expect("server config");
+    let (stop, mut stop_rx) = watch::channel(false);
+    let addr = rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = tokio::select! {
+                    r = l.accept() => match r { Ok(x) => x, Err(_) => continue },
+                    _ = stop_rx.wait_for(|s| *s) => break,
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(
+                        |req: http::Request<hyper::body::Incoming>| async move {
+                            let body = req.into_body().collect().await?.to_bytes();
+                            std::hint::black_box(body);
+                            Ok::<_, hyper::Error>(
+                                http::Response::builder()
+                                    .header(http::header::CONTENT_TYPE, "application/json")
+                                    .body(Full::new(Bytes::from_static(FLOOR_ANSWER.as_bytes())))
+                                    .expect("response"),
+                            )
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    });
+    Target {
+        kind: "floor",
+        addr,
+        stop,
+        threads,
+        rt,
+    }
+}
+
+/// Checks one answer of `target` and returns its length (every later answer must match).
+fn probe(client: &Runtime, target: &Target, tls: &TlsConnector, body: &Bytes) -> usize {
+    client.block_on(async {
+        let mut c = Conn::open(target.addr, tls).await.expect("connect");
+        let (status, resp) = c.post(body).await.expect("request");
+        if target.kind == "injector" {
+            verify_injected(status, &resp).expect("the injector answers with a patch");
+        } else {
+            assert_eq!(status, 200, "floor answers 200");
+            assert_eq!(&resp[..], FLOOR_ANSWER.as_bytes());
+        }
+        resp.len()
+    })
+}
+
+struct RunResult {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+    /// Open loop only: from the actual send to the answer.
+    service: Option<Histogram<u64>>,
+    /// Open loop only: how late the pacer dispatched against the schedule.
+    pacer_lag: Option<Histogram<u64>>,
+    server_cpu: Duration,
+    not_sent: u64,
+    /// Machine load during the measure window.
+    load: Value,
+}
+
+fn hist_json(h: &Histogram<u64>) -> Value {
+    let us = |ns: u64| round(ns as f64 / 1e3, 1);
+    if h.is_empty() {
+        return json!(null);
+    }
+    json!({
+        "p50": us(h.value_at_quantile(0.50)),
+        "p90": us(h.value_at_quantile(0.90)),
+        "p99": us(h.value_at_quantile(0.99)),
+        "p99_9": us(h.value_at_quantile(0.999)),
+        "max": us(h.max()),
+        "mean": round(h.mean() / 1e3, 1),
+    })
+}
+
+impl RunResult {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn cpu_us_per_request(&self) -> f64 {
+        if self.requests == 0 {
+            return 0.0;
+        }
+        self.server_cpu.as_secs_f64() * 1e6 / self.requests as f64
+    }
+
+    fn json(&self) -> Value {
+        let mut v = json!({
+            "requests": self.requests,
+            "errors": self.errors,
+            "measured_s": round(self.elapsed.as_secs_f64(), 3),
+            "throughput_rps": round(self.rps(), 0),
+            "latency_us": hist_json(&self.latency),
+            "server_cpu_us_per_request": round(self.cpu_us_per_request(), 1),
+            "server_cpu_cores": round(self.server_cpu.as_secs_f64() / self.elapsed.as_secs_f64(), 2),
+            "machine_load": self.load,
+        });
+        if let Some(s) = &self.service {
+            v["service_time_us"] = hist_json(s);
+        }
+        if let Some(p) = &self.pacer_lag {
+            v["pacer_lag_us"] = hist_json(p);
+            v["not_sent"] = json!(self.not_sent);
+        }
+        v
+    }
+}
+
+async fn open_conns(addr: SocketAddr, tls: &TlsConnector, n: usize) -> Vec<Conn> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(Conn::open(addr, tls).await.expect("connect"));
+    }
+    out
+}
+
+/// Closed loop: `conns` connections, each sending the next request as soon as the
+/// previous answer is in. Latency of requests started inside the measure window.
+#[allow(clippy::too_many_arguments)]
+fn closed_loop(
+    client: &Runtime,
+    target: &Target,
+    tls: &TlsConnector,
+    body: &Bytes,
+    expect_len: usize,
+    conns: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> RunResult {
+    client.block_on(async {
+        let cs = open_conns(target.addr, tls, conns).await;
+        let start = Instant::now() + Duration::from_millis(20);
+        let m_start = start + warmup;
+        let m_end = m_start + measure;
+        let cap = MAX_REQUESTS_PER_RUN / conns as u64;
+        let mut tasks = Vec::new();
+        for mut c in cs {
+            let body = body.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut h = new_hist();
+                let (mut n, mut errors, mut sent) = (0u64, 0u64, 0u64);
+                tokio::time::sleep_until(start.into()).await;
+                loop {
+                    let t0 = Instant::now();
+                    if t0 >= m_end || sent >= cap {
+                        break;
+                    }
+                    sent += 1;
+                    let ok = match c.post(&body).await {
+                        Ok((200, b)) => b.len() == expect_len,
+                        Ok(_) => false,
+                        Err(_) => {
+                            errors += 1;
+                            break;
+                        }
+                    };
+                    if t0 >= m_start {
+                        if ok {
+                            h.record(t0.elapsed().as_nanos() as u64).expect("record");
+                            n += 1;
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                }
+                (h, n, errors)
+            }));
+        }
+        tokio::time::sleep_until(m_start.into()).await;
+        let cpu0 = target.threads.cpu();
+        let meter = BusyMeter::start();
+        tokio::time::sleep_until(m_end.into()).await;
+        let cpu1 = target.threads.cpu();
+        let load = meter.stop();
+        let mut latency = new_hist();
+        let (mut requests, mut errors) = (0, 0);
+        for t in tasks {
+            let (h, n, e) = t.await.expect("task");
+            latency.add(h).expect("merge");
+            requests += n;
+            errors += e;
+        }
+        RunResult {
+            requests,
+            errors,
+            elapsed: measure,
+            latency,
+            service: None,
+            pacer_lag: None,
+            server_cpu: cpu1 - cpu0,
+            not_sent: 0,
+            load,
+        }
+    })
+}
+
+/// Open loop: a pacer thread releases requests at their intended times (`rate` per
+/// second); `conns` connections take them from one queue. Latency is measured from the
+/// intended send time, so a slow answer that delays later requests shows up in their
+/// latency too (no coordinated omission).
+#[allow(clippy::too_many_arguments)]
+fn open_loop(
+    client: &Runtime,
+    target: &Target,
+    tls: &TlsConnector,
+    body: &Bytes,
+    expect_len: usize,
+    conns: usize,
+    rate: f64,
+    warmup: Duration,
+    measure: Duration,
+) -> RunResult {
+    client.block_on(async {
+        let cs = open_conns(target.addr, tls, conns).await;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let start = Instant::now() + Duration::from_millis(50);
+        let m_start = start + warmup;
+        let m_end = m_start + measure;
+        // Anything still queued this long after the schedule ends is not sent.
+        let give_up = m_end + Duration::from_secs(5);
+        let total = (rate * (warmup + measure).as_secs_f64()).ceil() as u64;
+        let total = total.min(MAX_REQUESTS_PER_RUN);
+        let interval = 1.0 / rate;
+        let pacer = std::thread::spawn(move || {
+            tighten_timer_slack(1);
+            let mut lag = new_hist();
+            for k in 0..total {
+                let intended = start + Duration::from_secs_f64(k as f64 * interval);
+                let now = Instant::now();
+                if intended > now {
+                    std::thread::sleep(intended - now);
+                }
+                let late = Instant::now().saturating_duration_since(intended);
+                if intended >= m_start {
+                    lag.record(late.as_nanos() as u64 + 1).expect("record");
+                }
+                if tx.send(intended).is_err() {
+                    break;
+                }
+            }
+            lag
+        });
+        let mut tasks = Vec::new();
+        for mut c in cs {
+            let body = body.clone();
+            let rx = rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let (mut h, mut s) = (new_hist(), new_hist());
+                let (mut n, mut errors, mut not_sent) = (0u64, 0u64, 0u64);
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some(intended) = next else { break };
+                    let sent = Instant::now();
+                    if sent > give_up {
+                        not_sent += 1;
+                        continue;
+                    }
+                    let ok = match c.post(&body).await {
+                        Ok((200, b)) => b.len() == expect_len,
+                        _ => false,
+                    };
+                    let done = Instant::now();
+                    if intended >= m_start && intended < m_end {
+                        if ok {
+                            h.record((done - intended).as_nanos() as u64)
+                                .expect("record");
+                            s.record((done - sent).as_nanos() as u64).expect("record");
+                            n += 1;
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                }
+                (h, s, n, errors, not_sent)
+            }));
+        }
+        tokio::time::sleep_until(m_start.into()).await;
+        let cpu0 = target.threads.cpu();
+        let meter = BusyMeter::start();
+        tokio::time::sleep_until(m_end.into()).await;
+        let cpu1 = target.threads.cpu();
+        let load = meter.stop();
+        let lag = tokio::task::spawn_blocking(move || pacer.join().expect("pacer"))
+            .await
+            .expect("join");
+        let (mut latency, mut service) = (new_hist(), new_hist());
+        let (mut requests, mut errors, mut not_sent) = (0, 0, 0);
+        for t in tasks {
+            let (h, s, n, e, ns) = t.await.expect("task");
+            latency.add(h).expect("merge");
+            service.add(s).expect("merge");
+            requests += n;
+            errors += e;
+            not_sent += ns;
+        }
+        RunResult {
+            requests,
+            errors,
+            elapsed: measure,
+            latency,
+            service: Some(service),
+            pacer_lag: Some(lag),
+            server_cpu: cpu1 - cpu0,
+            not_sent,
+            load,
+        }
+    })
+}
+
+fn install_logging() -> &'static str {
+    let mode = std::env::var("BENCH_LOG").unwrap_or_else(|_| "sink".into());
+    if mode == "sink" {
+        // What `serve` installs (fmt, level info), writing to nowhere: the per-request
+        // "peers injected" line is built and formatted as in production, not written.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_writer(std::io::sink)
+            .try_init();
+        "production subscriber (fmt, info) writing to io::sink"
+    } else {
+        "no subscriber"
+    }
+}
+
+fn us(d: f64) -> String {
+    format!("{d:>8.1}")
+}
+
+fn print_row(label: &str, r: &RunResult) {
+    let l = &r.latency;
+    println!(
+        "{label:<34} {:>7.0} req/s  p50 {} p99 {} p99.9 {} max {} us  cpu {:>6.1} us/req  others {} steal {}{}",
+        r.rps(),
+        us(l.value_at_quantile(0.5) as f64 / 1e3),
+        us(l.value_at_quantile(0.99) as f64 / 1e3),
+        us(l.value_at_quantile(0.999) as f64 / 1e3),
+        us(l.max() as f64 / 1e3),
+        r.cpu_us_per_request(),
+        r.load["other_processes_cores"],
+        r.load["steal_cores"],
+        if r.errors > 0 {
+            format!("  ERRORS {}", r.errors)
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn profile_only(kind: &str) {
+    let n = env_f64("BENCH_PROFILE_REQUESTS", 2000.0) as u64;
+    let conns = (env_f64("BENCH_PROFILE_CONNS", 1.0) as u64).max(1);
+    let size = env_f64("BENCH_PROFILE_NODES", 1000.0) as usize;
+    let certs = make_certs("admission-profile");
+    let tls = tls_connector(&certs);
+    let client_threads = ThreadSet::default();
+    let client = runtime(1, "client", &client_threads);
+    let body = Bytes::from_static(FIXTURE);
+    let target = if kind == "floor" {
+        start_floor(&certs)
+    } else {
+        start_injector(size, &certs).0
+    };
+    let len = probe(&client, &target, &tls, &body);
+    let cpu0 = target.threads.cpu();
+    client.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..conns {
+            let mut c = Conn::open(target.addr, &tls).await.expect("connect");
+            let body = body.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..n / conns {
+                    let (s, b) = c.post(&body).await.expect("request");
+                    assert!(s == 200 && b.len() == len);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+    });
+    let cpu = target.threads.cpu() - cpu0;
+    eprintln!(
+        "profile: {n} requests to {kind} on {conns} connections; server CPU {:.1} us/request",
+        cpu.as_secs_f64() * 1e6 / n as f64
+    );
+    target.shutdown();
+}
+
+fn main() {
+    let logging = install_logging();
+    if let Ok(kind) = std::env::var("BENCH_PROFILE") {
+        profile_only(&kind);
+        return;
+    }
+    let full = bench_mode();
+    let sizes = env_list(
+        "BENCH_SIZES",
+        if full { &[10, 1000, 10000] } else { &[1000] },
+    );
+    let conns_list = env_list("BENCH_CONNS", if full { &[1, 8, 64] } else { &[8] });
+    let rates = env_list("BENCH_RATES", if full { &[1000, 5000] } else { &[200] });
+    let warmup =
+        Duration::from_secs_f64(env_f64("BENCH_WARMUP_SECS", if full { 1.0 } else { 0.2 }));
+    let measure = Duration::from_secs_f64(env_f64("BENCH_SECS", if full { 5.0 } else { 0.5 }));
+    let open_measure =
+        Duration::from_secs_f64(env_f64("BENCH_OPEN_SECS", if full { 8.0 } else { 0.5 }));
+    let open_conns = env_f64("BENCH_OPEN_CONNS", 16.0) as usize;
+    let client_threads_n = env_f64("BENCH_CLIENT_THREADS", 2.0) as usize;
+    if !full {
+        eprintln!(
+            "admission: smoke check only (run `cargo bench --bench admission` for the benchmark)"
+        );
+    }
+
+    let machine = machine_info();
+    let busy = BusyMeter::start();
+    let certs = make_certs("admission");
+    let tls = tls_connector(&certs);
+    let client_threads = ThreadSet::default();
+    let client = runtime(client_threads_n, "client", &client_threads);
+    let body = Bytes::from_static(FIXTURE);
+    let floor = start_floor(&certs);
+    let floor_len = probe(&client, &floor, &tls, &body);
+
+    let mut runs = Vec::new();
+    let mut summary = Vec::new();
+    let mut snapshots = Vec::new();
+    for &size in &sizes {
+        let (inj, info) = start_injector(size, &certs);
+        let inj_len = probe(&client, &inj, &tls, &body);
+        println!(
+            "\n== snapshot of {size} StellarNodes: fixture pod gets {} peers, answer {inj_len} bytes (floor {floor_len}) ==",
+            info["fixture_pod_peers"]
+        );
+        let mut info = info;
+        info["answer_bytes"] = json!(inj_len);
+        snapshots.push(info);
+        let mut per_conns = Vec::new();
+        for &conns in &conns_list {
+            // Floor first, then the injector, back to back, so both see the same machine.
+            let f = closed_loop(
+                &client, &floor, &tls, &body, floor_len, conns, warmup, measure,
+            );
+            print_row(&format!("floor     closed {conns:>2} conns"), &f);
+            let o = closed_loop(&client, &inj, &tls, &body, inj_len, conns, warmup, measure);
+            print_row(&format!("injector  closed {conns:>2} conns"), &o);
+            let ratio = o.rps() / f.rps();
+            let cpu_ratio = f.cpu_us_per_request() / o.cpu_us_per_request();
+            println!(
+                "          throughput ratio injector/floor {ratio:.3}; server CPU per request ratio floor/injector {cpu_ratio:.3}"
+            );
+            for (kind, r) in [("floor", &f), ("injector", &o)] {
+                let mut v = r.json();
+                v["target"] = json!(kind);
+                v["snapshot_nodes"] = json!(size);
+                v["mode"] = json!("closed");
+                v["connections"] = json!(conns);
+                runs.push(v);
+            }
+            per_conns.push(json!({
+                "connections": conns,
+                "injector_rps": round(o.rps(), 0),
+                "floor_rps": round(f.rps(), 0),
+                "throughput_ratio": round(ratio, 3),
+                "server_cpu_ratio": round(cpu_ratio, 3),
+                "injector_p99_us": round(o.latency.value_at_quantile(0.99) as f64 / 1e3, 1),
+                "floor_p99_us": round(f.latency.value_at_quantile(0.99) as f64 / 1e3, 1),
+            }));
+        }
+        let mut per_rate = Vec::new();
+        for &rate in &rates {
+            let f = open_loop(
+                &client,
+                &floor,
+                &tls,
+                &body,
+                floor_len,
+                open_conns,
+                rate as f64,
+                warmup,
+                open_measure,
+            );
+            print_row(
+                &format!("floor     open {rate:>5}/s {open_conns} conns"),
+                &f,
+            );
+            let o = open_loop(
+                &client,
+                &inj,
+                &tls,
+                &body,
+                inj_len,
+                open_conns,
+                rate as f64,
+                warmup,
+                open_measure,
+            );
+            print_row(
+                &format!("injector  open {rate:>5}/s {open_conns} conns"),
+                &o,
+            );
+            for (kind, r) in [("floor", &f), ("injector", &o)] {
+                let mut v = r.json();
+                v["target"] = json!(kind);
+                v["snapshot_nodes"] = json!(size);
+                v["mode"] = json!("open");
+                v["rate_rps"] = json!(rate);
+                v["connections"] = json!(open_conns);
+                runs.push(v);
+            }
+            per_rate.push(json!({
+                "rate_rps": rate,
+                "injector_p99_us": round(o.latency.value_at_quantile(0.99) as f64 / 1e3, 1),
+                "injector_p99_9_us": round(o.latency.value_at_quantile(0.999) as f64 / 1e3, 1),
+                "floor_p99_us": round(f.latency.value_at_quantile(0.99) as f64 / 1e3, 1),
+                "pacer_lag_p99_us": o.pacer_lag.as_ref().map(|h| round(h.value_at_quantile(0.99) as f64 / 1e3, 1)),
+                "injector_errors": o.errors,
+            }));
+        }
+        summary.push(json!({
+            "snapshot_nodes": size,
+            "closed_loop": per_conns,
+            "open_loop": per_rate,
+        }));
+        inj.shutdown();
+    }
+    floor.shutdown();
+    let busy = busy.stop();
+    let errors: u64 = runs.iter().filter_map(|r| r["errors"].as_u64()).sum();
+    println!("\nmachine during the run: {busy}");
+    if errors > 0 {
+        eprintln!("admission: {errors} requests failed or got an unexpected answer");
+    }
+    if !full {
+        assert_eq!(errors, 0, "smoke check: every answer must carry the patch");
+        return;
+    }
+    let min_ratio = summary
+        .iter()
+        .flat_map(|s| s["closed_loop"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["throughput_ratio"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    let p99_at_1000 = summary
+        .iter()
+        .flat_map(|s| s["open_loop"].as_array().cloned().unwrap_or_default())
+        .filter(|r| r["rate_rps"] == json!(1000))
+        .filter_map(|r| r["injector_p99_us"].as_f64())
+        .fold(0.0, f64::max);
+    write_section(
+        "admission",
+        json!({
+            "command": "cargo bench --bench admission",
+            "git": git_revision(),
+            "time": now_utc(),
+            "machine": machine,
+            "machine_load_during_run": busy,
+            "setup": {
+                "fixture": "tests/fixtures/validator-pod-review.json",
+                "fixture_bytes": FIXTURE.len(),
+                "server_runtime_threads": server_threads(),
+                "client_runtime_threads": client_threads_n,
+                "closed_loop_warmup_s": warmup.as_secs_f64(),
+                "closed_loop_measure_s": measure.as_secs_f64(),
+                "open_loop_measure_s": open_measure.as_secs_f64(),
+                "open_loop_connections": open_conns,
+                "logging": logging,
+                "tls": "rustls (ring), CertWatcher::server_config on both servers; client rustls, TLS 1.3, keep-alive",
+            },
+            "snapshots": snapshots,
+            "summary": summary,
+            "targets": {
+                "min_throughput_ratio": round(min_ratio, 3),
+                "throughput_ratio_target": 0.8,
+                "throughput_ratio_met": min_ratio >= 0.8,
+                "max_open_loop_p99_at_1000_rps_us": p99_at_1000,
+                "p99_at_1000_rps_target_us": 1000,
+                "p99_at_1000_rps_met": p99_at_1000 < 1000.0,
+            },
+            "errors": errors,
+            "runs": runs,
+        }),
+    );
+}
