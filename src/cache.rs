@@ -193,14 +193,7 @@ pub async fn run(
     cache: Arc<PeerCache>,
     metrics: Arc<Metrics>,
 ) {
-    let apis: Vec<Api<WatchedNode>> = if namespaces.is_empty() {
-        vec![Api::all(client)]
-    } else {
-        namespaces
-            .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
-            .collect()
-    };
+    let apis: Vec<Api<WatchedNode>> = scoped_apis(&client, &namespaces);
     let mut scopes: Vec<Scope> = apis.iter().map(|_| Scope::default()).collect();
     let streams = apis.into_iter().enumerate().map(|(i, api)| {
         watcher(api, watcher::Config::default())
@@ -254,19 +247,28 @@ fn handle(scope: &mut Scope, ev: watcher::Result<Event<WatchedNode>>) -> bool {
     }
 }
 
-/// Lists StellarNodes once (for the `peers` command).
-pub async fn list_once(
-    client: Client,
-    namespaces: &[String],
-) -> Result<Vec<NodeRecord>, kube::Error> {
-    let apis: Vec<Api<WatchedNode>> = if namespaces.is_empty() {
-        vec![Api::all(client)]
+/// One `Api` per watched namespace, or a single cluster-wide one when none is given.
+pub fn scoped_apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
+where
+    K: Resource<Scope = NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
     } else {
         namespaces
             .iter()
             .map(|ns| Api::namespaced(client.clone(), ns))
             .collect()
-    };
+    }
+}
+
+/// Lists StellarNodes once (for the `peers` command).
+pub async fn list_once(
+    client: Client,
+    namespaces: &[String],
+) -> Result<Vec<NodeRecord>, kube::Error> {
+    let apis: Vec<Api<WatchedNode>> = scoped_apis(&client, namespaces);
     let mut out = Vec::new();
     for api in apis {
         let list = api.list(&Default::default()).await?;

@@ -54,21 +54,6 @@ struct Stores {
     pods: Vec<Store<Pod>>,
 }
 
-fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    if namespaces.is_empty() {
-        vec![Api::all(client.clone())]
-    } else {
-        namespaces
-            .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
-            .collect()
-    }
-}
-
 fn start_reflector<K>(api: Api<K>, notify: Arc<Notify>) -> Store<K>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
@@ -235,15 +220,15 @@ pub async fn run(
 ) {
     let notify = Arc::new(Notify::new());
     let stores = Stores {
-        sts: apis::<StatefulSet>(&client, &s.namespaces)
+        sts: crate::cache::scoped_apis::<StatefulSet>(&client, &s.namespaces)
             .into_iter()
             .map(|a| start_reflector(a, notify.clone()))
             .collect(),
-        deploy: apis::<Deployment>(&client, &s.namespaces)
+        deploy: crate::cache::scoped_apis::<Deployment>(&client, &s.namespaces)
             .into_iter()
             .map(|a| start_reflector(a, notify.clone()))
             .collect(),
-        pods: apis::<Pod>(&client, &s.namespaces)
+        pods: crate::cache::scoped_apis::<Pod>(&client, &s.namespaces)
             .into_iter()
             .map(|a| start_reflector(a, notify.clone()))
             .collect(),

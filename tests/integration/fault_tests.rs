@@ -176,28 +176,7 @@ pub async fn sigterm_goes_unready_first_then_drains() -> TestResult {
     )
     .await?;
     // A keep-alive connection, as kube-apiserver keeps one.
-    let ca = std::fs::read(inj.certs.join("ca.crt")).map_err(|e| e.to_string())?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut &ca[..]) {
-        roots
-            .add(c.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", inj.port))
-        .await
-        .map_err(|e| e.to_string())?;
-    let sn = rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect(sn, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
+    let tls = connect_tls(&inj).await?;
     let mut conn = BufReader::new(tls);
     let body = review_for(&n, "v1");
     let request = |b: &[u8]| {

@@ -540,10 +540,10 @@ pub fn restart_component(name: &str) -> Result<(), String> {
     run_script(&["restart", name]).map(|_| ())
 }
 
-/// Sends an AdmissionReview straight to an injector over TLS (trusting its CA) and
-/// returns the HTTP status and the JSON body (Null when the body is not JSON).
-pub async fn admission_request(inj: &Injector, body: &[u8]) -> Result<(u16, Value), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A TLS connection to an injector's admission port, trusting its CA (no SNI, as for an IP URL).
+pub async fn connect_tls(
+    inj: &Injector,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     let ca = std::fs::read(inj.certs.join("ca.crt")).map_err(|e| e.to_string())?;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut &ca[..]) {
@@ -562,10 +562,17 @@ pub async fn admission_request(inj: &Injector, body: &[u8]) -> Result<(u16, Valu
         .await
         .map_err(|e| e.to_string())?;
     let sn = rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
-    let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
         .connect(sn, tcp)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// Sends an AdmissionReview straight to an injector over TLS (trusting its CA) and
+/// returns the HTTP status and the JSON body (Null when the body is not JSON).
+pub async fn admission_request(inj: &Injector, body: &[u8]) -> Result<(u16, Value), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = connect_tls(inj).await?;
     let head = format!(
         "POST /mutate HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
