@@ -380,6 +380,21 @@ impl Drop for Injector {
     }
 }
 
+/// Status code and body of a raw HTTP/1.1 response read to the end.
+fn split_response(buf: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(buf).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad response: {text}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
 /// Minimal HTTP/1.1 GET over plain TCP: (status, body).
 pub async fn http_get(url: &str) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -400,16 +415,7 @@ pub async fn http_get(url: &str) -> Result<(u16, String), String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad response: {text}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let (code, body) = split_response(&buf)?;
     Ok((code, body))
 }
 
@@ -586,16 +592,8 @@ pub async fn admission_request(inj: &Injector, body: &[u8]) -> Result<(u16, Valu
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad response {text}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.trim().to_owned())
-        .unwrap_or_default();
+    let (code, body) = split_response(&buf)?;
+    let body = body.trim().to_owned();
     Ok((code, serde_json::from_str(&body).unwrap_or(Value::Null)))
 }
 
