@@ -111,6 +111,7 @@ fn start_injector(nodes: usize, certs: &std::path::Path) -> (Target, Value) {
         settings: InjectSettings::default(),
         metrics: Arc::new(Metrics::new()),
         body_timeout: Timeouts::default().body,
+        patches: Default::default(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let addr = rt.block_on(async {

@@ -1,6 +1,7 @@
 //! The pure admission path in isolation (criterion): review parsing, the pod view,
-//! `inject::decide` per snapshot size, patch and answer encoding, the whole synchronous
-//! `answer` (with and without the production log subscriber), and snapshot building.
+//! `inject::decide` per snapshot size, patch building, encoding and the encoded-patch cache,
+//! the whole synchronous `answer` (with and without the production log subscriber), and
+//! snapshot building.
 //!
 //! `cargo bench --bench core` (about 2 minutes) prints criterion's report and writes
 //! the `core` section of `benches/results/latest.json` (median and mean per benchmark).
@@ -16,11 +17,13 @@ use base64::Engine;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use serde_json::{Value, json};
 use stellar_peer_injector::cache::PeerCache;
+use stellar_peer_injector::inject::patch::{PatchShape, build_patch};
 use stellar_peer_injector::inject::review::{PodView, parse_review};
 use stellar_peer_injector::inject::{Decision, InjectSettings, decide};
 use stellar_peer_injector::metrics::Metrics;
-use stellar_peer_injector::peers::{PeerSettings, PeerSnapshot};
-use stellar_peer_injector::server::{AdmissionState, Timeouts, admission::answer};
+use stellar_peer_injector::peers::{PeerList, PeerSettings, PeerSnapshot};
+use stellar_peer_injector::server::admission::{PatchCache, answer};
+use stellar_peer_injector::server::{AdmissionState, Timeouts};
 
 use common::*;
 
@@ -38,6 +41,7 @@ fn state(n: usize) -> AdmissionState {
         settings: InjectSettings::default(),
         metrics: Arc::new(Metrics::new()),
         body_timeout: Timeouts::default().body,
+        patches: Default::default(),
     }
 }
 
@@ -48,29 +52,10 @@ fn production_subscriber() -> impl tracing::Subscriber + Send + Sync {
         .finish()
 }
 
-/// The injected answer as `server::admission::encode_patched` writes it: the envelope
-/// by hand, the uid through serde_json, the base64 patch streamed into the buffer.
-fn answer_bytes(uid: &str, patch: &[u8]) -> Vec<u8> {
-    let b64_len = patch.len().div_ceil(3) * 4;
-    let mut out = Vec::with_capacity(160 + uid.len() + b64_len);
-    out.extend_from_slice(
-        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
-    );
-    serde_json::to_writer(&mut out, uid).expect("uid");
-    out.extend_from_slice(br#","allowed":true,"patchType":"JSONPatch","patch":""#);
-    let start = out.len();
-    out.resize(start + b64_len, 0);
-    let n = base64::engine::general_purpose::STANDARD
-        .encode_slice(patch, &mut out[start..])
-        .expect("base64");
-    out.truncate(start + n);
-    out.extend_from_slice(b"\"}}");
-    out
-}
-
-fn patch_of(d: Decision) -> json_patch::Patch {
+/// The shape and list of an injection decision.
+fn injection(d: Decision) -> (PatchShape, Arc<PeerList>) {
     match d {
-        Decision::Inject { patch, .. } => patch,
+        Decision::Inject { shape, list, .. } => (shape, list),
         other => panic!("the fixture must be injected, got {other:?}"),
     }
 }
@@ -99,36 +84,39 @@ fn benches(c: &mut Criterion) {
     for n in SIZES {
         let snap = snapshot(n);
         // The first lookup computes the node's list; requests after that reuse it.
-        patch_of(decide(&req, Some(&snap), &settings));
+        injection(decide(&req, Some(&snap), &settings));
         g.bench_with_input(BenchmarkId::new("snapshot_nodes", n), &snap, |b, snap| {
             b.iter(|| decide(black_box(&req), Some(snap), &settings))
         });
     }
     g.finish();
 
-    let mut g = c.benchmark_group("encode");
+    // Per snapshot and node (the first pod of a node after a snapshot change): build
+    // the patch and encode it. Per request: find it in the cache.
+    let mut g = c.benchmark_group("patch");
     for n in SIZES {
         let snap = snapshot(n);
-        let patch = patch_of(decide(&req, Some(&snap), &settings));
-        let bytes = serde_json::to_vec(&patch).expect("json");
-        g.bench_with_input(BenchmarkId::new("patch_to_vec", n), &patch, |b, p| {
-            b.iter(|| serde_json::to_vec(black_box(p)).expect("json"))
+        let (shape, list) = injection(decide(&req, Some(&snap), &settings));
+        g.bench_with_input(BenchmarkId::new("build", n), &list, |b, list| {
+            b.iter(|| build_patch(black_box(&shape), list, &settings))
         });
-        g.bench_with_input(BenchmarkId::new("answer_bytes", n), &bytes, |b, bytes| {
-            b.iter(|| answer_bytes(&req.uid, black_box(bytes)))
-        });
-        // The steps `answer` takes after `decide` for an injection.
-        g.bench_with_input(BenchmarkId::new("total", n), &patch, |b, p| {
+        let patch = build_patch(&shape, &list, &settings);
+        g.bench_with_input(BenchmarkId::new("encode", n), &patch, |b, p| {
             b.iter(|| {
-                let bytes = serde_json::to_vec(black_box(p)).expect("json");
-                answer_bytes(&req.uid, &bytes)
+                let json = serde_json::to_vec(black_box(p)).expect("json");
+                base64::engine::general_purpose::STANDARD.encode(json)
             })
         });
-        g.bench_with_input(BenchmarkId::new("patch_clone", n), &patch, |b, p| {
-            b.iter(|| black_box(p).clone())
-        });
-        g.bench_with_input(BenchmarkId::new("patch_drop", n), &patch, |b, p| {
-            b.iter_batched(|| p.clone(), drop, criterion::BatchSize::SmallInput)
+        let cache = PatchCache::default();
+        cache
+            .get_or_encode(1, &list, shape.clone(), &settings)
+            .expect("encode");
+        g.bench_with_input(BenchmarkId::new("cache_hit", n), &list, |b, list| {
+            b.iter(|| {
+                cache
+                    .get_or_encode(1, list, black_box(shape.clone()), &settings)
+                    .expect("hit")
+            })
         });
     }
     g.finish();

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::cache::{self, PeerCache};
 use crate::cli::{CertsArgs, Cli, Command, InjectArgs, LogFormat, Output, PeersArgs, ServeArgs};
 use crate::error::Error;
+use crate::inject::patch::build_patch;
 use crate::inject::review::PodView;
 use crate::inject::{Decision, InjectSettings, decide_pod};
 use crate::metrics::Metrics;
@@ -91,6 +92,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         settings: inject_settings,
         metrics: metrics.clone(),
         body_timeout: Timeouts::default().body,
+        patches: Default::default(),
     }));
     let tls_task = tokio::spawn(server::serve_tls(
         https,
@@ -354,12 +356,15 @@ fn inject_one(
             .map_err(|e| format!("cannot read the pod: {e}"))?;
         match decide_pod(&view, Some(namespace), Some(snap), settings) {
             Decision::Inject {
-                patch, warnings, ..
+                shape,
+                list,
+                warnings,
+                ..
             } => {
                 for w in warnings {
                     eprintln!("warning: {w}");
                 }
-                patch
+                build_patch(&shape, &list, settings)
             }
             Decision::Skip(_) => return Ok(()),
             Decision::Deny { message, .. } => return Err(message),

@@ -66,6 +66,7 @@ async fn start() -> Server {
         settings: InjectSettings::default(),
         metrics: Arc::new(Metrics::new()),
         body_timeout: timeouts.body,
+        patches: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -98,6 +98,7 @@ async fn rotation_under_load_loses_nothing() {
         settings: InjectSettings::default(),
         metrics: metrics.clone(),
         body_timeout: Duration::from_secs(5),
+        patches: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

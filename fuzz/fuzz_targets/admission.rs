@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use stellar_peer_injector::inject::patch::build_patch;
 use stellar_peer_injector::inject::review::parse_review;
 use stellar_peer_injector::inject::{Decision, InjectSettings, decide};
 use stellar_peer_injector::nodes::{NodeKind, NodeRecord};
@@ -41,7 +42,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(req) = parse_review(data) else { return };
     let settings = InjectSettings::default();
     let decision = decide(&req, Some(snapshot()), &settings);
-    let Decision::Inject { patch, .. } = decision else { return };
+    let Decision::Inject { shape, list, .. } = decision else { return };
+    let patch = build_patch(&shape, &list, &settings);
     // The webhook skips fields it does not read without validating their escapes (a
     // lone `\ud800` there is harmless to it); such a body has no JSON Value to patch.
     let Ok(full) = serde_json::from_slice::<serde_json::Value>(data) else { return };

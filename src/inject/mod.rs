@@ -5,8 +5,6 @@ pub mod review;
 
 use std::sync::Arc;
 
-use json_patch::Patch;
-
 use crate::peers::{Lookup, PeerList, PeerSnapshot};
 use review::{PodView, RequestView};
 
@@ -126,9 +124,9 @@ impl DenyReason {
 pub enum Decision {
     /// Allow unchanged.
     Skip(SkipReason),
-    /// Allow with this patch.
+    /// Allow with the patch [`patch::build_patch`] makes of `shape` and `list`.
     Inject {
-        patch: Patch,
+        shape: patch::PatchShape,
         list: Arc<PeerList>,
         node: String,
         warnings: Vec<String>,
@@ -200,14 +198,14 @@ pub fn decide_pod(
     snapshot: Option<&PeerSnapshot>,
     settings: &InjectSettings,
 ) -> Decision {
-    if pod.label(LABEL_NAME) != Some(LABEL_NAME_VALUE) {
+    if pod.name_label() != Some(LABEL_NAME_VALUE) {
         return Decision::Skip(SkipReason::NotStellar);
     }
-    let Some(instance) = pod.label(LABEL_INSTANCE).filter(|s| !s.is_empty()) else {
+    let Some(instance) = pod.instance_label().filter(|s| !s.is_empty()) else {
         return Decision::Skip(SkipReason::NoInstanceLabel);
     };
     if pod
-        .annotation(ANNOTATION_OPT_OUT)
+        .inject_annotation()
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
     {
         return Decision::Skip(SkipReason::OptedOut);
@@ -263,9 +261,8 @@ pub fn decide_pod(
             list.network
         ));
     }
-    let patch = patch::build_patch(pod, &target, &list, settings);
     Decision::Inject {
-        patch,
+        shape: patch::PatchShape::of(pod, &target),
         list,
         node: format!("{namespace}/{instance}"),
         warnings,

@@ -4,6 +4,11 @@
 //! is replaced where it exists and added where it does not, so a pod that already
 //! went through the webhook (reinvocation, re-applied manifests, offline injection
 //! followed by admission) ends up with exactly one copy of each, at current values.
+//!
+//! The patch depends on the pod only through its [`PatchShape`]: which of the
+//! containers is the target, which arrays exist, and where the entries the injector
+//! owns already are. Two pods with the same shape and the same peer list get the same
+//! patch, which lets the server encode it once and reuse it.
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
@@ -13,73 +18,14 @@ use super::review::{Named, PodView};
 use super::{ANNOTATION_CONFIG, ANNOTATION_COUNT, ANNOTATION_HASH, InjectSettings, VOLUME_NAME};
 use crate::peers::PeerList;
 
-fn ptr(tokens: &[&str]) -> PointerBuf {
-    PointerBuf::from_tokens(tokens.iter().copied())
-}
-
-fn at(base: &PointerBuf, tail: &[&str]) -> PointerBuf {
-    let mut p = base.clone();
-    for t in tail {
-        p.push_back(*t);
-    }
-    p
-}
-
-fn at_index(base: &PointerBuf, i: usize) -> PointerBuf {
-    let mut p = base.clone();
-    p.push_back(i);
-    p
-}
-
-fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
-}
-
-fn replace(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Replace(ReplaceOperation { path, value })
-}
-
-/// Upserts `items` (each with a `name`) into the array at `base`, whose current
-/// names are `existing`. Removes later duplicates of the names it owns.
-fn upsert_named(
-    ops: &mut Vec<PatchOperation>,
-    base: &PointerBuf,
-    existing: Option<&[Named<'_>]>,
-    items: Vec<(&str, Value)>,
-) {
-    let Some(existing) = existing else {
-        ops.push(add(
-            base.clone(),
-            Value::Array(items.into_iter().map(|(_, v)| v).collect()),
-        ));
-        return;
-    };
-    let mut removals = Vec::new();
-    let mut appends = Vec::new();
-    for (name, value) in items {
-        let mut found = existing
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.name == name)
-            .map(|(i, _)| i);
-        match found.next() {
-            Some(first) => {
-                ops.push(replace(at_index(base, first), value));
-                removals.extend(found);
-            }
-            None => appends.push(value),
-        }
-    }
-    removals.sort_unstable_by(|a, b| b.cmp(a));
-    for i in removals {
-        ops.push(PatchOperation::Remove(RemoveOperation {
-            path: at_index(base, i),
-        }));
-    }
-    for v in appends {
-        ops.push(add(at(base, &["-"]), v));
-    }
-}
+/// The env vars the injector owns, in the order it appends them.
+pub const ENV_NAMES: [&str; 5] = [
+    "STELLAR_PEERS",
+    "STELLAR_PEER_COUNT",
+    "STELLAR_PEERS_HASH",
+    "STELLAR_NETWORK",
+    "STELLAR_PEERS_CONFIG",
+];
 
 /// Where the patch was applied, for messages.
 pub struct Target {
@@ -108,35 +54,160 @@ pub fn target_container(pod: &PodView<'_>, settings: &InjectSettings) -> Option<
     )
 }
 
-/// Builds the patch for a pod (or a pod template: paths are relative to it).
-pub fn build_patch(
-    pod: &PodView<'_>,
-    target: &Target,
-    list: &PeerList,
-    settings: &InjectSettings,
-) -> Patch {
+/// What the pod's `metadata` looks like to the patch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetaShape {
+    /// No `metadata` object.
+    Missing,
+    /// `metadata` without `annotations`.
+    NoAnnotations,
+    /// `metadata.annotations` exists.
+    Annotations,
+}
+
+/// One array of named entries (`env`, `volumeMounts`, `volumes`) as the patch sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Slots {
+    /// The array does not exist: the patch adds it whole.
+    Missing,
+    /// The array exists; `(owned entry, index)` for every element whose name is one the
+    /// injector owns, in array order (empty for a pod that never went through it).
+    Present(Vec<(u8, u32)>),
+}
+
+impl Slots {
+    fn of(existing: Option<&[Named<'_>]>, owned: &[&str]) -> Self {
+        let Some(existing) = existing else {
+            return Self::Missing;
+        };
+        Self::Present(
+            existing
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| {
+                    let k = owned.iter().position(|o| *o == n.name)?;
+                    Some((k as u8, i as u32))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Everything about a pod that its patch depends on, besides the peer list and the
+/// settings. Small, owned and hashable: the key of the server's encoded-patch cache.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PatchShape {
+    pub metadata: MetaShape,
+    pub volumes: Slots,
+    pub container: usize,
+    pub mounts: Slots,
+    pub env: Slots,
+}
+
+impl PatchShape {
+    /// Reads the shape of `pod`, injecting into `target`.
+    pub fn of(pod: &PodView<'_>, target: &Target) -> Self {
+        let metadata = match &pod.metadata {
+            None => MetaShape::Missing,
+            Some(m) if m.annotations.is_none() => MetaShape::NoAnnotations,
+            Some(_) => MetaShape::Annotations,
+        };
+        let container = pod.containers().get(target.container_index);
+        Self {
+            metadata,
+            volumes: Slots::of(
+                pod.spec.as_ref().and_then(|s| s.volumes.as_deref()),
+                &[VOLUME_NAME],
+            ),
+            container: target.container_index,
+            mounts: Slots::of(
+                container.and_then(|c| c.volume_mounts.as_deref()),
+                &[VOLUME_NAME],
+            ),
+            env: Slots::of(container.and_then(|c| c.env.as_deref()), &ENV_NAMES),
+        }
+    }
+}
+
+fn ptr(tokens: &[&str]) -> PointerBuf {
+    PointerBuf::from_tokens(tokens.iter().copied())
+}
+
+fn at(base: &PointerBuf, tail: &[&str]) -> PointerBuf {
+    let mut p = base.clone();
+    for t in tail {
+        p.push_back(*t);
+    }
+    p
+}
+
+fn at_index(base: &PointerBuf, i: u32) -> PointerBuf {
+    let mut p = base.clone();
+    p.push_back(i as usize);
+    p
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+fn replace(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Replace(ReplaceOperation { path, value })
+}
+
+/// Upserts `items` (the owned entries, in order) into the array at `base`: the first
+/// existing entry of each is replaced, later duplicates removed, missing ones appended.
+fn upsert(ops: &mut Vec<PatchOperation>, base: &PointerBuf, slots: &Slots, items: Vec<Value>) {
+    let Slots::Present(found) = slots else {
+        ops.push(add(base.clone(), Value::Array(items)));
+        return;
+    };
+    let mut removals = Vec::new();
+    let mut appends = Vec::new();
+    for (k, value) in items.into_iter().enumerate() {
+        let mut at_k = found.iter().filter(|(o, _)| usize::from(*o) == k);
+        match at_k.next() {
+            Some(&(_, first)) => {
+                ops.push(replace(at_index(base, first), value));
+                removals.extend(at_k.map(|&(_, i)| i));
+            }
+            None => appends.push(value),
+        }
+    }
+    removals.sort_unstable_by(|a, b| b.cmp(a));
+    for i in removals {
+        ops.push(PatchOperation::Remove(RemoveOperation {
+            path: at_index(base, i),
+        }));
+    }
+    for v in appends {
+        ops.push(add(at(base, &["-"]), v));
+    }
+}
+
+/// Builds the patch for a pod (or a pod template: paths are relative to it) of this
+/// shape. Pure: the same shape, list and settings give the same patch.
+pub fn build_patch(shape: &PatchShape, list: &PeerList, settings: &InjectSettings) -> Patch {
     let mut ops = Vec::with_capacity(16);
     let annotations = [
         (ANNOTATION_CONFIG, list.config.as_str()),
         (ANNOTATION_HASH, list.hash.as_str()),
         (ANNOTATION_COUNT, list.count.as_str()),
     ];
-    match &pod.metadata {
-        None => {
-            let map: serde_json::Map<String, Value> = annotations
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
-                .collect();
-            ops.push(add(ptr(&["metadata"]), json!({ "annotations": map })));
+    let map = || -> serde_json::Map<String, Value> {
+        annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+            .collect()
+    };
+    match shape.metadata {
+        MetaShape::Missing => {
+            ops.push(add(ptr(&["metadata"]), json!({ "annotations": map() })));
         }
-        Some(m) if m.annotations.is_none() => {
-            let map: serde_json::Map<String, Value> = annotations
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
-                .collect();
-            ops.push(add(ptr(&["metadata", "annotations"]), Value::Object(map)));
+        MetaShape::NoAnnotations => {
+            ops.push(add(ptr(&["metadata", "annotations"]), Value::Object(map())));
         }
-        Some(_) => {
+        MetaShape::Annotations => {
             for (k, v) in annotations {
                 ops.push(add(ptr(&["metadata", "annotations", k]), Value::from(v)));
             }
@@ -153,40 +224,35 @@ pub fn build_patch(
             }]
         }
     });
-    let spec = pod.spec.as_ref();
-    upsert_named(
+    upsert(
         &mut ops,
         &ptr(&["spec", "volumes"]),
-        spec.and_then(|s| s.volumes.as_deref()),
-        vec![(VOLUME_NAME, volume)],
+        &shape.volumes,
+        vec![volume],
     );
 
-    let container = &pod.containers()[target.container_index];
     let mut cbase = ptr(&["spec", "containers"]);
-    cbase.push_back(target.container_index);
+    cbase.push_back(shape.container);
     let mount = json!({ "name": VOLUME_NAME, "mountPath": settings.mount_dir(), "readOnly": true });
-    upsert_named(
+    upsert(
         &mut ops,
         &at(&cbase, &["volumeMounts"]),
-        container.volume_mounts.as_deref(),
-        vec![(VOLUME_NAME, mount)],
+        &shape.mounts,
+        vec![mount],
     );
 
-    let env = |name: &str, value: &str| json!({ "name": name, "value": value });
-    upsert_named(
-        &mut ops,
-        &at(&cbase, &["env"]),
-        container.env.as_deref(),
-        vec![
-            ("STELLAR_PEERS", env("STELLAR_PEERS", &list.csv)),
-            ("STELLAR_PEER_COUNT", env("STELLAR_PEER_COUNT", &list.count)),
-            ("STELLAR_PEERS_HASH", env("STELLAR_PEERS_HASH", &list.hash)),
-            ("STELLAR_NETWORK", env("STELLAR_NETWORK", &list.network)),
-            (
-                "STELLAR_PEERS_CONFIG",
-                env("STELLAR_PEERS_CONFIG", &settings.mount_path),
-            ),
-        ],
-    );
+    let values = [
+        list.csv.as_str(),
+        list.count.as_str(),
+        list.hash.as_str(),
+        list.network.as_str(),
+        settings.mount_path.as_str(),
+    ];
+    let env = ENV_NAMES
+        .iter()
+        .zip(values)
+        .map(|(name, value)| json!({ "name": name, "value": value }))
+        .collect();
+    upsert(&mut ops, &at(&cbase, &["env"]), &shape.env, env);
     Patch(ops)
 }

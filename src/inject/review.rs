@@ -5,10 +5,14 @@
 //! annotations, container, env, mount and volume names are read from it.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+
+use super::{ANNOTATION_OPT_OUT, LABEL_INSTANCE, LABEL_NAME};
 
 /// The only AdmissionReview version the webhook speaks.
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
@@ -34,9 +38,9 @@ pub enum ReviewError {
 
 #[derive(Deserialize)]
 struct ReviewView<'a> {
-    #[serde(borrow, rename = "apiVersion")]
+    #[serde(borrow, default, rename = "apiVersion", deserialize_with = "opt_text")]
     api_version: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "opt_text")]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow)]
     request: Option<RequestView<'a>>,
@@ -50,9 +54,9 @@ pub struct RequestView<'a> {
     pub uid: Cow<'a, str>,
     #[serde(borrow)]
     pub kind: KindView<'a>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_text")]
     pub sub_resource: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_text")]
     pub namespace: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub operation: Cow<'a, str>,
@@ -69,9 +73,9 @@ pub struct RequestView<'a> {
 /// One pass: the object is read straight into a [`PodView`].
 #[derive(Deserialize)]
 struct FastReview<'a> {
-    #[serde(borrow, rename = "apiVersion")]
+    #[serde(borrow, default, rename = "apiVersion", deserialize_with = "opt_text")]
     api_version: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "opt_text")]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow)]
     request: Option<FastRequest<'a>>,
@@ -84,9 +88,9 @@ struct FastRequest<'a> {
     uid: Cow<'a, str>,
     #[serde(borrow)]
     kind: KindView<'a>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_text")]
     sub_resource: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_text")]
     namespace: Option<Cow<'a, str>>,
     #[serde(borrow)]
     operation: Cow<'a, str>,
@@ -124,7 +128,11 @@ fn check_envelope(api_version: Option<&str>, kind: Option<&str>) -> Result<(), R
 /// When the object does not fit the pod view (not a pod, wrong types), the body is read
 /// again with the object kept raw, so that only a Stellar pod CREATE fails on it.
 pub fn parse_review(body: &[u8]) -> Result<RequestView<'_>, ReviewError> {
-    if let Ok(fast) = serde_json::from_slice::<FastReview<'_>>(body) {
+    // JSON is UTF-8: checking it once up front (vectorised) lets serde_json read
+    // strings without checking each one again.
+    let body = std::str::from_utf8(body)
+        .map_err(|e| ReviewError::Json(format!("the body is not UTF-8: {e}")))?;
+    if let Ok(fast) = serde_json::from_str::<FastReview<'_>>(body) {
         check_envelope(fast.api_version.as_deref(), fast.kind.as_deref())?;
         let r = fast.request.ok_or(ReviewError::NoRequest)?;
         return Ok(RequestView {
@@ -139,12 +147,12 @@ pub fn parse_review(body: &[u8]) -> Result<RequestView<'_>, ReviewError> {
         });
     }
     let review: ReviewView<'_> =
-        serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
+        serde_json::from_str(body).map_err(|e| ReviewError::Json(e.to_string()))?;
     check_envelope(review.api_version.as_deref(), review.kind.as_deref())?;
     review.request.ok_or(ReviewError::NoRequest)
 }
 
-/// The parts of a Pod (or pod template) the patch depends on.
+/// The parts of a Pod (or pod template) the decision and the patch depend on.
 #[derive(Deserialize, Debug, Default)]
 pub struct PodView<'a> {
     #[serde(borrow, default)]
@@ -157,12 +165,29 @@ pub struct PodView<'a> {
 #[derive(Deserialize, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct MetaView<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_text")]
     pub namespace: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    pub labels: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+    pub labels: Option<Labels<'a>>,
     #[serde(borrow, default)]
-    pub annotations: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+    pub annotations: Option<Annotations<'a>>,
+}
+
+/// `metadata.labels`: every value must be a string, but only the two labels the
+/// decision reads are kept (no map is built).
+#[derive(Debug, Default)]
+pub struct Labels<'a> {
+    /// `app.kubernetes.io/name`.
+    pub name: Option<Cow<'a, str>>,
+    /// `app.kubernetes.io/instance`.
+    pub instance: Option<Cow<'a, str>>,
+}
+
+/// `metadata.annotations`: every value must be a string; only the opt-out is kept.
+#[derive(Debug, Default)]
+pub struct Annotations<'a> {
+    /// `stellar.org/inject-peers`.
+    pub inject: Option<Cow<'a, str>>,
 }
 
 /// `spec`.
@@ -195,25 +220,102 @@ pub struct Named<'a> {
 }
 
 impl<'a> PodView<'a> {
-    pub fn label(&self, key: &str) -> Option<&str> {
-        self.metadata
-            .as_ref()?
-            .labels
-            .as_ref()?
-            .get(key)
-            .map(|v| &**v)
+    fn labels(&self) -> Option<&Labels<'a>> {
+        self.metadata.as_ref()?.labels.as_ref()
     }
 
-    pub fn annotation(&self, key: &str) -> Option<&str> {
+    /// The `app.kubernetes.io/name` label.
+    pub fn name_label(&self) -> Option<&str> {
+        self.labels()?.name.as_deref()
+    }
+
+    /// The `app.kubernetes.io/instance` label.
+    pub fn instance_label(&self) -> Option<&str> {
+        self.labels()?.instance.as_deref()
+    }
+
+    /// The `stellar.org/inject-peers` annotation.
+    pub fn inject_annotation(&self) -> Option<&str> {
         self.metadata
             .as_ref()?
             .annotations
             .as_ref()?
-            .get(key)
-            .map(|v| &**v)
+            .inject
+            .as_deref()
     }
 
     pub fn containers(&self) -> &[ContainerView<'a>] {
         self.spec.as_ref().map_or(&[], |s| &s.containers)
     }
 }
+
+/// A JSON string that borrows from the body unless escapes force a copy. (serde's own
+/// `Cow<str>` only borrows as a direct struct field, not inside `Option` or a map.)
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
+}
+
+fn opt_text<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    Ok(Option::<Text<'a>>::deserialize(d)?.map(|t| t.0))
+}
+
+/// Reads a string-to-string map, keeping the values of `keys` (the last one wins when
+/// a key repeats, as with a map).
+fn pick<'de: 'a, 'a, A: MapAccess<'de>, const N: usize>(
+    mut map: A,
+    keys: [&str; N],
+) -> Result<[Option<Cow<'a, str>>; N], A::Error> {
+    let mut out = [const { None }; N];
+    while let Some(Text(k)) = map.next_key::<Text<'a>>()? {
+        let Text(v) = map.next_value::<Text<'a>>()?;
+        if let Some(i) = keys.iter().position(|key| *key == k) {
+            out[i] = Some(v);
+        }
+    }
+    Ok(out)
+}
+
+/// Deserializes a string map through `pick`.
+macro_rules! picked_map {
+    ($ty:ident, $what:literal, [$($field:ident: $key:expr),+]) => {
+        impl<'de: 'a, 'a> Deserialize<'de> for $ty<'a> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V<'a>(PhantomData<&'a ()>);
+                impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                    type Value = $ty<'a>;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                        let [$($field),+] = pick(map, [$($key),+])?;
+                        Ok($ty { $($field),+ })
+                    }
+                }
+                d.deserialize_map(V(PhantomData))
+            }
+        }
+    };
+}
+
+picked_map!(Labels, "a map of string labels", [name: LABEL_NAME, instance: LABEL_INSTANCE]);
+picked_map!(Annotations, "a map of string annotations", [inject: ANNOTATION_OPT_OUT]);

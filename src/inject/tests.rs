@@ -52,11 +52,21 @@ fn pod_of(body: &str) -> Value {
     v["request"]["object"].clone()
 }
 
-/// Applies the decision's patch to the review's pod and returns the new pod.
-fn apply(body: &str, d: &Decision) -> Value {
-    let Decision::Inject { patch, .. } = d else {
+/// The patch of an injection decision.
+fn patch_of(d: &Decision, settings: &InjectSettings) -> json_patch::Patch {
+    let Decision::Inject { shape, list, .. } = d else {
         panic!("expected injection, got {d:?}")
     };
+    patch::build_patch(shape, list, settings)
+}
+
+/// Applies the decision's patch to the review's pod and returns the new pod.
+fn apply(body: &str, d: &Decision) -> Value {
+    apply_with(body, d, &InjectSettings::default())
+}
+
+fn apply_with(body: &str, d: &Decision, settings: &InjectSettings) -> Value {
+    let patch = patch_of(d, settings);
     let mut pod = pod_of(body);
     json_patch::patch(&mut pod, &patch.0).expect("patch applies");
     let _: k8s_openapi::api::core::v1::Pod =
@@ -164,9 +174,10 @@ fn operator_pod_gets_its_peers_in_the_stellar_node_container() {
 #[test]
 fn patch_paths_escape_json_pointer_characters() {
     let snap = snapshot();
-    let Decision::Inject { patch, .. } = decide_body(REVIEW, Some(&snap)) else {
-        panic!()
-    };
+    let patch = patch_of(
+        &decide_body(REVIEW, Some(&snap)),
+        &InjectSettings::default(),
+    );
     let text = serde_json::to_string(&patch).expect("serialize");
     assert!(
         text.contains("/metadata/annotations/stellar.org~1peers-hash"),
@@ -271,9 +282,7 @@ fn pod_without_metadata_map_paths() {
         Some(&snap),
         &InjectSettings::default(),
     );
-    let Decision::Inject { patch, .. } = d else {
-        panic!()
-    };
+    let patch = patch_of(&d, &InjectSettings::default());
     let mut p = pod.clone();
     json_patch::patch(&mut p, &patch.0).expect("applies");
     assert_eq!(p["metadata"]["annotations"]["stellar.org/peer-count"], "3");
@@ -521,7 +530,7 @@ fn custom_container_and_mount_path() {
     settings.validate().expect("valid");
     let req = parse_review(REVIEW.as_bytes()).expect("review");
     let d = decide(&req, Some(&snap), &settings);
-    let pod = apply(REVIEW, &d);
+    let pod = apply_with(REVIEW, &d, &settings);
     assert_eq!(
         env_value(&pod, "stellar-health-check", "STELLAR_PEERS_CONFIG").as_deref(),
         Some("/run/peers/core.toml")
@@ -557,4 +566,102 @@ fn mount_path_validation() {
         (s.mount_dir(), s.file_name()),
         ("/etc/stellar/peers", "peers.cfg")
     );
+}
+
+#[test]
+fn labels_and_annotations_keep_only_what_the_decision_reads() {
+    let pod = r#"{"metadata": {
+        "labels": {"a": "1", "app.kubernetes.io\/name": "stellar-node",
+                   "app.kubernetes.io/instance": "first", "app.kubernetes.io/instance": "validator-1"},
+        "annotations": {"stellar.org/inject-peers": "\u0066alse", "other": "x"}},
+        "spec": {"containers": []}}"#;
+    let view: review::PodView<'_> = serde_json::from_str(pod).expect("view");
+    assert_eq!(
+        view.name_label(),
+        Some("stellar-node"),
+        "escaped key matched"
+    );
+    assert_eq!(
+        view.instance_label(),
+        Some("validator-1"),
+        "last duplicate wins"
+    );
+    assert_eq!(
+        view.inject_annotation(),
+        Some("false"),
+        "escaped value read"
+    );
+    // Every value must still be a string, as in a Pod.
+    for bad in [
+        r#"{"metadata": {"labels": {"a": 1}}}"#,
+        r#"{"metadata": {"annotations": {"a": null}}}"#,
+        r#"{"metadata": {"labels": ["app.kubernetes.io/name"]}}"#,
+    ] {
+        assert!(
+            serde_json::from_str::<review::PodView<'_>>(bad).is_err(),
+            "{bad}"
+        );
+    }
+    // Absent and null maps are fine.
+    let view: review::PodView<'_> =
+        serde_json::from_str(r#"{"metadata": {"labels": null}}"#).expect("null labels");
+    assert_eq!(view.name_label(), None);
+}
+
+#[test]
+fn body_must_be_utf8() {
+    let mut body = REVIEW.as_bytes().to_vec();
+    let i = body
+        .windows(8)
+        .position(|w| w == b"stellar-")
+        .expect("text");
+    body[i] = 0xff;
+    assert!(matches!(parse_review(&body), Err(ReviewError::Json(m)) if m.contains("UTF-8")));
+}
+
+#[test]
+fn patch_shape_captures_what_the_patch_depends_on() {
+    let snap = snapshot();
+    let shape_of = |body: &str| match decide_body(body, Some(&snap)) {
+        Decision::Inject { shape, .. } => shape,
+        d => panic!("{d:?}"),
+    };
+    let base = shape_of(REVIEW);
+    // Things the patch does not read leave the shape alone.
+    let cosmetic = review_with(|v| {
+        v["request"]["uid"] = json!("another");
+        v["request"]["object"]["metadata"]["labels"]["extra"] = json!("x");
+        v["request"]["object"]["spec"]["containers"][1]["image"] = json!("other:1");
+        v["request"]["object"]["spec"]["containers"][1]["env"][0]["value"] = json!("y");
+    });
+    assert_eq!(shape_of(&cosmetic), base);
+    // Things it does read change it.
+    for change in [
+        review_with(|v| {
+            v["request"]["object"]["spec"]["containers"][1]["env"]
+                .as_array_mut()
+                .expect("env")
+                .insert(0, json!({"name": "STELLAR_NETWORK", "value": "x"}));
+        }),
+        review_with(|v| {
+            v["request"]["object"]["spec"]["containers"][1]
+                .as_object_mut()
+                .expect("container")
+                .remove("env");
+        }),
+        review_with(|v| {
+            v["request"]["object"]["metadata"]
+                .as_object_mut()
+                .expect("metadata")
+                .remove("annotations");
+        }),
+        review_with(|v| {
+            v["request"]["object"]["spec"]["containers"]
+                .as_array_mut()
+                .expect("containers")
+                .reverse();
+        }),
+    ] {
+        assert_ne!(shape_of(&change), base);
+    }
 }

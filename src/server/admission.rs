@@ -1,6 +1,7 @@
 //! The `/mutate` route: body limits, decoding, the decision, the AdmissionReview answer.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -8,13 +9,16 @@ use axum::extract::State;
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
 
 use crate::cache::PeerCache;
+use crate::inject::patch::{PatchShape, build_patch};
 use crate::inject::review::parse_review;
 use crate::inject::{Decision, InjectSettings, decide};
 use crate::metrics::Metrics;
+use crate::peers::PeerList;
 
 /// Largest accepted request body (kube-apiserver sends well under 1 MiB for pods).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -26,6 +30,89 @@ pub struct AdmissionState {
     pub metrics: Arc<Metrics>,
     /// How long a client may take to send its body.
     pub body_timeout: Duration,
+    /// Encoded patches of the current snapshot, per peer list and pod shape.
+    pub patches: PatchCache,
+}
+
+/// Base64-encoded patches, as they go into answers, per peer list and pod shape.
+///
+/// The patch is a pure function of (shape, list, settings) and a snapshot's lists never
+/// change, so an entry stays right while its snapshot is current: the first pod of a
+/// StellarNode after each snapshot change pays for building and encoding the patch, the
+/// others copy it. A new snapshot version empties the cache; so does reaching
+/// [`PatchCache::MAX_ENTRIES`].
+#[derive(Default)]
+pub struct PatchCache {
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    version: u64,
+    entries: HashMap<(usize, PatchShape), CachedPatch>,
+}
+
+struct CachedPatch {
+    /// Keeps the list alive, so its address (half of the key) cannot be reused by
+    /// another list while this entry exists.
+    _list: Arc<PeerList>,
+    b64: Bytes,
+}
+
+impl PatchCache {
+    /// Bound on the entries (about 15 KB each with 64 peers).
+    pub const MAX_ENTRIES: usize = 1024;
+
+    fn lock(&self) -> MutexGuard<'_, CacheInner> {
+        // The guarded map is always consistent, so a panic elsewhere cannot poison it.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The base64 patch for `shape` and `list` of snapshot `version`.
+    pub fn get_or_encode(
+        &self,
+        version: u64,
+        list: &Arc<PeerList>,
+        shape: PatchShape,
+        settings: &InjectSettings,
+    ) -> Result<Bytes, serde_json::Error> {
+        let key = (Arc::as_ptr(list) as usize, shape);
+        {
+            let mut inner = self.lock();
+            if inner.version != version {
+                inner.version = version;
+                inner.entries.clear();
+            }
+            if let Some(hit) = inner.entries.get(&key) {
+                return Ok(hit.b64.clone());
+            }
+        }
+        let json = serde_json::to_vec(&build_patch(&key.1, list, settings))?;
+        let b64 = Bytes::from(base64::engine::general_purpose::STANDARD.encode(json));
+        let mut inner = self.lock();
+        if inner.version == version {
+            if inner.entries.len() >= Self::MAX_ENTRIES {
+                inner.entries.clear();
+            }
+            inner.entries.insert(
+                key,
+                CachedPatch {
+                    _list: Arc::clone(list),
+                    b64: b64.clone(),
+                },
+            );
+        }
+        Ok(b64)
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -150,12 +237,16 @@ pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
             );
         }
         Decision::Inject {
-            patch,
+            shape,
             list,
             node,
             warnings,
         } => {
-            let bytes = match serde_json::to_vec(&patch) {
+            let version = snapshot.as_deref().map_or(0, |s| s.version);
+            let patch = match state
+                .patches
+                .get_or_encode(version, &list, shape, &state.settings)
+            {
                 Ok(b) => b,
                 Err(e) => {
                     m.admission("error", "patch-encode");
@@ -169,7 +260,7 @@ pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
             m.admission("injected", "");
             tracing::info!(%uid, %node, network = %list.network, peers = list.known.len(), hash = %list.hash,
                 dry_run = req.dry_run.unwrap_or(false), "peers injected");
-            return encode_patched(uid, &bytes, &warnings, m);
+            return encode_patched(uid, &patch, &warnings, m);
         }
     };
     encode(&resp, m)
@@ -215,23 +306,16 @@ struct Review<'a> {
     response: &'a Answer<'a>,
 }
 
-/// The injected answer, written directly: the base64 patch goes straight into the
-/// output buffer (it needs no JSON escaping), instead of being built as a string and
-/// then copied and scanned again by the serialiser.
-fn encode_patched(uid: &str, patch: &[u8], warnings: &[String], m: &Metrics) -> Response {
-    let b64_len = patch.len().div_ceil(3) * 4;
-    let mut out = Vec::with_capacity(160 + uid.len() + b64_len);
+/// The injected answer, written directly around the cached base64 patch (which needs
+/// no JSON escaping).
+fn encode_patched(uid: &str, patch_b64: &[u8], warnings: &[String], m: &Metrics) -> Response {
+    let mut out = Vec::with_capacity(160 + uid.len() + patch_b64.len());
     out.extend_from_slice(
         br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
     );
     let written = serde_json::to_writer(&mut out, uid).and_then(|()| {
         out.extend_from_slice(br#","allowed":true,"patchType":"JSONPatch","patch":""#);
-        let start = out.len();
-        out.resize(start + b64_len, 0);
-        let n = base64::engine::general_purpose::STANDARD
-            .encode_slice(patch, &mut out[start..])
-            .map_err(|e| serde_json::Error::io(std::io::Error::other(e)))?;
-        out.truncate(start + n);
+        out.extend_from_slice(patch_b64);
         out.push(b'"');
         if !warnings.is_empty() {
             out.extend_from_slice(br#","warnings":"#);
@@ -277,5 +361,148 @@ fn encode(answer: &Answer<'_>, m: &Metrics) -> Response {
                 format!("cannot encode response: {e}"),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inject::review::parse_review;
+    use crate::nodes::{NodeKind, NodeRecord};
+    use crate::peers::{Lookup, PeerSettings, PeerSnapshot};
+
+    const REVIEW: &[u8] = include_bytes!("../../tests/fixtures/validator-pod-review.json");
+
+    fn snapshot(version: u64, validators: &[&str]) -> PeerSnapshot {
+        let recs: Vec<NodeRecord> = validators
+            .iter()
+            .map(|n| NodeRecord {
+                namespace: "stellar".into(),
+                name: (*n).into(),
+                kind: NodeKind::Validator,
+                network: "testnet".into(),
+                suspended: false,
+                peer_address: None,
+                problem: None,
+            })
+            .collect();
+        PeerSnapshot::build(version, &recs, &PeerSettings::default())
+    }
+
+    fn shape_and_list(body: &[u8], snap: &PeerSnapshot) -> (PatchShape, Arc<PeerList>) {
+        let req = parse_review(body).expect("review");
+        match decide(&req, Some(snap), &InjectSettings::default()) {
+            Decision::Inject { shape, list, .. } => (shape, list),
+            other => panic!("expected injection, got {other:?}"),
+        }
+    }
+
+    fn decoded(b64: &Bytes) -> json_patch::Patch {
+        let json = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64");
+        serde_json::from_slice(&json).expect("patch")
+    }
+
+    #[test]
+    fn cached_patch_is_the_built_patch_and_is_reused() {
+        let settings = InjectSettings::default();
+        let snap = snapshot(7, &["validator-1", "validator-2", "validator-3"]);
+        let (shape, list) = shape_and_list(REVIEW, &snap);
+        let cache = PatchCache::default();
+        let first = cache
+            .get_or_encode(7, &list, shape.clone(), &settings)
+            .expect("encode");
+        assert_eq!(
+            decoded(&first),
+            build_patch(&shape, &list, &settings),
+            "the cache holds exactly the patch build_patch makes"
+        );
+        assert_eq!(cache.len(), 1);
+        let again = cache
+            .get_or_encode(7, &list, shape.clone(), &settings)
+            .expect("hit");
+        assert_eq!(
+            again.as_ptr(),
+            first.as_ptr(),
+            "second request reuses the bytes"
+        );
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_different_shape_or_list_gets_its_own_patch() {
+        let settings = InjectSettings::default();
+        let snap = snapshot(1, &["validator-1", "validator-2", "validator-3"]);
+        let cache = PatchCache::default();
+        let (shape, list) = shape_and_list(REVIEW, &snap);
+        let plain = cache
+            .get_or_encode(1, &list, shape, &settings)
+            .expect("encode");
+        // The same pod after a first injection: its env already holds STELLAR_PEERS.
+        let mut v: serde_json::Value = serde_json::from_slice(REVIEW).expect("fixture");
+        let mut pod = v["request"]["object"].clone();
+        json_patch::patch(&mut pod, &decoded(&plain).0).expect("applies");
+        v["request"]["object"] = pod;
+        let body = serde_json::to_vec(&v).expect("json");
+        let (shape2, list2) = shape_and_list(&body, &snap);
+        assert!(Arc::ptr_eq(&list, &list2));
+        let reinjected = cache
+            .get_or_encode(1, &list2, shape2.clone(), &settings)
+            .expect("encode");
+        assert_ne!(
+            plain, reinjected,
+            "replace instead of add for existing entries"
+        );
+        assert_eq!(
+            decoded(&reinjected),
+            build_patch(&shape2, &list2, &settings)
+        );
+        assert_eq!(cache.len(), 2);
+        // Another node of the same snapshot: another list, another entry.
+        let other = snap.lookup("stellar", "validator-2");
+        let Lookup::Found(list3) = other else {
+            panic!("{other:?}")
+        };
+        let (shape3, _) = shape_and_list(REVIEW, &snap);
+        let third = cache
+            .get_or_encode(1, &list3, shape3, &settings)
+            .expect("encode");
+        assert_ne!(third, plain);
+        assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
+    fn a_new_snapshot_empties_the_cache() {
+        let settings = InjectSettings::default();
+        let old = snapshot(1, &["validator-1", "validator-2"]);
+        let new = snapshot(2, &["validator-1", "validator-2", "validator-3"]);
+        let cache = PatchCache::default();
+        let (shape, list) = shape_and_list(REVIEW, &old);
+        let before = cache
+            .get_or_encode(1, &list, shape, &settings)
+            .expect("encode");
+        let (shape, list) = shape_and_list(REVIEW, &new);
+        let after = cache
+            .get_or_encode(2, &list, shape.clone(), &settings)
+            .expect("encode");
+        assert_ne!(before, after, "the new snapshot's list is encoded afresh");
+        assert_eq!(decoded(&after), build_patch(&shape, &list, &settings));
+        assert_eq!(cache.len(), 1, "the old snapshot's entries are gone");
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let settings = InjectSettings::default();
+        let snap = snapshot(1, &["validator-1", "validator-2"]);
+        let (shape, list) = shape_and_list(REVIEW, &snap);
+        let cache = PatchCache::default();
+        for i in 0..PatchCache::MAX_ENTRIES + 5 {
+            let mut s = shape.clone();
+            s.container = i;
+            cache.get_or_encode(1, &list, s, &settings).expect("encode");
+            assert!(cache.len() <= PatchCache::MAX_ENTRIES);
+        }
+        assert!(!cache.is_empty());
     }
 }
