@@ -194,6 +194,49 @@ fn start_floor(certs: &std::path::Path) -> Target {
     }
 }
 
+/// The floor's answer served through the injector's own stack: `server::serve_tls`
+/// (handshake, header and drain handling) and an axum router, with a handler that
+/// reads the body and returns the floor's fixed answer. Between the floor and the
+/// injector: it tells the cost of the stack from the cost of the admission work.
+fn start_stack(certs: &std::path::Path) -> Target {
+    let threads = ThreadSet::default();
+    let rt = runtime(server_threads(), "stack", &threads);
+    let watcher =
+        CertWatcher::load(&certs.join("tls.crt"), &certs.join("tls.key")).expect("load certs");
+    let tls = watcher.server_config().expect("server config");
+    let (stop, stop_rx) = watch::channel(false);
+    let router = axum::Router::new().route(
+        "/mutate",
+        axum::routing::post(|body: Bytes| async move {
+            std::hint::black_box(body);
+            (
+                [(http::header::CONTENT_TYPE, "application/json")],
+                FLOOR_ANSWER,
+            )
+        }),
+    );
+    let addr = rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(server::serve_tls(
+            l,
+            tls,
+            router,
+            Timeouts::default(),
+            stop_rx,
+            Duration::from_secs(1),
+        ));
+        addr
+    });
+    Target {
+        kind: "stack",
+        addr,
+        stop,
+        threads,
+        rt,
+    }
+}
+
 /// Checks one answer of `target` and returns its length (every later answer must match).
 fn probe(client: &Runtime, target: &Target, tls: &TlsConnector, body: &Bytes) -> usize {
     client.block_on(async {
@@ -482,6 +525,7 @@ fn install_logging() -> &'static str {
         // "peers injected" line is built and formatted as in production, not written.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_ansi(false)
             .with_writer(std::io::sink)
             .try_init();
         "production subscriber (fmt, info) writing to io::sink"
@@ -525,6 +569,8 @@ fn profile_only(kind: &str) {
     let body = Bytes::from_static(FIXTURE);
     let target = if kind == "floor" {
         start_floor(&certs)
+    } else if kind == "stack" {
+        start_stack(&certs)
     } else {
         start_injector(size, &certs).0
     };

@@ -48,6 +48,7 @@ fn state(n: usize) -> AdmissionState {
 fn production_subscriber() -> impl tracing::Subscriber + Send + Sync {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
         .with_writer(std::io::sink)
         .finish()
 }

@@ -60,7 +60,10 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let cfg = watcher::Config::default().labels(&format!("{LABEL_NAME}={LABEL_NAME_VALUE}"));
+    // Listed from the apiserver's watch cache, as informers do (see `cache::run`).
+    let cfg = watcher::Config::default()
+        .any_semantic()
+        .labels(&format!("{LABEL_NAME}={LABEL_NAME_VALUE}"));
     let stream = reflector::reflector(
         writer,
         watcher(api, cfg).default_backoff().modify(|o: &mut K| {
