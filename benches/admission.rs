@@ -1,6 +1,8 @@
 //! Admission over HTTPS: the injector against the smallest rustls + hyper server
 //! (the floor), closed loop at 1/8/64 keep-alive connections and open loop at fixed
-//! rates, for snapshots of 10, 1,000 and 10,000 StellarNodes.
+//! rates, for snapshots of 10, 1,000 and 10,000 StellarNodes. In the closed loop a third
+//! server, the "stack" (the floor's answer served through the injector's own
+//! `serve_tls` and axum), splits the gap into the stack's cost and the admission work.
 //!
 //! `cargo bench --bench admission` runs everything (about 6 minutes on 2 cores) and
 //! writes the `admission` section of `benches/results/latest.json`. Under
@@ -13,7 +15,7 @@
 //! - `BENCH_SERVER_THREADS` (2, as `serve` on 2 cores), `BENCH_CLIENT_THREADS` (2)
 //! - `BENCH_LOG` (`sink`): `sink` installs the production subscriber (fmt, `info`) writing
 //!   to nowhere, so the per-request log line is formatted as in production; `none` installs none
-//! - `BENCH_PROFILE=injector|floor` with `BENCH_PROFILE_REQUESTS` (2000), `BENCH_PROFILE_CONNS`
+//! - `BENCH_PROFILE=injector|stack|floor` with `BENCH_PROFILE_REQUESTS` (2000), `BENCH_PROFILE_CONNS`
 //!   (1) and `BENCH_PROFILE_NODES` (1000): only send that many requests (for valgrind or
 //!   perf), print the server CPU per request, write nothing
 
@@ -635,6 +637,8 @@ fn main() {
     let body = Bytes::from_static(FIXTURE);
     let floor = start_floor(&certs);
     let floor_len = probe(&client, &floor, &tls, &body);
+    let stack = start_stack(&certs);
+    let stack_len = probe(&client, &stack, &tls, &body);
 
     let mut runs = Vec::new();
     let mut summary = Vec::new();
@@ -656,14 +660,19 @@ fn main() {
                 &client, &floor, &tls, &body, floor_len, conns, warmup, measure,
             );
             print_row(&format!("floor     closed {conns:>2} conns"), &f);
+            let st = closed_loop(
+                &client, &stack, &tls, &body, stack_len, conns, warmup, measure,
+            );
+            print_row(&format!("stack     closed {conns:>2} conns"), &st);
             let o = closed_loop(&client, &inj, &tls, &body, inj_len, conns, warmup, measure);
             print_row(&format!("injector  closed {conns:>2} conns"), &o);
             let ratio = o.rps() / f.rps();
             let cpu_ratio = f.cpu_us_per_request() / o.cpu_us_per_request();
             println!(
-                "          throughput ratio injector/floor {ratio:.3}; server CPU per request ratio floor/injector {cpu_ratio:.3}"
+                "          throughput ratio injector/floor {ratio:.3} (stack/floor {:.3}); server CPU per request ratio floor/injector {cpu_ratio:.3}",
+                st.rps() / f.rps()
             );
-            for (kind, r) in [("floor", &f), ("injector", &o)] {
+            for (kind, r) in [("floor", &f), ("stack", &st), ("injector", &o)] {
                 let mut v = r.json();
                 v["target"] = json!(kind);
                 v["snapshot_nodes"] = json!(size);
@@ -675,8 +684,13 @@ fn main() {
                 "connections": conns,
                 "injector_rps": round(o.rps(), 0),
                 "floor_rps": round(f.rps(), 0),
+                "stack_rps": round(st.rps(), 0),
                 "throughput_ratio": round(ratio, 3),
+                "stack_throughput_ratio": round(st.rps() / f.rps(), 3),
                 "server_cpu_ratio": round(cpu_ratio, 3),
+                "injector_cpu_us": round(o.cpu_us_per_request(), 1),
+                "stack_cpu_us": round(st.cpu_us_per_request(), 1),
+                "floor_cpu_us": round(f.cpu_us_per_request(), 1),
                 "injector_p99_us": round(o.latency.value_at_quantile(0.99) as f64 / 1e3, 1),
                 "floor_p99_us": round(f.latency.value_at_quantile(0.99) as f64 / 1e3, 1),
             }));
@@ -739,6 +753,7 @@ fn main() {
         inj.shutdown();
     }
     floor.shutdown();
+    stack.shutdown();
     let busy = busy.stop();
     let errors: u64 = runs.iter().filter_map(|r| r["errors"].as_u64()).sum();
     println!("\nmachine during the run: {busy}");
