@@ -210,7 +210,7 @@ fn criterion_dir() -> std::path::PathBuf {
         .join("criterion")
 }
 
-const GROUPS: [&str; 5] = ["parse", "decide", "encode", "answer", "snapshot"];
+const GROUPS: [&str; 5] = ["parse", "decide", "patch", "answer", "snapshot"];
 
 fn main() {
     let busy = BusyMeter::start();
