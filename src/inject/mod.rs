@@ -2,6 +2,7 @@
 
 pub mod patch;
 pub mod review;
+mod scan;
 
 use std::sync::Arc;
 
