@@ -2,7 +2,6 @@
 
 pub mod patch;
 pub mod review;
-mod scan;
 
 use std::sync::Arc;
 

@@ -124,26 +124,14 @@ fn check_envelope(api_version: Option<&str>, kind: Option<&str>) -> Result<(), R
 
 /// Parses an AdmissionReview body and returns its request.
 ///
-/// The usual review is read in one pass by [`super::scan`], pod view included. Anything
-/// it declines is read by [`parse_review_serde`].
+/// The usual request (a well-formed object) is read in one pass, pod view included.
+/// When the object does not fit the pod view (not a pod, wrong types), the body is read
+/// again with the object kept raw, so that only a Stellar pod CREATE fails on it.
 pub fn parse_review(body: &[u8]) -> Result<RequestView<'_>, ReviewError> {
-    // JSON is UTF-8: checking it once up front (vectorised) lets the readers take
+    // JSON is UTF-8: checking it once up front (vectorised) lets serde_json read
     // strings without checking each one again.
     let body = std::str::from_utf8(body)
         .map_err(|e| ReviewError::Json(format!("the body is not UTF-8: {e}")))?;
-    if let Some(req) = super::scan::review(body) {
-        return Ok(req);
-    }
-    parse_review_serde(body)
-}
-
-/// The same with serde only: the reference [`super::scan`] is tested against, and the
-/// reader of whatever it declines (with serde's error messages).
-///
-/// A well-formed object is read in one pass, pod view included. When the object does
-/// not fit the pod view (not a pod, wrong types), the body is read again with the
-/// object kept raw, so that only a Stellar pod CREATE fails on it.
-pub fn parse_review_serde(body: &str) -> Result<RequestView<'_>, ReviewError> {
     if let Ok(fast) = serde_json::from_str::<FastReview<'_>>(body) {
         check_envelope(fast.api_version.as_deref(), fast.kind.as_deref())?;
         let r = fast.request.ok_or(ReviewError::NoRequest)?;
