@@ -84,14 +84,49 @@ fn server_threads() -> usize {
     env_f64("BENCH_SERVER_THREADS", 2.0) as usize
 }
 
-/// The injector exactly as `serve` wires it: `serve_tls` + `admission_router`, the
-/// reloading-certificate rustls config, a published snapshot of `nodes` StellarNodes.
-fn start_injector(nodes: usize, certs: &std::path::Path) -> (Target, Value) {
+/// A runtime of its own (so its CPU time can be told apart) and the rustls config of
+/// the reloading-certificate watcher, as `serve` builds it.
+fn server_base(
+    kind: &'static str,
+    certs: &std::path::Path,
+) -> (ThreadSet, Runtime, Arc<rustls::ServerConfig>) {
     let threads = ThreadSet::default();
-    let rt = runtime(server_threads(), "injector", &threads);
+    let rt = runtime(server_threads(), kind, &threads);
     let watcher =
         CertWatcher::load(&certs.join("tls.crt"), &certs.join("tls.key")).expect("load certs");
     let tls = watcher.server_config().expect("server config");
+    (threads, rt, tls)
+}
+
+/// Serves `router` with the injector's own `server::serve_tls` on 127.0.0.1:0.
+fn serve_router(kind: &'static str, certs: &std::path::Path, router: axum::Router) -> Target {
+    let (threads, rt, tls) = server_base(kind, certs);
+    let (stop, stop_rx) = watch::channel(false);
+    let addr = rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(server::serve_tls(
+            l,
+            tls,
+            router,
+            Timeouts::default(),
+            stop_rx,
+            Duration::from_secs(1),
+        ));
+        addr
+    });
+    Target {
+        kind,
+        addr,
+        stop,
+        threads,
+        rt,
+    }
+}
+
+/// The injector exactly as `serve` wires it: `serve_tls` + `admission_router`, the
+/// reloading-certificate rustls config, a published snapshot of `nodes` StellarNodes.
+fn start_injector(nodes: usize, certs: &std::path::Path) -> (Target, Value) {
     let cache = Arc::new(PeerCache::new());
     let recs = records(nodes);
     let t = Instant::now();
@@ -115,28 +150,8 @@ fn start_injector(nodes: usize, certs: &std::path::Path) -> (Target, Value) {
         body_timeout: Timeouts::default().body,
         patches: Default::default(),
     });
-    let (stop, stop_rx) = watch::channel(false);
-    let addr = rt.block_on(async {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = l.local_addr().expect("addr");
-        tokio::spawn(server::serve_tls(
-            l,
-            tls,
-            server::admission_router(state),
-            Timeouts::default(),
-            stop_rx,
-            Duration::from_secs(1),
-        ));
-        addr
-    });
     (
-        Target {
-            kind: "injector",
-            addr,
-            stop,
-            threads,
-            rt,
-        },
+        serve_router("injector", certs, server::admission_router(state)),
         info,
     )
 }
@@ -144,11 +159,7 @@ fn start_injector(nodes: usize, certs: &std::path::Path) -> (Target, Value) {
 /// The floor: the smallest rustls + hyper server with the same rustls config. It
 /// reads the request body fully and returns a fixed small allowed AdmissionReview.
 fn start_floor(certs: &std::path::Path) -> Target {
-    let threads = ThreadSet::default();
-    let rt = runtime(server_threads(), "floor", &threads);
-    let watcher =
-        CertWatcher::load(&certs.join("tls.crt"), &certs.join("tls.key")).expect("load certs");
-    let tls = watcher.server_config().expect("server config");
+    let (threads, rt, tls) = server_base("floor", certs);
     let (stop, mut stop_rx) = watch::channel(false);
     let addr = rt.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -201,12 +212,6 @@ fn start_floor(certs: &std::path::Path) -> Target {
 /// reads the body and returns the floor's fixed answer. Between the floor and the
 /// injector: it tells the cost of the stack from the cost of the admission work.
 fn start_stack(certs: &std::path::Path) -> Target {
-    let threads = ThreadSet::default();
-    let rt = runtime(server_threads(), "stack", &threads);
-    let watcher =
-        CertWatcher::load(&certs.join("tls.crt"), &certs.join("tls.key")).expect("load certs");
-    let tls = watcher.server_config().expect("server config");
-    let (stop, stop_rx) = watch::channel(false);
     let router = axum::Router::new().route(
         "/mutate",
         axum::routing::post(|body: Bytes| async move {
@@ -217,26 +222,7 @@ fn start_stack(certs: &std::path::Path) -> Target {
             )
         }),
     );
-    let addr = rt.block_on(async {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = l.local_addr().expect("addr");
-        tokio::spawn(server::serve_tls(
-            l,
-            tls,
-            router,
-            Timeouts::default(),
-            stop_rx,
-            Duration::from_secs(1),
-        ));
-        addr
-    });
-    Target {
-        kind: "stack",
-        addr,
-        stop,
-        threads,
-        rt,
-    }
+    serve_router("stack", certs, router)
 }
 
 /// Checks one answer of `target` and returns its length (every later answer must match).
