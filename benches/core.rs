@@ -114,9 +114,11 @@ fn benches(c: &mut Criterion) {
             .expect("encode");
         g.bench_with_input(BenchmarkId::new("cache_hit", n), &list, |b, list| {
             b.iter(|| {
-                cache
+                let (b64, hit) = cache
                     .get_or_encode(1, list, black_box(shape.clone()), &settings)
-                    .expect("hit")
+                    .expect("hit");
+                assert!(hit);
+                b64
             })
         });
     }

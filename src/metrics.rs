@@ -46,6 +46,7 @@ pub struct Metrics {
     pub cache_invalid_nodes: Gauge,
     pub snapshot_version: Gauge,
     pub tls_reloads: Family<ResultLabels, Counter>,
+    pub patch_cache: Family<ResultLabels, Counter>,
     pub rollouts: Family<RolloutLabels, Counter>,
     pub rollouts_pending: Family<NetworkLabels, Gauge>,
     pub rollout_leader: Gauge,
@@ -110,6 +111,12 @@ impl Metrics {
             "TLS certificate reloads from disk, by result",
             tls_reloads.clone(),
         );
+        let patch_cache = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "patch_cache",
+            "Injections answered with a patch already encoded for this snapshot, StellarNode and pod shape (hit) or encoded for it (miss)",
+            patch_cache.clone(),
+        );
         let rollouts = Family::<RolloutLabels, Counter>::default();
         registry.register(
             "rollouts",
@@ -130,6 +137,7 @@ impl Metrics {
         );
         Self {
             registry,
+            patch_cache,
             rollouts,
             rollouts_pending,
             rollout_leader,
@@ -152,6 +160,15 @@ impl Metrics {
     pub fn admission(&self, outcome: &'static str, reason: &'static str) {
         self.admission_requests
             .get_or_create(&OutcomeLabels { outcome, reason })
+            .inc();
+    }
+
+    /// Counts one injection by whether its patch came from the cache.
+    pub fn patch_cache(&self, hit: bool) {
+        self.patch_cache
+            .get_or_create(&ResultLabels {
+                result: if hit { "hit" } else { "miss" },
+            })
             .inc();
     }
 

@@ -68,14 +68,15 @@ impl PatchCache {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The base64 patch for `shape` and `list` of snapshot `version`.
+    /// The base64 patch for `shape` and `list` of snapshot `version`, and whether it
+    /// came from the cache.
     pub fn get_or_encode(
         &self,
         version: u64,
         list: &Arc<PeerList>,
         shape: PatchShape,
         settings: &InjectSettings,
-    ) -> Result<Bytes, serde_json::Error> {
+    ) -> Result<(Bytes, bool), serde_json::Error> {
         let key = (Arc::as_ptr(list) as usize, shape);
         {
             let mut inner = self.lock();
@@ -84,7 +85,7 @@ impl PatchCache {
                 inner.entries.clear();
             }
             if let Some(hit) = inner.entries.get(&key) {
-                return Ok(hit.b64.clone());
+                return Ok((hit.b64.clone(), true));
             }
         }
         let json = serde_json::to_vec(&build_patch(&key.1, list, settings))?;
@@ -102,7 +103,7 @@ impl PatchCache {
                 },
             );
         }
-        Ok(b64)
+        Ok((b64, false))
     }
 
     /// Entries held now.
@@ -247,7 +248,10 @@ pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
                 .patches
                 .get_or_encode(version, &list, shape, &state.settings)
             {
-                Ok(b) => b,
+                Ok((b, hit)) => {
+                    m.patch_cache(hit);
+                    b
+                }
                 Err(e) => {
                     m.admission("error", "patch-encode");
                     tracing::error!(%uid, error = %e, "cannot encode patch");
@@ -410,18 +414,20 @@ mod tests {
         let snap = snapshot(7, &["validator-1", "validator-2", "validator-3"]);
         let (shape, list) = shape_and_list(REVIEW, &snap);
         let cache = PatchCache::default();
-        let first = cache
+        let (first, hit) = cache
             .get_or_encode(7, &list, shape.clone(), &settings)
             .expect("encode");
+        assert!(!hit);
         assert_eq!(
             decoded(&first),
             build_patch(&shape, &list, &settings),
             "the cache holds exactly the patch build_patch makes"
         );
         assert_eq!(cache.len(), 1);
-        let again = cache
+        let (again, hit) = cache
             .get_or_encode(7, &list, shape.clone(), &settings)
             .expect("hit");
+        assert!(hit);
         assert_eq!(
             again.as_ptr(),
             first.as_ptr(),
@@ -436,7 +442,7 @@ mod tests {
         let snap = snapshot(1, &["validator-1", "validator-2", "validator-3"]);
         let cache = PatchCache::default();
         let (shape, list) = shape_and_list(REVIEW, &snap);
-        let plain = cache
+        let (plain, _) = cache
             .get_or_encode(1, &list, shape, &settings)
             .expect("encode");
         // The same pod after a first injection: its env already holds STELLAR_PEERS.
@@ -447,9 +453,10 @@ mod tests {
         let body = serde_json::to_vec(&v).expect("json");
         let (shape2, list2) = shape_and_list(&body, &snap);
         assert!(Arc::ptr_eq(&list, &list2));
-        let reinjected = cache
+        let (reinjected, hit) = cache
             .get_or_encode(1, &list2, shape2.clone(), &settings)
             .expect("encode");
+        assert!(!hit, "another shape is another entry");
         assert_ne!(
             plain, reinjected,
             "replace instead of add for existing entries"
@@ -465,9 +472,10 @@ mod tests {
             panic!("{other:?}")
         };
         let (shape3, _) = shape_and_list(REVIEW, &snap);
-        let third = cache
+        let (third, hit) = cache
             .get_or_encode(1, &list3, shape3, &settings)
             .expect("encode");
+        assert!(!hit, "another list is another entry");
         assert_ne!(third, plain);
         assert_eq!(cache.len(), 3);
     }
@@ -479,13 +487,14 @@ mod tests {
         let new = snapshot(2, &["validator-1", "validator-2", "validator-3"]);
         let cache = PatchCache::default();
         let (shape, list) = shape_and_list(REVIEW, &old);
-        let before = cache
+        let (before, _) = cache
             .get_or_encode(1, &list, shape, &settings)
             .expect("encode");
         let (shape, list) = shape_and_list(REVIEW, &new);
-        let after = cache
+        let (after, hit) = cache
             .get_or_encode(2, &list, shape.clone(), &settings)
             .expect("encode");
+        assert!(!hit);
         assert_ne!(before, after, "the new snapshot's list is encoded afresh");
         assert_eq!(decoded(&after), build_patch(&shape, &list, &settings));
         assert_eq!(cache.len(), 1, "the old snapshot's entries are gone");
@@ -504,5 +513,42 @@ mod tests {
             assert!(cache.len() <= PatchCache::MAX_ENTRIES);
         }
         assert!(!cache.is_empty());
+    }
+
+    #[test]
+    fn answers_count_cache_hits_and_misses() {
+        let recs: Vec<NodeRecord> = ["validator-1", "validator-2"]
+            .iter()
+            .map(|n| NodeRecord {
+                namespace: "stellar".into(),
+                name: (*n).into(),
+                kind: NodeKind::Validator,
+                network: "testnet".into(),
+                suspended: false,
+                peer_address: None,
+                problem: None,
+            })
+            .collect();
+        let cache = Arc::new(PeerCache::new());
+        cache.publish(&recs, &PeerSettings::default());
+        let state = AdmissionState {
+            cache,
+            settings: InjectSettings::default(),
+            metrics: Arc::new(Metrics::new()),
+            body_timeout: Duration::from_secs(1),
+            patches: PatchCache::default(),
+        };
+        for _ in 0..3 {
+            assert_eq!(answer(&state, REVIEW).status(), StatusCode::OK);
+        }
+        let text = state.metrics.encode();
+        assert!(
+            text.contains(r#"stellar_peer_injector_patch_cache_total{result="miss"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"stellar_peer_injector_patch_cache_total{result="hit"} 2"#),
+            "{text}"
+        );
     }
 }
