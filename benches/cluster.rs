@@ -731,15 +731,7 @@ fn expected(model: &BTreeMap<String, NodeRecord>) -> BTreeMap<String, String> {
 }
 
 fn record(ns: &str, name: &str, kind: NodeKind, network: &str) -> NodeRecord {
-    NodeRecord {
-        namespace: ns.to_owned(),
-        name: name.to_owned(),
-        kind,
-        network: network.to_owned(),
-        suspended: false,
-        peer_address: None,
-        problem: None,
-    }
+    NodeRecord::new(ns, name, kind, network)
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {

@@ -64,6 +64,19 @@ pub struct NodeRecord {
 }
 
 impl NodeRecord {
+    /// A well-formed node that is not suspended and has no peer-address annotation.
+    pub fn new(namespace: &str, name: &str, kind: NodeKind, network: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            kind,
+            network: network.to_owned(),
+            suspended: false,
+            peer_address: None,
+            problem: None,
+        }
+    }
+
     /// A validator that is not suspended and has no problem: a peer of its network.
     pub fn is_peer(&self) -> bool {
         self.problem.is_none() && self.kind == NodeKind::Validator && !self.suspended

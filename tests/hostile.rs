@@ -26,15 +26,7 @@ struct Server {
 }
 
 fn node(name: &str) -> NodeRecord {
-    NodeRecord {
-        namespace: "stellar".into(),
-        name: name.into(),
-        kind: NodeKind::Validator,
-        network: "testnet".into(),
-        suspended: false,
-        peer_address: None,
-        problem: None,
-    }
+    NodeRecord::new("stellar", name, NodeKind::Validator, "testnet")
 }
 
 async fn start() -> Server {

@@ -80,15 +80,7 @@ async fn rotation_under_load_loses_nothing() {
     let tls = certs.server_config().expect("config");
     tokio::spawn(certs.run(Duration::from_millis(200), metrics.clone()));
     let cache = Arc::new(PeerCache::new());
-    let rec = |n: &str| NodeRecord {
-        namespace: "stellar".into(),
-        name: n.into(),
-        kind: NodeKind::Validator,
-        network: "testnet".into(),
-        suspended: false,
-        peer_address: None,
-        problem: None,
-    };
+    let rec = |n: &str| NodeRecord::new("stellar", n, NodeKind::Validator, "testnet");
     cache.publish(
         &[rec("validator-1"), rec("validator-2")],
         &PeerSettings::default(),

@@ -56,15 +56,12 @@ pub fn synthetic_node(i: usize) -> (String, String, NodeKind, String, bool, Opti
 
 /// `n` StellarNode records: the fixture's own validator plus `n - 1` synthetic ones.
 pub fn records(n: usize) -> Vec<NodeRecord> {
-    let mut out = vec![NodeRecord {
-        namespace: FIXTURE_NAMESPACE.into(),
-        name: FIXTURE_NODE.into(),
-        kind: NodeKind::Validator,
-        network: FIXTURE_NETWORK.into(),
-        suspended: false,
-        peer_address: None,
-        problem: None,
-    }];
+    let mut out = vec![NodeRecord::new(
+        FIXTURE_NAMESPACE,
+        FIXTURE_NODE,
+        NodeKind::Validator,
+        FIXTURE_NETWORK,
+    )];
     out.extend((0..n.saturating_sub(1)).map(|i| {
         let (namespace, name, kind, network, suspended, peer_address) = synthetic_node(i);
         NodeRecord {

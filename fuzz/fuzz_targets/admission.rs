@@ -15,15 +15,7 @@ use stellar_peer_injector::peers::{PeerSettings, PeerSnapshot};
 fn snapshot() -> &'static PeerSnapshot {
     static S: OnceLock<PeerSnapshot> = OnceLock::new();
     S.get_or_init(|| {
-        let rec = |ns: &str, name: &str, kind: NodeKind, net: &str| NodeRecord {
-            namespace: ns.into(),
-            name: name.into(),
-            kind,
-            network: net.into(),
-            suspended: false,
-            peer_address: None,
-            problem: None,
-        };
+        let rec = NodeRecord::new;
         let mut bad = rec("stellar", "broken", NodeKind::Validator, "testnet");
         bad.problem = Some("spec.network must be a string".into());
         let nodes = vec![

@@ -8,15 +8,7 @@ use crate::peers::{PeerSettings, PeerSnapshot};
 const REVIEW: &str = include_str!("../../tests/fixtures/validator-pod-review.json");
 
 fn node(ns: &str, name: &str, kind: NodeKind, net: &str) -> NodeRecord {
-    NodeRecord {
-        namespace: ns.into(),
-        name: name.into(),
-        kind,
-        network: net.into(),
-        suspended: false,
-        peer_address: None,
-        problem: None,
-    }
+    NodeRecord::new(ns, name, kind, net)
 }
 
 fn snapshot() -> PeerSnapshot {

@@ -2,15 +2,7 @@ use super::*;
 use crate::nodes::NodeKind;
 
 fn node(ns: &str, name: &str, kind: NodeKind, net: &str) -> NodeRecord {
-    NodeRecord {
-        namespace: ns.into(),
-        name: name.into(),
-        kind,
-        network: net.into(),
-        suspended: false,
-        peer_address: None,
-        problem: None,
-    }
+    NodeRecord::new(ns, name, kind, net)
 }
 
 fn v(ns: &str, name: &str, net: &str) -> NodeRecord {

@@ -5,15 +5,7 @@ use crate::nodes::{NodeKind, NodeRecord};
 use crate::peers::{Lookup, PeerSettings, PeerSnapshot};
 
 fn rec(name: &str, kind: NodeKind, net: &str) -> NodeRecord {
-    NodeRecord {
-        namespace: "ns".into(),
-        name: name.into(),
-        kind,
-        network: net.into(),
-        suspended: false,
-        peer_address: None,
-        problem: None,
-    }
+    NodeRecord::new("ns", name, kind, net)
 }
 
 fn snap(nodes: &[NodeRecord]) -> PeerSnapshot {

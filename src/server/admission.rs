@@ -377,20 +377,16 @@ mod tests {
 
     const REVIEW: &[u8] = include_bytes!("../../tests/fixtures/validator-pod-review.json");
 
-    fn snapshot(version: u64, validators: &[&str]) -> PeerSnapshot {
-        let recs: Vec<NodeRecord> = validators
+    /// Testnet validators in namespace `stellar`.
+    fn validators(names: &[&str]) -> Vec<NodeRecord> {
+        names
             .iter()
-            .map(|n| NodeRecord {
-                namespace: "stellar".into(),
-                name: (*n).into(),
-                kind: NodeKind::Validator,
-                network: "testnet".into(),
-                suspended: false,
-                peer_address: None,
-                problem: None,
-            })
-            .collect();
-        PeerSnapshot::build(version, &recs, &PeerSettings::default())
+            .map(|n| NodeRecord::new("stellar", n, NodeKind::Validator, "testnet"))
+            .collect()
+    }
+
+    fn snapshot(version: u64, names: &[&str]) -> PeerSnapshot {
+        PeerSnapshot::build(version, &validators(names), &PeerSettings::default())
     }
 
     fn shape_and_list(body: &[u8], snap: &PeerSnapshot) -> (PatchShape, Arc<PeerList>) {
@@ -517,20 +513,11 @@ mod tests {
 
     #[test]
     fn answers_count_cache_hits_and_misses() {
-        let recs: Vec<NodeRecord> = ["validator-1", "validator-2"]
-            .iter()
-            .map(|n| NodeRecord {
-                namespace: "stellar".into(),
-                name: (*n).into(),
-                kind: NodeKind::Validator,
-                network: "testnet".into(),
-                suspended: false,
-                peer_address: None,
-                problem: None,
-            })
-            .collect();
         let cache = Arc::new(PeerCache::new());
-        cache.publish(&recs, &PeerSettings::default());
+        cache.publish(
+            &validators(&["validator-1", "validator-2"]),
+            &PeerSettings::default(),
+        );
         let state = AdmissionState {
             cache,
             settings: InjectSettings::default(),
