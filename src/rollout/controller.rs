@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -88,22 +88,23 @@ fn labels_instance(
     meta.labels.as_ref()?.get(LABEL_INSTANCE).cloned()
 }
 
+/// The peers hash and opt-out of a workload's pod template.
+fn template_hash_and_opt_out(t: &PodTemplateSpec) -> (Option<String>, bool) {
+    plan::hash_and_opt_out(t.metadata.as_ref().and_then(|m| m.annotations.as_ref()))
+}
+
 fn sts_state(s: &StatefulSet) -> Option<WorkloadState> {
     let instance = labels_instance(&s.metadata)?;
     let spec = s.spec.as_ref()?;
-    let (template_hash, opted_out) = plan::hash_and_opt_out(
-        spec.template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.annotations.as_ref()),
-    );
+    let (template_hash, opted_out) = template_hash_and_opt_out(&spec.template);
     let replicas = spec.replicas.unwrap_or(1);
     let on_delete = spec
         .update_strategy
         .as_ref()
         .and_then(|u| u.type_.as_deref())
         == Some("OnDelete");
-    let st = s.status.clone().unwrap_or_default();
+    let no_status = StatefulSetStatus::default();
+    let st = s.status.as_ref().unwrap_or(&no_status);
     let observed = st.observed_generation.unwrap_or(0) >= s.metadata.generation.unwrap_or(0);
     let ready = st.ready_replicas.unwrap_or(0) == replicas && st.replicas == replicas;
     let rolled = on_delete
@@ -128,14 +129,10 @@ fn sts_state(s: &StatefulSet) -> Option<WorkloadState> {
 fn deploy_state(d: &Deployment) -> Option<WorkloadState> {
     let instance = labels_instance(&d.metadata)?;
     let spec = d.spec.as_ref()?;
-    let (template_hash, opted_out) = plan::hash_and_opt_out(
-        spec.template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.annotations.as_ref()),
-    );
+    let (template_hash, opted_out) = template_hash_and_opt_out(&spec.template);
     let replicas = spec.replicas.unwrap_or(1);
-    let st = d.status.clone().unwrap_or_default();
+    let no_status = DeploymentStatus::default();
+    let st = d.status.as_ref().unwrap_or(&no_status);
     let observed = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
     let settled = observed
         && st.updated_replicas.unwrap_or(0) == replicas
