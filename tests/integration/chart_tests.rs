@@ -13,7 +13,7 @@ use clap::Parser;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde::Deserialize;
@@ -606,49 +606,6 @@ fn can_i(sa: &str, ns: &str, verb: &str, resource: &str) -> Result<bool, String>
     }
 }
 
-async fn peers_of(ns: &TestNs, instance: &str) -> Option<String> {
-    let pods = ns
-        .api::<Pod>()
-        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={instance}")))
-        .await
-        .ok()?;
-    let p = pods
-        .items
-        .into_iter()
-        .find(|p| p.metadata.deletion_timestamp.is_none())?;
-    let ready = p
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
-    annotation(&p, "stellar.org/peers-hash")?;
-    ready.then(|| env_get(&p, "stellar-node", "STELLAR_PEERS").unwrap_or_default())
-}
-
-async fn wait_peers(ns: &TestNs, instance: &str, want: &[&str], secs: u64) -> TestResult {
-    let want: Vec<String> = want
-        .iter()
-        .map(|w| format!("{w}.{}.svc.cluster.local:11625", ns.name))
-        .collect();
-    let want = want.join(",");
-    wait_for(
-        Duration::from_secs(secs),
-        &format!("{instance} pod with peers {want}"),
-        || {
-            let want = want.clone();
-            async move {
-                peers_of(ns, instance)
-                    .await
-                    .filter(|p| *p == want)
-                    .map(|_| ())
-            }
-        },
-    )
-    .await
-}
-
 pub async fn chart_rbac_is_enough_for_the_injector() -> TestResult {
     // The release namespace (ServiceAccount, Lease) and a workload namespace.
     let rel = TestNs::new("chartrel").await?;
@@ -791,17 +748,17 @@ pub async fn chart_rbac_is_enough_for_the_injector() -> TestResult {
                 wl.create::<StatefulSet>(operator_statefulset(v, "Validator", "testnet", 1))
                     .await?;
             }
-            wait_peers(&wl, "v1", &["v2"], 60).await?;
-            wait_peers(&wl, "v2", &["v1"], 60).await?;
+            wait_peers(&wl, "v1", &[svc("v2", &wl.name)], 60).await?;
+            wait_peers(&wl, "v2", &[svc("v1", &wl.name)], 60).await?;
 
             // A new validator: the rollout loop annotates v1 and v2 and they roll.
             wl.create::<StellarNode>(stellar_node("v3", "Validator", "testnet", false))
                 .await?;
             wl.create::<StatefulSet>(operator_statefulset("v3", "Validator", "testnet", 1))
                 .await?;
-            wait_peers(&wl, "v3", &["v1", "v2"], 60).await?;
-            wait_peers(&wl, "v1", &["v2", "v3"], 120).await?;
-            wait_peers(&wl, "v2", &["v1", "v3"], 120).await?;
+            wait_peers(&wl, "v3", &[svc("v1", &wl.name), svc("v2", &wl.name)], 60).await?;
+            wait_peers(&wl, "v1", &[svc("v2", &wl.name), svc("v3", &wl.name)], 120).await?;
+            wait_peers(&wl, "v2", &[svc("v1", &wl.name), svc("v3", &wl.name)], 120).await?;
             let sts = wl
                 .api::<StatefulSet>()
                 .get("v1")

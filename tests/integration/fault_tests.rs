@@ -8,7 +8,7 @@ use kube::api::PostParams;
 use serde_json::json;
 use stellar_peer_injector::crd::StellarNode;
 
-use crate::rollout_tests::{Monitor, add_validator, setup, svc, wait_peers};
+use crate::rollout_tests::{Monitor, add_validator, setup};
 use crate::support::*;
 
 /// Asks the injector directly: must inject exactly `want` (never an empty or partial list).
@@ -322,14 +322,7 @@ pub async fn injector_killed_during_a_rollout_resumes_it_safely() -> TestResult 
             &[],
         )
         .await?;
-        for v in ["v1", "v2", "v3"] {
-            let others: Vec<String> = ["v1", "v2", "v3"]
-                .iter()
-                .filter(|o| **o != v)
-                .map(|o| svc(o, &n))
-                .collect();
-            wait_peers(&ns, v, &others, 60).await?;
-        }
+        wait_peer_mesh(&ns, &["v1", "v2", "v3"], &["v1", "v2", "v3"], 60).await?;
         monitor.reset();
         add_validator(&ns, "v4", "testnet").await?;
         // Kill the injector as soon as its first rollout has started.
@@ -343,16 +336,9 @@ pub async fn injector_killed_during_a_rollout_resumes_it_safely() -> TestResult 
         a.kill();
         let b = Injector::start(&n, &bed.kubeconfig, &args, true).await?;
         register_webhook(&ns.client, &n, &b.url(), &b.ca_pem()?, "Fail", true).await?;
-        for v in ["v1", "v2", "v3"] {
-            let others: Vec<String> = ["v1", "v2", "v3", "v4"]
-                .iter()
-                .filter(|o| **o != v)
-                .map(|o| svc(o, &n))
-                .collect();
-            wait_peers(&ns, v, &others, 150)
-                .await
-                .map_err(|e| format!("{e}\n{}", b.log_text()))?;
-        }
+        wait_peer_mesh(&ns, &["v1", "v2", "v3"], &["v1", "v2", "v3", "v4"], 150)
+            .await
+            .map_err(|e| format!("{e}\n{}", b.log_text()))?;
         ensure(monitor.max_rolling("testnet") <= 1, || {
             format!(
                 "{} StatefulSets rolled at once across the restart",

@@ -34,10 +34,6 @@ async fn first_pod(ns: &TestNs, instance: &str) -> Result<Pod, String> {
     .await
 }
 
-fn svc(name: &str, ns: &str) -> String {
-    format!("{name}.{ns}.svc.cluster.local:11625")
-}
-
 pub fn horizon_deployment(name: &str, network: &str) -> serde_json::Value {
     let labels = operator_labels(name, "Horizon", network);
     json!({

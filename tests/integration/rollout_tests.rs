@@ -14,10 +14,6 @@ use stellar_peer_injector::crd::StellarNode;
 
 use crate::support::*;
 
-pub fn svc(name: &str, ns: &str) -> String {
-    format!("{name}.{ns}.svc.cluster.local:11625")
-}
-
 fn template_hash(s: &StatefulSet) -> Option<String> {
     s.spec
         .as_ref()?
@@ -141,51 +137,6 @@ impl Drop for Monitor {
     }
 }
 
-pub async fn pod_peers(ns: &TestNs, instance: &str) -> Option<(String, Option<String>)> {
-    let pods = ns
-        .api::<Pod>()
-        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={instance}")))
-        .await
-        .ok()?;
-    let p = pods
-        .items
-        .into_iter()
-        .find(|p| p.metadata.deletion_timestamp.is_none())?;
-    let ready = p
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
-    if !ready {
-        return None;
-    }
-    Some((
-        env_get(&p, "stellar-node", "STELLAR_PEERS").unwrap_or_default(),
-        annotation(&p, "stellar.org/peers-hash"),
-    ))
-}
-
-/// Waits until the first Ready pod of `instance` has exactly `want` as peers.
-pub async fn wait_peers(ns: &TestNs, instance: &str, want: &[String], secs: u64) -> TestResult {
-    let want = want.join(",");
-    wait_for(
-        Duration::from_secs(secs),
-        &format!("{instance} pod with peers {want}"),
-        || {
-            let want = want.clone();
-            async move {
-                pod_peers(ns, instance)
-                    .await
-                    .filter(|(p, _)| *p == want)
-                    .map(|_| ())
-            }
-        },
-    )
-    .await
-}
-
 pub async fn setup(ns: &TestNs, nodes: &[(&str, &str)], kind_on_delete: &[&str]) -> TestResult {
     for (name, net) in nodes {
         ns.create::<StellarNode>(stellar_node(name, "Validator", net, false))
@@ -264,14 +215,7 @@ pub async fn peer_changes_roll_one_statefulset_at_a_time() -> TestResult {
             60,
         )
         .await?;
-        for v in ["v1", "v2", "v3"] {
-            let others: Vec<String> = ["v1", "v2", "v3"]
-                .iter()
-                .filter(|o| **o != v)
-                .map(|o| svc(o, &n))
-                .collect();
-            wait_peers(&ns, v, &others, 60).await?;
-        }
+        wait_peer_mesh(&ns, &["v1", "v2", "v3"], &["v1", "v2", "v3"], 60).await?;
         wait_peers(&ns, "m1", &[svc("m2", &n)], 60).await?;
         // A fresh network: nothing is stale, so nothing was annotated.
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -285,16 +229,9 @@ pub async fn peer_changes_roll_one_statefulset_at_a_time() -> TestResult {
 
         // Add a fourth validator: v1..v3 roll, one StatefulSet at a time.
         add_validator(&ns, "v4", "testnet").await?;
-        for v in ["v1", "v2", "v3"] {
-            let others: Vec<String> = ["v1", "v2", "v3", "v4"]
-                .iter()
-                .filter(|o| **o != v)
-                .map(|o| svc(o, &n))
-                .collect();
-            wait_peers(&ns, v, &others, 120)
-                .await
-                .map_err(|e| format!("{e}\n{}", inj.log_text()))?;
-        }
+        wait_peer_mesh(&ns, &["v1", "v2", "v3"], &["v1", "v2", "v3", "v4"], 120)
+            .await
+            .map_err(|e| format!("{e}\n{}", inj.log_text()))?;
         ensure(monitor.max_rolling("testnet") == 1, || {
             format!(
                 "{} testnet StatefulSets rolled at once",

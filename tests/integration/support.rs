@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client, CustomResourceExt};
 use serde_json::{Value, json};
 
@@ -646,4 +646,76 @@ impl Injector {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The address StellarNode `name` in namespace `ns` is known by to its peers.
+pub fn svc(name: &str, ns: &str) -> String {
+    format!("{name}.{ns}.svc.cluster.local:11625")
+}
+
+/// `STELLAR_PEERS` and the `stellar.org/peers-hash` annotation of the first Ready pod of
+/// `instance` that is not being deleted.
+pub async fn pod_peers(ns: &TestNs, instance: &str) -> Option<(String, Option<String>)> {
+    let pods = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={instance}")))
+        .await
+        .ok()?;
+    let p = pods
+        .items
+        .into_iter()
+        .find(|p| p.metadata.deletion_timestamp.is_none())?;
+    let ready = p
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    if !ready {
+        return None;
+    }
+    Some((
+        env_get(&p, "stellar-node", "STELLAR_PEERS").unwrap_or_default(),
+        annotation(&p, "stellar.org/peers-hash"),
+    ))
+}
+
+/// Waits until the first Ready pod of `instance` was injected (it carries the
+/// peers-hash annotation) with exactly `want` as peers.
+pub async fn wait_peers(ns: &TestNs, instance: &str, want: &[String], secs: u64) -> TestResult {
+    let want = want.join(",");
+    wait_for(
+        Duration::from_secs(secs),
+        &format!("{instance} pod with peers {want}"),
+        || {
+            let want = want.clone();
+            async move {
+                pod_peers(ns, instance)
+                    .await
+                    .filter(|(p, hash)| *p == want && hash.is_some())
+                    .map(|_| ())
+            }
+        },
+    )
+    .await
+}
+
+/// Waits until each of `waiting` has exactly the other members of `network` (StellarNode
+/// names in `ns`) as peers, `secs` for each.
+pub async fn wait_peer_mesh(
+    ns: &TestNs,
+    waiting: &[&str],
+    network: &[&str],
+    secs: u64,
+) -> TestResult {
+    for v in waiting {
+        let others: Vec<String> = network
+            .iter()
+            .filter(|o| *o != v)
+            .map(|o| svc(o, &ns.name))
+            .collect();
+        wait_peers(ns, v, &others, secs).await?;
+    }
+    Ok(())
 }
