@@ -2,7 +2,7 @@
 SHELL := bash
 TESTBED := tests/testbed/testbed
 
-.PHONY: test demo deps deny-deps build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status
+.PHONY: test demo deps deny-deps fetch build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status
 
 ## Installs what the project needs on a fresh Debian machine with Go and Rust.
 deps:
@@ -11,10 +11,16 @@ deps:
 build:
 	cargo build --release --locked
 
-lint: deny-deps
+lint: deny-deps fetch
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 	cargo deny --offline check licenses bans sources
+
+## Downloads every locked crate, for every platform in Cargo.lock: `cargo metadata`
+## (and so cargo-deny) needs them all, while build and test fetch only this platform's.
+## Where the registry is unreachable, the same check runs offline against the cache.
+fetch:
+	cargo fetch --locked || cargo fetch --locked --offline
 
 deny-deps:
 	command -v cargo-deny >/dev/null || cargo install cargo-deny --version 0.20.2 --locked
