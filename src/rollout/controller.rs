@@ -3,13 +3,12 @@
 //! annotation under our own field manager, pod deletion, Events), only while this
 //! replica holds the leader Lease.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -18,17 +17,16 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
-use super::plan::{self, Action, Kind, PlanSettings, PodState, WorkloadKey, WorkloadState};
+use super::observe;
+use super::plan::{Action, Kind, PlanSettings, WorkloadKey, WorkloadState};
+use super::state::{Next, RolloutState, StateSettings};
 use crate::cache::PeerCache;
-use crate::inject::{ANNOTATION_HASH, LABEL_INSTANCE, LABEL_NAME, LABEL_NAME_VALUE};
+use crate::inject::{ANNOTATION_HASH, LABEL_NAME, LABEL_NAME_VALUE};
 use crate::metrics::Metrics;
 use crate::peers::{Lookup, PeerSnapshot};
 
 /// Field manager of the template annotation.
 pub const FIELD_MANAGER: &str = "stellar-peer-injector";
-
-/// How long a validator without a workload counts as coming up.
-const ARRIVAL_GRACE: Duration = Duration::from_secs(60);
 
 /// `--rollout`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -82,135 +80,8 @@ where
     reader
 }
 
-fn labels_instance(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<String> {
-    meta.labels.as_ref()?.get(LABEL_INSTANCE).cloned()
-}
-
-/// The peers hash and opt-out of a workload's pod template.
-fn template_hash_and_opt_out(t: &PodTemplateSpec) -> (Option<String>, bool) {
-    plan::hash_and_opt_out(t.metadata.as_ref().and_then(|m| m.annotations.as_ref()))
-}
-
-fn sts_state(s: &StatefulSet) -> Option<WorkloadState> {
-    let instance = labels_instance(&s.metadata)?;
-    let spec = s.spec.as_ref()?;
-    let (template_hash, opted_out) = template_hash_and_opt_out(&spec.template);
-    let replicas = spec.replicas.unwrap_or(1);
-    let on_delete = spec
-        .update_strategy
-        .as_ref()
-        .and_then(|u| u.type_.as_deref())
-        == Some("OnDelete");
-    let no_status = StatefulSetStatus::default();
-    let st = s.status.as_ref().unwrap_or(&no_status);
-    let observed = st.observed_generation.unwrap_or(0) >= s.metadata.generation.unwrap_or(0);
-    let ready = st.ready_replicas.unwrap_or(0) == replicas && st.replicas == replicas;
-    let rolled = on_delete
-        || (st.updated_replicas.unwrap_or(0) == replicas
-            && st.current_revision.is_some()
-            && st.current_revision == st.update_revision);
-    Some(WorkloadState {
-        key: WorkloadKey {
-            kind: Kind::StatefulSet,
-            namespace: s.namespace()?,
-            name: s.name_any(),
-        },
-        instance,
-        template_hash,
-        opted_out,
-        on_delete,
-        replicas,
-        settled: observed && ready && rolled,
-    })
-}
-
-fn deploy_state(d: &Deployment) -> Option<WorkloadState> {
-    let instance = labels_instance(&d.metadata)?;
-    let spec = d.spec.as_ref()?;
-    let (template_hash, opted_out) = template_hash_and_opt_out(&spec.template);
-    let replicas = spec.replicas.unwrap_or(1);
-    let no_status = DeploymentStatus::default();
-    let st = d.status.as_ref().unwrap_or(&no_status);
-    let observed = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
-    let settled = observed
-        && st.updated_replicas.unwrap_or(0) == replicas
-        && st.ready_replicas.unwrap_or(0) == replicas
-        && st.replicas.unwrap_or(0) == replicas;
-    Some(WorkloadState {
-        key: WorkloadKey {
-            kind: Kind::Deployment,
-            namespace: d.namespace()?,
-            name: d.name_any(),
-        },
-        instance,
-        template_hash,
-        opted_out,
-        on_delete: false,
-        replicas,
-        settled,
-    })
-}
-
-fn pod_state(p: &Pod) -> Option<PodState> {
-    let (hash, opted_out) = plan::hash_and_opt_out(p.metadata.annotations.as_ref());
-    let ready = p
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    Some(PodState {
-        namespace: p.namespace()?,
-        name: p.name_any(),
-        uid: p.uid()?,
-        instance: labels_instance(&p.metadata)?,
-        hash,
-        ready,
-        terminating: p.metadata.deletion_timestamp.is_some(),
-        opted_out,
-    })
-}
-
-/// Workload states, with "settled" also requiring every pod of it to be present and ready.
-fn observe(stores: &Stores) -> (Vec<WorkloadState>, Vec<PodState>) {
-    let pods: Vec<PodState> = stores
-        .pods
-        .iter()
-        .flat_map(|s| s.state())
-        .filter_map(|p| pod_state(&p))
-        .collect();
-    let mut per: HashMap<(&str, &str), (usize, bool)> = HashMap::new();
-    for p in &pods {
-        let e = per.entry((&p.namespace, &p.instance)).or_insert((0, true));
-        e.0 += 1;
-        e.1 &= p.ready && !p.terminating;
-    }
-    let mut w: Vec<WorkloadState> = stores
-        .sts
-        .iter()
-        .flat_map(|s| s.state())
-        .filter_map(|s| sts_state(&s))
-        .chain(
-            stores
-                .deploy
-                .iter()
-                .flat_map(|s| s.state())
-                .filter_map(|d| deploy_state(&d)),
-        )
-        .collect();
-    for wl in &mut w {
-        let (count, all_ready) = per
-            .get(&(wl.key.namespace.as_str(), wl.instance.as_str()))
-            .copied()
-            .unwrap_or((0, true));
-        wl.settled &= all_ready && count == wl.replicas.max(0) as usize;
-    }
-    w.sort_by(|a, b| a.key.cmp(&b.key));
-    (w, pods)
-}
-
-/// Runs the loop forever; acts only while `leader` is true.
+/// Runs the loop forever; acts only while `leader` is true, and checks that again
+/// right before every write.
 pub async fn run(
     client: Client,
     cache: Arc<PeerCache>,
@@ -251,66 +122,55 @@ pub async fn run(
         },
     );
     let mut snaps = cache.subscribe();
-    let mut last_version = 0u64;
-    let mut last_change = Instant::now();
-    let mut acted: HashMap<WorkloadKey, Instant> = HashMap::new();
-    let mut notified: HashSet<(WorkloadKey, String)> = HashSet::new();
-    let mut first_seen: HashMap<(String, String), Instant> = HashMap::new();
+    let mut state = RolloutState::new(StateSettings::new(s.plan, s.debounce));
     let mut history = History::default();
+    let mut wake = Duration::ZERO;
     loop {
-        let wake = if s.debounce.is_zero() {
+        let tick = if s.debounce.is_zero() {
             Duration::from_secs(1)
         } else {
             s.debounce.min(Duration::from_secs(1))
         };
+        let wait = if wake.is_zero() { tick } else { wake.min(tick) };
         tokio::select! {
             _ = notify.notified() => {}
             r = snaps.changed() => if r.is_err() { return; },
             r = leader.changed() => if r.is_err() { return; },
-            () = tokio::time::sleep(wake) => {}
+            () = tokio::time::sleep(wait) => {}
         }
+        wake = Duration::ZERO;
         let Some(snap) = cache.snapshot() else {
             continue;
         };
         history.remember(&snap);
-        if snap.version != last_version {
-            last_version = snap.version;
-            last_change = Instant::now();
-        }
         if !*leader.borrow() {
+            state.see_snapshot(Instant::now(), &snap);
             metrics.rollout_leader.set(0);
             continue;
         }
         metrics.rollout_leader.set(1);
-        // Coalesce bursts: wait until the peer set has been quiet for the debounce window.
-        let quiet = last_change.elapsed();
-        if quiet < s.debounce {
-            let remaining = s.debounce - quiet;
-            tokio::time::sleep(remaining).await;
-            if cache.snapshot().is_some_and(|n| n.version != last_version) {
+        let (sts, deploy, pods) = (
+            stores.sts.iter().flat_map(Store::state).collect::<Vec<_>>(),
+            stores.deploy.iter().flat_map(Store::state).collect::<Vec<_>>(),
+            stores.pods.iter().flat_map(Store::state).collect::<Vec<_>>(),
+        );
+        let observed = observe::observe(
+            sts.iter().map(|o| &**o),
+            deploy.iter().map(|o| &**o),
+            pods.iter().map(|o| &**o),
+        );
+        let (plan, expired) = match state.next(Instant::now(), &snap, &observed) {
+            Next::Debounce(left) => {
+                wake = left;
                 continue;
             }
+            Next::Act { plan, expired } => (plan, expired),
+        };
+        for key in expired {
+            tracing::warn!(workload = %key, "the effect of our last rollout action was never observed; planning it again");
         }
-        acted.retain(|_, t| t.elapsed() < Duration::from_secs(5));
-        let (workloads, pods) = observe(&stores);
-        let busy: HashSet<WorkloadKey> = acted.keys().cloned().collect();
-        // New validators whose StatefulSet the operator has not made yet are coming up:
-        // wait for them, but not forever (a node may never get a workload).
-        let missing = plan::without_workload(&snap, &workloads);
-        first_seen.retain(|k, _| missing.contains(k));
-        let arriving: Vec<(String, String)> = missing
-            .into_iter()
-            .filter(|k| {
-                first_seen
-                    .entry(k.clone())
-                    .or_insert_with(Instant::now)
-                    .elapsed()
-                    < ARRIVAL_GRACE
-            })
-            .collect();
-        let p = plan::plan(&snap, &workloads, &pods, &busy, &arriving, &s.plan);
         metrics.rollouts_pending.clear();
-        for (net, n) in &p.pending {
+        for (net, n) in &plan.pending {
             metrics
                 .rollouts_pending
                 .get_or_create(&crate::metrics::NetworkLabels {
@@ -318,20 +178,25 @@ pub async fn run(
                 })
                 .set(*n as i64);
         }
-        for action in p.actions {
-            if let Action::Notify { key, hash, .. } = &action
-                && !notified.insert((key.clone(), hash.clone()))
-            {
-                continue;
+        for action in plan.actions {
+            // Leadership can be lost at any moment (Lease renewal failed, SIGTERM released
+            // it): never write without it.
+            if !*leader.borrow() {
+                tracing::info!(workload = %action.key(), "not the leader any more; leaving the action to the new leader");
+                break;
             }
-            let outcome =
-                execute(&client, &recorder, &s, &snap, &history, &workloads, &action).await;
+            let outcome = execute(
+                &client,
+                &recorder,
+                &s,
+                &snap,
+                &history,
+                &observed.workloads,
+                &action,
+            )
+            .await;
             metrics.rollout(action.network(), outcome);
-            if matches!(action, Action::Annotate { .. } | Action::DeletePod { .. })
-                && outcome != "failed"
-            {
-                acted.insert(action.key().clone(), Instant::now());
-            }
+            state.record(Instant::now(), &action, outcome != "failed");
         }
     }
 }

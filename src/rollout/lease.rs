@@ -21,6 +21,32 @@ pub struct LeaseSettings {
     pub renew_every: Duration,
 }
 
+impl LeaseSettings {
+    /// A Lease held for 15 s and renewed every 2 s.
+    pub fn new(name: String, namespace: String, identity: String) -> Self {
+        Self {
+            name,
+            namespace,
+            identity,
+            duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// This replica's identity: `POD_NAME`, else the host name and process id.
+pub fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "injector".into());
+            format!("{host}-{}", std::process::id())
+        })
+}
+
 /// Keeps trying to acquire and renew the Lease; publishes whether we lead.
 pub async fn run(client: Client, s: LeaseSettings, leader: watch::Sender<bool>) {
     let api: Api<Lease> = Api::namespaced(client, &s.namespace);

@@ -2,7 +2,9 @@
 
 pub mod controller;
 pub mod lease;
+pub mod observe;
 pub mod plan;
+pub mod state;
 
 #[cfg(test)]
 mod tests;

@@ -58,6 +58,8 @@ pub struct WorkloadState {
     /// `updateStrategy: OnDelete` (StatefulSets only).
     pub on_delete: bool,
     pub replicas: i32,
+    /// `metadata.generation` (0 when unset).
+    pub generation: i64,
     /// The controller has finished: generation observed, all replicas updated
     /// (RollingUpdate) and ready.
     pub settled: bool,

@@ -35,6 +35,7 @@ fn wl(name: &str, template_hash: Option<&str>) -> WorkloadState {
         opted_out: false,
         on_delete: false,
         replicas: 1,
+        generation: 1,
         settled: true,
     }
 }
