@@ -206,7 +206,7 @@ pub async fn run(
             .boxed()
     });
     let mut events = futures::stream::select_all(streams);
-    let mut logged: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut logged: BTreeSet<crate::peers::Problem> = BTreeSet::new();
     let mut dirty = false;
     while let Some((i, ev)) = events.next().await {
         dirty |= handle(&mut scopes[i], ev);
@@ -218,9 +218,9 @@ pub async fn run(
             dirty = false;
             let snap = cache.publish(scopes.iter().flat_map(|s| s.live.values()), &settings);
             metrics.observe_snapshot(&snap);
-            let now: BTreeSet<(String, String)> = snap.problems.iter().cloned().collect();
-            for (node, problem) in now.difference(&logged) {
-                tracing::warn!(%node, %problem, "StellarNode skipped or corrected; fix the object to clear this warning");
+            let now: BTreeSet<crate::peers::Problem> = snap.problems.iter().cloned().collect();
+            for p in now.difference(&logged) {
+                tracing::warn!(node = %p.node, kind = ?p.kind, problem = %p.message, "StellarNode skipped or corrected; fix the object to clear this warning");
             }
             logged = now;
             tracing::info!(

@@ -105,6 +105,31 @@ pub struct PatchArgs {
         default_value = "/etc/stellar/peers/peers.cfg"
     )]
     pub mount_path: String,
+    /// How peers reach stellar-core: `merge` (an init container writes the config
+    /// stellar-core reads, with the peers in it), `env` (env vars and the snippet only),
+    /// or `auto` (merge for validators when --init-image is set). Pods and StellarNodes
+    /// override it with the annotation stellar.org/peers-config-mode.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_CONFIG_MODE", value_enum, default_value = "auto")]
+    pub config_mode: crate::inject::ConfigMode,
+    /// Image of the merge init container: this injector's own image (it runs
+    /// `stellar-peer-injector render-config`). Empty: no merge mode.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_INIT_IMAGE", default_value = "")]
+    pub init_image: String,
+    /// The config file merged for a container that has no command and no args (the
+    /// Stellar-K8s operator's: its ConfigMap key stellar-core.cfg at /config).
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_BASE_CONFIG",
+        default_value = "/config/stellar-core.cfg"
+    )]
+    pub base_config: String,
+    /// Where the merged config is written, in an emptyDir on its directory.
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_MERGED_CONFIG_PATH",
+        default_value = "/etc/stellar/merged/stellar-core.cfg"
+    )]
+    pub merged_config_path: String,
 }
 
 impl PatchArgs {
@@ -112,6 +137,10 @@ impl PatchArgs {
         let s = InjectSettings {
             container: self.container.clone(),
             mount_path: self.mount_path.clone(),
+            config_mode: self.config_mode,
+            init_image: self.init_image.trim().to_owned(),
+            base_config: self.base_config.clone(),
+            merged_path: self.merged_config_path.clone(),
         };
         s.validate().map_err(Error::Config)?;
         Ok(s)
@@ -242,6 +271,11 @@ pub struct ServeArgs {
     /// On SIGTERM: how long in-flight requests may take to finish.
     #[arg(long, env = "STELLAR_PEER_INJECTOR_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Create a validator's headless governing Service `{name}-headless` when it does not
+    /// exist, so that its in-cluster peer address resolves (`false` to leave Services alone).
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_CREATE_GOVERNING_SERVICES", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub create_governing_services: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -16,3 +16,4 @@ pub mod peers;
 pub mod rollout;
 pub mod run;
 pub mod server;
+pub mod services;

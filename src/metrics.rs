@@ -35,6 +35,27 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// Labels of `errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: &'static str,
+}
+
+/// Failures of background work that is retried (each shows in the log too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Creating or reading a governing Service failed.
+    ServiceCreate,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ServiceCreate => "service_create",
+        }
+    }
+}
+
 /// Every metric the injector exports.
 pub struct Metrics {
     registry: Registry,
@@ -50,6 +71,8 @@ pub struct Metrics {
     pub rollouts: Family<RolloutLabels, Counter>,
     pub rollouts_pending: Family<NetworkLabels, Gauge>,
     pub rollout_leader: Gauge,
+    pub services_created: Counter,
+    pub errors: Family<ErrorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -135,8 +158,22 @@ impl Metrics {
             "1 while this replica holds the leader Lease and runs the rollout loop",
             rollout_leader.clone(),
         );
+        let services_created = Counter::default();
+        registry.register(
+            "governing_services_created",
+            "Headless governing Services created for validators whose StatefulSet names one that did not exist",
+            services_created.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "errors",
+            "Failed background operations that are retried, by kind",
+            errors.clone(),
+        );
         Self {
             registry,
+            services_created,
+            errors,
             patch_cache,
             rollouts,
             rollouts_pending,
@@ -172,6 +209,15 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one failed background operation.
+    pub fn errors(&self, kind: ErrorKind) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.as_str(),
+            })
+            .inc();
+    }
+
     /// Counts one rollout action.
     pub fn rollout(&self, network: &str, outcome: &'static str) {
         self.rollouts
@@ -196,7 +242,7 @@ impl Metrics {
         self.cache_invalid_nodes.set(
             snap.problems
                 .iter()
-                .filter(|(_, p)| !p.starts_with("annotation"))
+                .filter(|p| p.kind == crate::peers::ProblemKind::Invalid)
                 .count() as i64,
         );
         self.snapshot_version.set(snap.version as i64);

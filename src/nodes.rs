@@ -9,6 +9,9 @@ use serde_json::Value;
 
 /// Annotation on a StellarNode that overrides its peer address (public or external address).
 pub const PEER_ADDRESS_ANNOTATION: &str = "stellar.org/peer-address";
+/// Annotation (on a StellarNode or a pod) that selects how peers reach stellar-core:
+/// `merge` or `env` (see [`crate::inject::ConfigMode`]).
+pub const CONFIG_MODE_ANNOTATION: &str = "stellar.org/peers-config-mode";
 
 /// The `spec.nodeType` of a StellarNode.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +64,22 @@ pub struct NodeRecord {
     pub peer_address: Option<String>,
     /// Why this object cannot be used, if it cannot. Such a node is never a peer.
     pub problem: Option<String>,
+    /// `metadata.uid` (owner of the governing Service the injector creates).
+    pub uid: Option<String>,
+    /// The user's own peers from `spec.validatorConfig.knownPeers`, normalised.
+    pub user_peers: UserPeers,
+    /// Why `spec.validatorConfig.knownPeers` could not be used. Only this node's own
+    /// extra peers are dropped; the node itself stays usable.
+    pub user_peers_problem: Option<String>,
+    /// The `stellar.org/peers-config-mode` annotation, if set.
+    pub config_mode: Option<String>,
+}
+
+/// Peers a user wrote into a StellarNode (`validatorConfig.knownPeers`), normalised.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserPeers {
+    pub known: Vec<String>,
+    pub preferred: Vec<String>,
 }
 
 impl NodeRecord {
@@ -74,6 +93,10 @@ impl NodeRecord {
             suspended: false,
             peer_address: None,
             problem: None,
+            uid: None,
+            user_peers: UserPeers::default(),
+            user_peers_problem: None,
+            config_mode: None,
         }
     }
 
@@ -93,11 +116,15 @@ impl NodeRecord {
             .filter(|s| !s.is_empty())
             .unwrap_or(default_namespace)
             .to_owned();
-        let peer_address = meta
-            .get("annotations")
-            .and_then(|a| a.get(PEER_ADDRESS_ANNOTATION))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let annotation = |key: &str| {
+            meta.get("annotations")
+                .and_then(|a| a.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let peer_address = annotation(PEER_ADDRESS_ANNOTATION);
+        let config_mode = annotation(CONFIG_MODE_ANNOTATION);
+        let uid = meta.get("uid").and_then(Value::as_str).map(str::to_owned);
         let mut problems = Vec::new();
         let spec = obj.get("spec");
         if spec.is_none() {
@@ -150,6 +177,32 @@ impl NodeRecord {
         } else {
             Some(problems.join("; "))
         };
+        let (user_peers, user_peers_problem) = match spec
+            .and_then(|s| s.get("validatorConfig"))
+            .and_then(|c| c.get("knownPeers"))
+        {
+            None | Some(Value::Null) => (UserPeers::default(), None),
+            Some(Value::String(raw)) => match crate::config::parse_user_peers(raw) {
+                Ok(p) => (
+                    UserPeers {
+                        known: p.known,
+                        preferred: p.preferred,
+                    },
+                    None,
+                ),
+                Err(e) => (
+                    UserPeers::default(),
+                    Some(format!("spec.validatorConfig.knownPeers: {e}")),
+                ),
+            },
+            Some(other) => (
+                UserPeers::default(),
+                Some(format!(
+                    "spec.validatorConfig.knownPeers must be a string of TOML, found {}",
+                    json_type(other)
+                )),
+            ),
+        };
         Some(Self {
             namespace,
             name,
@@ -158,6 +211,10 @@ impl NodeRecord {
             suspended,
             peer_address,
             problem,
+            uid,
+            user_peers,
+            user_peers_problem,
+            config_mode,
         })
     }
 }

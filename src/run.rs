@@ -10,9 +10,6 @@ use tokio::sync::watch;
 use crate::cache::{self, PeerCache};
 use crate::cli::{CertsArgs, Cli, Command, InjectArgs, LogFormat, Output, PeersArgs, ServeArgs};
 use crate::error::Error;
-use crate::inject::patch::build_patch;
-use crate::inject::review::PodView;
-use crate::inject::{Decision, InjectSettings, decide_pod};
 use crate::metrics::Metrics;
 use crate::nodes::NodeRecord;
 use crate::peers::PeerSnapshot;
@@ -87,6 +84,14 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         cache.clone(),
         metrics.clone(),
     ));
+    if args.create_governing_services {
+        tokio::spawn(crate::services::run(
+            client.clone(),
+            cache.clone(),
+            crate::rollout::lease::identity(),
+            metrics.clone(),
+        ));
+    }
     start_rollout(&args, client, cache.clone(), metrics.clone())?;
     tokio::spawn(certs.run(args.tls_reload_interval, metrics.clone()));
     let admission = server::admission_router(Arc::new(AdmissionState {
@@ -136,25 +141,11 @@ fn start_rollout(
     let namespace = args.lease_namespace.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
         Error::Config("the rollout loop needs a namespace for its leader Lease: pass --lease-namespace or set POD_NAMESPACE (or --rollout=off)".into())
     })?;
-    let identity = std::env::var("POD_NAME")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "injector".into());
-            format!("{host}-{}", std::process::id())
-        });
+    let identity = lease::identity();
     let (leader_tx, leader_rx) = watch::channel(false);
     tokio::spawn(lease::run(
         client.clone(),
-        lease::LeaseSettings {
-            name: args.lease_name.clone(),
-            namespace,
-            identity: identity.clone(),
-            duration: std::time::Duration::from_secs(15),
-            renew_every: std::time::Duration::from_secs(2),
-        },
+        lease::LeaseSettings::new(args.lease_name.clone(), namespace, identity.clone()),
         leader_tx,
     ));
     let settings = controller::RolloutSettings {
@@ -194,8 +185,8 @@ async fn peers(args: PeersArgs) -> Result<(), Error> {
     let client = args.kube.client().await?;
     let records = cache::list_once(client, &args.kube.namespaces()).await?;
     let snap = PeerSnapshot::build(1, &records, &settings);
-    for (node, problem) in &snap.problems {
-        eprintln!("warning: {node}: {problem}");
+    for p in &snap.problems {
+        eprintln!("warning: {}: {}", p.node, p.message);
     }
     let nets: Vec<_> = snap
         .networks()
@@ -248,36 +239,6 @@ fn read_input(path: &str) -> Result<String, Error> {
     Ok(s)
 }
 
-/// Splits multi-document YAML into JSON values; `kind: List` is flattened.
-pub fn yaml_documents(text: &str, path: &str) -> Result<Vec<Value>, Error> {
-    use serde::Deserialize;
-    let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let v = serde_yaml::Value::deserialize(doc).map_err(|e| Error::Input {
-            path: path.to_owned(),
-            message: format!("document {}: {e}", i + 1),
-        })?;
-        if v.is_null() {
-            continue;
-        }
-        let j: Value = serde_json::to_value(v).map_err(|e| Error::Input {
-            path: path.to_owned(),
-            message: format!("document {}: {e}", i + 1),
-        })?;
-        if j.get("kind").and_then(Value::as_str) == Some("List") {
-            out.extend(
-                j.get("items")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
-            );
-        } else {
-            out.push(j);
-        }
-    }
-    Ok(out)
-}
-
 /// Offline injection: returns the mutated manifests as multi-document YAML.
 pub fn inject(args: &InjectArgs) -> Result<String, Error> {
     if args.nodes == "-" && args.file == "-" {
@@ -287,93 +248,18 @@ pub fn inject(args: &InjectArgs) -> Result<String, Error> {
     }
     let settings = args.peers.settings()?;
     let patch = args.patch.settings()?;
-    let node_docs = yaml_documents(&read_input(&args.nodes)?, &args.nodes)?;
+    let node_docs = crate::inject::offline::yaml_documents(&read_input(&args.nodes)?, &args.nodes)?;
     let records: Vec<NodeRecord> = node_docs
         .iter()
         .filter(|d| d.get("kind").and_then(Value::as_str) == Some("StellarNode"))
         .filter_map(|d| NodeRecord::from_json(d, &args.namespace))
         .collect();
     let snap = PeerSnapshot::build(1, &records, &settings);
-    for (node, problem) in &snap.problems {
-        eprintln!("warning: {node}: {problem}");
+    for p in &snap.problems {
+        eprintln!("warning: {}: {}", p.node, p.message);
     }
-    let docs = yaml_documents(&read_input(&args.file)?, &args.file)?;
-    inject_documents(docs, &snap, &patch, &args.namespace)
-}
-
-/// Mutates every Pod and every StatefulSet/Deployment pod template in `docs`.
-pub fn inject_documents(
-    docs: Vec<Value>,
-    snap: &PeerSnapshot,
-    settings: &InjectSettings,
-    namespace: &str,
-) -> Result<String, Error> {
-    let mut out = String::new();
-    let mut errors = Vec::new();
-    for (i, mut doc) in docs.into_iter().enumerate() {
-        let kind = doc
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let name = doc
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_owned();
-        let ns = doc
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .unwrap_or(namespace)
-            .to_owned();
-        let target = match kind.as_str() {
-            "Pod" => Some(&mut doc),
-            "StatefulSet" | "Deployment" => doc.pointer_mut("/spec/template"),
-            _ => None,
-        };
-        if let Some(target) = target
-            && let Err(e) = inject_one(target, &ns, snap, settings)
-        {
-            errors.push(format!("document {} ({kind} {ns}/{name}): {e}", i + 1));
-        }
-        out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&doc).map_err(|e| Error::Config(e.to_string()))?);
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(Error::Config(errors.join("\n")))
-    }
-}
-
-fn inject_one(
-    target: &mut Value,
-    namespace: &str,
-    snap: &PeerSnapshot,
-    settings: &InjectSettings,
-) -> Result<(), String> {
-    let patch = {
-        let view = <PodView<'_> as serde::Deserialize>::deserialize(&*target)
-            .map_err(|e| format!("cannot read the pod: {e}"))?;
-        match decide_pod(&view, Some(namespace), Some(snap), settings) {
-            Decision::Inject {
-                shape,
-                list,
-                warnings,
-                ..
-            } => {
-                for w in warnings {
-                    eprintln!("warning: {w}");
-                }
-                build_patch(&shape, &list, settings)
-            }
-            Decision::Skip(_) => return Ok(()),
-            Decision::Deny { message, .. } => return Err(message),
-            Decision::NotReady => return Err("no peer snapshot".to_owned()),
-        }
-    };
-    json_patch::patch(target, &patch.0).map_err(|e| format!("patch did not apply: {e}"))
+    let docs = crate::inject::offline::yaml_documents(&read_input(&args.file)?, &args.file)?;
+    crate::inject::offline::inject_documents(docs, &snap, &patch, &args.namespace)
 }
 
 /// Parses the command line and runs it.
@@ -394,164 +280,5 @@ pub fn main_with(cli: Cli) -> std::process::ExitCode {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::peers::PeerSettings;
-
-    const NODES: &str = r#"
-apiVersion: stellar.org/v1alpha1
-kind: StellarNode
-metadata: {name: a, namespace: stellar}
-spec: {nodeType: Validator, network: testnet}
----
-apiVersion: stellar.org/v1alpha1
-kind: StellarNode
-metadata: {name: b, namespace: stellar}
-spec: {nodeType: Validator, network: testnet}
----
-apiVersion: stellar.org/v1alpha1
-kind: StellarNode
-metadata: {name: h, namespace: stellar}
-spec: {nodeType: Horizon, network: testnet}
-"#;
-
-    const MANIFESTS: &str = r#"
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: a, namespace: stellar}
-spec:
-  serviceName: a-headless
-  selector: {matchLabels: {app.kubernetes.io/name: stellar-node, app.kubernetes.io/instance: a}}
-  template:
-    metadata:
-      labels: {app.kubernetes.io/name: stellar-node, app.kubernetes.io/instance: a}
-    spec:
-      containers:
-      - {name: stellar-health-check, image: hc}
-      - {name: stellar-node, image: core}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: h, namespace: stellar}
-spec:
-  selector: {matchLabels: {app.kubernetes.io/instance: h}}
-  template:
-    metadata:
-      labels: {app.kubernetes.io/name: stellar-node, app.kubernetes.io/instance: h}
-    spec:
-      containers: [{name: stellar-node, image: horizon}]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: b-0
-  labels: {app.kubernetes.io/name: stellar-node, app.kubernetes.io/instance: b}
-spec:
-  containers: [{name: stellar-node, image: core}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: a, namespace: stellar}
-spec: {ports: [{name: peer, port: 11625}]}
-"#;
-
-    fn snap() -> PeerSnapshot {
-        let docs = yaml_documents(NODES, "nodes").expect("nodes");
-        let recs: Vec<NodeRecord> = docs
-            .iter()
-            .filter_map(|d| NodeRecord::from_json(d, "default"))
-            .collect();
-        PeerSnapshot::build(1, &recs, &PeerSettings::default())
-    }
-
-    #[test]
-    fn offline_injection_mutates_pods_and_templates_like_the_webhook() {
-        let s = snap();
-        let docs = yaml_documents(MANIFESTS, "m").expect("manifests");
-        let out =
-            inject_documents(docs, &s, &InjectSettings::default(), "stellar").expect("inject");
-        let res = yaml_documents(&out, "out").expect("output parses");
-        assert_eq!(res.len(), 4);
-        let env = |v: &Value, ptr: &str| -> Vec<(String, String)> {
-            v.pointer(ptr)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|e| {
-                            (
-                                e["name"].as_str().unwrap_or("").to_owned(),
-                                e["value"].as_str().unwrap_or("").to_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let a = env(&res[0], "/spec/template/spec/containers/1/env");
-        assert!(
-            a.contains(&(
-                "STELLAR_PEERS".into(),
-                "b.stellar.svc.cluster.local:11625".into()
-            )),
-            "{a:?}"
-        );
-        assert!(
-            env(&res[0], "/spec/template/spec/containers/0/env").is_empty(),
-            "sidecar untouched"
-        );
-        assert!(
-            res[0]
-                .pointer("/spec/template/metadata/annotations/stellar.org~1peers-hash")
-                .is_some()
-        );
-        let h = env(&res[1], "/spec/template/spec/containers/0/env");
-        assert!(
-            h.contains(&("STELLAR_PEER_COUNT".into(), "2".into())),
-            "{h:?}"
-        );
-        let b = env(&res[2], "/spec/containers/0/env");
-        assert!(
-            b.contains(&(
-                "STELLAR_PEERS".into(),
-                "a.stellar.svc.cluster.local:11625".into()
-            )),
-            "pod in default namespace -n stellar: {b:?}"
-        );
-        assert_eq!(
-            res[3],
-            yaml_documents(MANIFESTS, "m").expect("m")[3],
-            "Service unchanged"
-        );
-        // Injecting the output again changes nothing.
-        let again =
-            inject_documents(res, &s, &InjectSettings::default(), "stellar").expect("again");
-        assert_eq!(again, out);
-    }
-
-    #[test]
-    fn offline_injection_names_the_document_it_cannot_inject() {
-        let s = snap();
-        let docs = yaml_documents(MANIFESTS, "m").expect("manifests");
-        let e = inject_documents(docs, &s, &InjectSettings::default(), "elsewhere")
-            .expect_err("unknown node");
-        let msg = e.to_string();
-        assert!(msg.contains("document 3 (Pod elsewhere/b-0)"), "{msg}");
-        assert!(msg.contains("no StellarNode elsewhere/b"), "{msg}");
-    }
-
-    #[test]
-    fn bad_yaml_is_reported_with_its_document() {
-        let e = yaml_documents("a: 1\n---\n: : :\n  - [", "f.yaml").expect_err("bad");
-        assert!(e.to_string().starts_with("f.yaml: document 2"), "{e}");
-        let l = yaml_documents(
-            "kind: List\nitems:\n- {kind: Pod}\n- {kind: Service}\n",
-            "l",
-        )
-        .expect("list");
-        assert_eq!(l.len(), 2);
     }
 }

@@ -64,15 +64,10 @@ pub fn records(n: usize) -> Vec<NodeRecord> {
     )];
     out.extend((0..n.saturating_sub(1)).map(|i| {
         let (namespace, name, kind, network, suspended, peer_address) = synthetic_node(i);
-        NodeRecord {
-            namespace,
-            name,
-            kind,
-            network,
-            suspended,
-            peer_address,
-            problem: None,
-        }
+        let mut r = NodeRecord::new(&namespace, &name, kind, &network);
+        r.suspended = suspended;
+        r.peer_address = peer_address;
+        r
     }));
     out
 }

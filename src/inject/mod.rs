@@ -1,7 +1,10 @@
 //! Pure admission logic: a request view and a peer snapshot in, a decision out.
 
+pub mod config;
+pub mod offline;
 pub mod patch;
 pub mod review;
+pub mod yaml;
 
 use std::sync::Arc;
 
@@ -24,6 +27,35 @@ pub const ANNOTATION_HASH: &str = "stellar.org/peers-hash";
 pub const ANNOTATION_COUNT: &str = "stellar.org/peer-count";
 /// Name of the injected downwardAPI volume.
 pub const VOLUME_NAME: &str = "stellar-peers";
+/// Merge mode: the base config the init container merged (on injected pods).
+pub const ANNOTATION_CONFIG_BASE: &str = "stellar.org/peers-config-base";
+/// Merge mode: the emptyDir that holds the merged config.
+pub const MERGED_VOLUME_NAME: &str = "stellar-peers-merged";
+/// Merge mode: the init container that writes the merged config.
+pub const INIT_CONTAINER_NAME: &str = "stellar-peers-config";
+
+/// How the peers reach stellar-core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum ConfigMode {
+    /// `merge` for validators whose container the injector understands and when an
+    /// init image is set; `env` otherwise.
+    Auto,
+    /// An init container merges the peers into the config stellar-core reads.
+    Merge,
+    /// Env vars and the snippet file only; the user wires them into stellar-core.
+    Env,
+}
+
+impl ConfigMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(Self::Auto),
+            "merge" => Some(Self::Merge),
+            "env" => Some(Self::Env),
+            _ => None,
+        }
+    }
+}
 
 /// How the patch is shaped.
 #[derive(Clone, Debug)]
@@ -32,6 +64,16 @@ pub struct InjectSettings {
     pub container: String,
     /// Absolute path of the snippet file inside the container.
     pub mount_path: String,
+    /// The mode where neither the pod nor its StellarNode chooses one.
+    pub config_mode: ConfigMode,
+    /// Image of the merge init container (runs `stellar-peer-injector render-config`);
+    /// empty: no merge mode.
+    pub init_image: String,
+    /// The config a container without command and args would be given (the operator's
+    /// ConfigMap key, mounted at /config).
+    pub base_config: String,
+    /// Where the merged config is written (an emptyDir is mounted on its directory).
+    pub merged_path: String,
 }
 
 impl Default for InjectSettings {
@@ -39,21 +81,44 @@ impl Default for InjectSettings {
         Self {
             container: "stellar-node".to_owned(),
             mount_path: "/etc/stellar/peers/peers.cfg".to_owned(),
+            config_mode: ConfigMode::Auto,
+            init_image: String::new(),
+            base_config: "/config/stellar-core.cfg".to_owned(),
+            merged_path: "/etc/stellar/merged/stellar-core.cfg".to_owned(),
         }
     }
+}
+
+/// True for an absolute file path inside a directory other than `/`, without `.`/`..`.
+fn is_file_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.ends_with('/')
+        && p.rfind('/').is_some_and(|i| i > 0)
+        && !p.split('/').any(|s| s == ".." || s == ".")
+}
+
+fn dir_of(p: &str) -> &str {
+    p.rsplit_once('/').map_or("/", |(d, _)| d)
 }
 
 impl InjectSettings {
     /// Checks that `mount_path` is an absolute file path below a directory other than `/`.
     pub fn validate(&self) -> Result<(), String> {
-        let p = &self.mount_path;
-        let ok = p.starts_with('/')
-            && !p.ends_with('/')
-            && p.rfind('/').is_some_and(|i| i > 0)
-            && !p.split('/').any(|s| s == ".." || s == ".");
-        if !ok {
+        for (flag, p, example) in [
+            ("--mount-path", &self.mount_path, "/etc/stellar/peers/peers.cfg"),
+            ("--merged-config-path", &self.merged_path, "/etc/stellar/merged/stellar-core.cfg"),
+            ("--base-config", &self.base_config, "/config/stellar-core.cfg"),
+        ] {
+            if !is_file_path(p) {
+                return Err(format!(
+                    "{flag} {p:?} must be an absolute file path inside a directory, like {example}"
+                ));
+            }
+        }
+        if self.mount_dir() == self.merged_dir() {
             return Err(format!(
-                "--mount-path {p:?} must be an absolute file path inside a directory, like /etc/stellar/peers/peers.cfg"
+                "--mount-path and --merged-config-path must be in different directories (both in {})",
+                self.mount_dir()
             ));
         }
         if self.container.is_empty() {
@@ -64,7 +129,12 @@ impl InjectSettings {
 
     /// The directory the volume is mounted on.
     pub fn mount_dir(&self) -> &str {
-        self.mount_path.rsplit_once('/').map_or("/", |(d, _)| d)
+        dir_of(&self.mount_path)
+    }
+
+    /// The directory of the merged config (the emptyDir's mount).
+    pub fn merged_dir(&self) -> &str {
+        dir_of(&self.merged_path)
     }
 
     /// The file name inside that directory.
@@ -261,8 +331,23 @@ pub fn decide_pod(
             list.network
         ));
     }
+    let node = snapshot.node(namespace, instance).map(|e| &e.record);
+    let mode = config::resolve_mode(pod, node, settings, &mut warnings);
+    let merge = match config::plan(
+        mode,
+        node,
+        pod,
+        &pod.containers()[target.container_index],
+        settings,
+    ) {
+        Ok(m) => m,
+        Err(why) => {
+            warnings.push(format!("stellar-peer-injector: {why}"));
+            None
+        }
+    };
     Decision::Inject {
-        shape: patch::PatchShape::of(pod, &target),
+        shape: patch::PatchShape::of(pod, &target, merge),
         list,
         node: format!("{namespace}/{instance}"),
         warnings,

@@ -14,8 +14,12 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Value, json};
 
-use super::review::{Named, PodView};
-use super::{ANNOTATION_CONFIG, ANNOTATION_COUNT, ANNOTATION_HASH, InjectSettings, VOLUME_NAME};
+use super::config::MergePlan;
+use super::review::{HasName, PodView};
+use super::{
+    ANNOTATION_CONFIG, ANNOTATION_CONFIG_BASE, ANNOTATION_COUNT, ANNOTATION_HASH,
+    INIT_CONTAINER_NAME, InjectSettings, MERGED_VOLUME_NAME, VOLUME_NAME,
+};
 use crate::peers::PeerList;
 
 /// The env vars the injector owns, in the order it appends them.
@@ -76,7 +80,7 @@ pub enum Slots {
 }
 
 impl Slots {
-    fn of(existing: Option<&[Named<'_>]>, owned: &[&str]) -> Self {
+    fn of<N: HasName>(existing: Option<&[N]>, owned: &[&str]) -> Self {
         let Some(existing) = existing else {
             return Self::Missing;
         };
@@ -85,13 +89,23 @@ impl Slots {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, n)| {
-                    let k = owned.iter().position(|o| *o == n.name)?;
+                    let k = owned.iter().position(|o| *o == n.name())?;
                     Some((k as u8, i as u32))
                 })
                 .collect(),
         )
     }
 }
+
+/// Merge mode's part of the shape: the plan and where the init container goes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MergeShape {
+    pub plan: MergePlan,
+    pub init: Slots,
+}
+
+/// Volumes and mounts the injector owns, in the order it appends them.
+const OWNED_VOLUMES: [&str; 2] = [VOLUME_NAME, MERGED_VOLUME_NAME];
 
 /// Everything about a pod that its patch depends on, besides the peer list and the
 /// settings. Small, owned and hashable: the key of the server's encoded-patch cache.
@@ -102,11 +116,13 @@ pub struct PatchShape {
     pub container: usize,
     pub mounts: Slots,
     pub env: Slots,
+    /// Merge mode (`None`: env vars and the snippet only).
+    pub merge: Option<MergeShape>,
 }
 
 impl PatchShape {
-    /// Reads the shape of `pod`, injecting into `target`.
-    pub fn of(pod: &PodView<'_>, target: &Target) -> Self {
+    /// Reads the shape of `pod`, injecting into `target`, with merge mode's plan if any.
+    pub fn of(pod: &PodView<'_>, target: &Target, merge: Option<MergePlan>) -> Self {
         let metadata = match &pod.metadata {
             None => MetaShape::Missing,
             Some(m) if m.annotations.is_none() => MetaShape::NoAnnotations,
@@ -117,14 +133,21 @@ impl PatchShape {
             metadata,
             volumes: Slots::of(
                 pod.spec.as_ref().and_then(|s| s.volumes.as_deref()),
-                &[VOLUME_NAME],
+                &OWNED_VOLUMES,
             ),
             container: target.container_index,
             mounts: Slots::of(
                 container.and_then(|c| c.volume_mounts.as_deref()),
-                &[VOLUME_NAME],
+                &OWNED_VOLUMES,
             ),
             env: Slots::of(container.and_then(|c| c.env.as_deref()), &ENV_NAMES),
+            merge: merge.map(|plan| MergeShape {
+                plan,
+                init: Slots::of(
+                    pod.spec.as_ref().and_then(|s| s.init_containers.as_deref()),
+                    &[INIT_CONTAINER_NAME],
+                ),
+            }),
         }
     }
 }
@@ -188,12 +211,16 @@ fn upsert(ops: &mut Vec<PatchOperation>, base: &PointerBuf, slots: &Slots, items
 /// Builds the patch for a pod (or a pod template: paths are relative to it) of this
 /// shape. Pure: the same shape, list and settings give the same patch.
 pub fn build_patch(shape: &PatchShape, list: &PeerList, settings: &InjectSettings) -> Patch {
-    let mut ops = Vec::with_capacity(16);
-    let annotations = [
+    let mut ops = Vec::with_capacity(20);
+    let merge = shape.merge.as_ref();
+    let mut annotations = vec![
         (ANNOTATION_CONFIG, list.config.as_str()),
         (ANNOTATION_HASH, list.hash.as_str()),
         (ANNOTATION_COUNT, list.count.as_str()),
     ];
+    if let Some(m) = merge {
+        annotations.push((ANNOTATION_CONFIG_BASE, m.plan.base.as_str()));
+    }
     let map = || -> serde_json::Map<String, Value> {
         annotations
             .iter()
@@ -208,8 +235,8 @@ pub fn build_patch(shape: &PatchShape, list: &PeerList, settings: &InjectSetting
             ops.push(add(ptr(&["metadata", "annotations"]), Value::Object(map())));
         }
         MetaShape::Annotations => {
-            for (k, v) in annotations {
-                ops.push(add(ptr(&["metadata", "annotations", k]), Value::from(v)));
+            for (k, v) in &annotations {
+                ops.push(add(ptr(&["metadata", "annotations", k]), Value::from(*v)));
             }
         }
     }
@@ -224,22 +251,53 @@ pub fn build_patch(shape: &PatchShape, list: &PeerList, settings: &InjectSetting
             }]
         }
     });
-    upsert(
-        &mut ops,
-        &ptr(&["spec", "volumes"]),
-        &shape.volumes,
-        vec![volume],
-    );
+    let mut volumes = vec![volume];
+    if merge.is_some() {
+        volumes.push(json!({ "name": MERGED_VOLUME_NAME, "emptyDir": {} }));
+    }
+    upsert(&mut ops, &ptr(&["spec", "volumes"]), &shape.volumes, volumes);
 
     let mut cbase = ptr(&["spec", "containers"]);
     cbase.push_back(shape.container);
-    let mount = json!({ "name": VOLUME_NAME, "mountPath": settings.mount_dir(), "readOnly": true });
-    upsert(
-        &mut ops,
-        &at(&cbase, &["volumeMounts"]),
-        &shape.mounts,
-        vec![mount],
-    );
+    let peers_mount =
+        json!({ "name": VOLUME_NAME, "mountPath": settings.mount_dir(), "readOnly": true });
+    let merged_mount = |read_only: bool| {
+        json!({ "name": MERGED_VOLUME_NAME, "mountPath": settings.merged_dir(), "readOnly": read_only })
+    };
+    let mut mounts = vec![peers_mount.clone()];
+    if merge.is_some() {
+        mounts.push(merged_mount(true));
+    }
+    upsert(&mut ops, &at(&cbase, &["volumeMounts"]), &shape.mounts, mounts);
+    if let Some(m) = merge {
+        ops.push(add(at(&cbase, &["args"]), json!(m.plan.args)));
+        let mut base_mount = json!({
+            "name": m.plan.base_mount.name,
+            "mountPath": m.plan.base_mount.mount_path,
+            "readOnly": true,
+        });
+        if let Some(sp) = &m.plan.base_mount.sub_path {
+            base_mount["subPath"] = json!(sp);
+        }
+        let init = json!({
+            "name": INIT_CONTAINER_NAME,
+            "image": settings.init_image,
+            "args": ["render-config", "--base", m.plan.base, "--peers", settings.mount_path, "--out", settings.merged_path],
+            "volumeMounts": [base_mount, peers_mount, merged_mount(false)],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": {
+                "allowPrivilegeEscalation": false,
+                "readOnlyRootFilesystem": true,
+                "capabilities": { "drop": ["ALL"] },
+            },
+            "resources": {
+                "requests": { "cpu": "10m", "memory": "16Mi" },
+                "limits": { "memory": "64Mi" },
+            },
+        });
+        // After the pod's own init containers: whatever they prepare is in place.
+        upsert(&mut ops, &ptr(&["spec", "initContainers"]), &m.init, vec![init]);
+    }
 
     let values = [
         list.csv.as_str(),

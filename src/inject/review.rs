@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{ANNOTATION_OPT_OUT, LABEL_INSTANCE, LABEL_NAME};
+use super::{ANNOTATION_CONFIG_BASE, ANNOTATION_OPT_OUT, LABEL_INSTANCE, LABEL_NAME};
+use crate::nodes::CONFIG_MODE_ANNOTATION;
 
 /// The only AdmissionReview version the webhook speaks.
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
@@ -183,11 +184,17 @@ pub struct Labels<'a> {
     pub instance: Option<Cow<'a, str>>,
 }
 
-/// `metadata.annotations`: every value must be a string; only the opt-out is kept.
+/// `metadata.annotations`: every value must be a string; only the keys the decision
+/// reads are kept.
 #[derive(Debug, Default)]
 pub struct Annotations<'a> {
     /// `stellar.org/inject-peers`.
     pub inject: Option<Cow<'a, str>>,
+    /// `stellar.org/peers-config-mode`.
+    pub config_mode: Option<Cow<'a, str>>,
+    /// `stellar.org/peers-config-base`: the base config of a pod already injected in
+    /// merge mode (its `--conf` then names the merged file).
+    pub config_base: Option<Cow<'a, str>>,
 }
 
 /// `spec`.
@@ -196,6 +203,8 @@ pub struct Annotations<'a> {
 pub struct SpecView<'a> {
     #[serde(borrow, default)]
     pub containers: Vec<ContainerView<'a>>,
+    #[serde(borrow, default)]
+    pub init_containers: Option<Vec<Named<'a>>>,
     #[serde(borrow, default)]
     pub volumes: Option<Vec<Named<'a>>>,
 }
@@ -207,9 +216,15 @@ pub struct ContainerView<'a> {
     #[serde(borrow, default)]
     pub name: Cow<'a, str>,
     #[serde(borrow, default)]
+    pub command: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default)]
+    pub args: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default, deserialize_with = "opt_text")]
+    pub working_dir: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
     pub env: Option<Vec<Named<'a>>>,
     #[serde(borrow, default)]
-    pub volume_mounts: Option<Vec<Named<'a>>>,
+    pub volume_mounts: Option<Vec<MountView<'a>>>,
 }
 
 /// Any list entry identified by `name`.
@@ -217,6 +232,35 @@ pub struct ContainerView<'a> {
 pub struct Named<'a> {
     #[serde(borrow, default)]
     pub name: Cow<'a, str>,
+}
+
+/// One `volumeMounts` entry.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MountView<'a> {
+    #[serde(borrow, default)]
+    pub name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub mount_path: Cow<'a, str>,
+    #[serde(borrow, default, deserialize_with = "opt_text")]
+    pub sub_path: Option<Cow<'a, str>>,
+}
+
+/// Entries the patch finds by name.
+pub trait HasName {
+    fn name(&self) -> &str;
+}
+
+impl HasName for Named<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl HasName for MountView<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl<'a> PodView<'a> {
@@ -234,14 +278,23 @@ impl<'a> PodView<'a> {
         self.labels()?.instance.as_deref()
     }
 
+    fn annotations(&self) -> Option<&Annotations<'a>> {
+        self.metadata.as_ref()?.annotations.as_ref()
+    }
+
     /// The `stellar.org/inject-peers` annotation.
     pub fn inject_annotation(&self) -> Option<&str> {
-        self.metadata
-            .as_ref()?
-            .annotations
-            .as_ref()?
-            .inject
-            .as_deref()
+        self.annotations()?.inject.as_deref()
+    }
+
+    /// The `stellar.org/peers-config-mode` annotation.
+    pub fn config_mode_annotation(&self) -> Option<&str> {
+        self.annotations()?.config_mode.as_deref()
+    }
+
+    /// The `stellar.org/peers-config-base` annotation.
+    pub fn config_base_annotation(&self) -> Option<&str> {
+        self.annotations()?.config_base.as_deref()
     }
 
     pub fn containers(&self) -> &[ContainerView<'a>] {
@@ -318,4 +371,5 @@ macro_rules! picked_map {
 }
 
 picked_map!(Labels, "a map of string labels", [name: LABEL_NAME, instance: LABEL_INSTANCE]);
-picked_map!(Annotations, "a map of string annotations", [inject: ANNOTATION_OPT_OUT]);
+picked_map!(Annotations, "a map of string annotations",
+    [inject: ANNOTATION_OPT_OUT, config_mode: CONFIG_MODE_ANNOTATION, config_base: ANNOTATION_CONFIG_BASE]);

@@ -98,7 +98,7 @@ fn operator_pod_gets_its_peers_in_the_stellar_node_container() {
     let d = decide_body(REVIEW, Some(&snap));
     let pod = apply(REVIEW, &d);
     let peers =
-        "validator-2.stellar.svc.cluster.local:11625,validator-3.other.svc.cluster.local:11625";
+        "validator-2-0.validator-2-headless.stellar.svc.cluster.local:11625,validator-3-0.validator-3-headless.other.svc.cluster.local:11625";
     assert_eq!(
         env_value(&pod, "stellar-node", "STELLAR_PEERS").as_deref(),
         Some(peers)
@@ -518,6 +518,7 @@ fn custom_container_and_mount_path() {
     let settings = InjectSettings {
         container: "stellar-health-check".into(),
         mount_path: "/run/peers/core.toml".into(),
+        ..InjectSettings::default()
     };
     settings.validate().expect("valid");
     let req = parse_review(REVIEW.as_bytes()).expect("review");
@@ -656,4 +657,149 @@ fn patch_shape_captures_what_the_patch_depends_on() {
     ] {
         assert_ne!(shape_of(&change), base);
     }
+}
+
+fn merge_settings() -> InjectSettings {
+    InjectSettings {
+        init_image: "stellar-peer-injector:test".into(),
+        ..InjectSettings::default()
+    }
+}
+
+fn decide_with(body: &str, snap: &PeerSnapshot, settings: &InjectSettings) -> Decision {
+    let req = parse_review(body.as_bytes()).expect("review");
+    decide(&req, Some(snap), settings)
+}
+
+fn init_of(pod: &Value) -> Vec<Value> {
+    pod["spec"]["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn merge_mode_adds_the_init_container_the_emptydir_and_the_conf() {
+    let snap = snapshot();
+    let s = merge_settings();
+    // The fixture's validator runs `/usr/bin/stellar-core run --conf /config/stellar-core.cfg`
+    // and already has an init container of its own.
+    let body = review_with(|v| {
+        v["request"]["object"]["spec"]["initContainers"] =
+            json!([{"name": "own-init", "image": "busybox"}]);
+    });
+    let d = decide_with(&body, &snap, &s);
+    let pod = apply_with(&body, &d, &s);
+    let init = init_of(&pod);
+    assert_eq!(init.len(), 2);
+    assert_eq!(init[0]["name"], "own-init", "ours goes after the pod's own");
+    assert_eq!(init[1]["name"], INIT_CONTAINER_NAME);
+    assert_eq!(init[1]["image"], "stellar-peer-injector:test");
+    assert_eq!(
+        init[1]["args"],
+        json!(["render-config", "--base", "/config/stellar-core.cfg", "--peers",
+               "/etc/stellar/peers/peers.cfg", "--out", "/etc/stellar/merged/stellar-core.cfg"])
+    );
+    let mounts: Vec<(&str, &str)> = init[1]["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap_or(""), m["mountPath"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        mounts,
+        [("config", "/config"), ("stellar-peers", "/etc/stellar/peers"), ("stellar-peers-merged", "/etc/stellar/merged")]
+    );
+    let main = pod["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == "stellar-node")
+        .cloned()
+        .expect("main");
+    assert_eq!(main["command"], json!(["/usr/bin/stellar-core"]));
+    assert_eq!(
+        main["args"],
+        json!(["run", "--conf", "/etc/stellar/merged/stellar-core.cfg"])
+    );
+    assert!(
+        main["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .any(|m| m["name"] == MERGED_VOLUME_NAME && m["readOnly"] == true)
+    );
+    assert!(
+        pod["spec"]["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .any(|v| v["name"] == MERGED_VOLUME_NAME && v["emptyDir"].is_object())
+    );
+    assert_eq!(
+        pod["metadata"]["annotations"][ANNOTATION_CONFIG_BASE],
+        "/config/stellar-core.cfg"
+    );
+    // A second pass (reinvocation, re-applied manifest) is a fixpoint.
+    let body2 = review_with(|v| v["request"]["object"] = pod.clone());
+    let again = apply_with(&body2, &decide_with(&body2, &snap, &s), &s);
+    assert_eq!(again, pod);
+}
+
+#[test]
+fn operator_shaped_container_without_args_is_given_run_conf() {
+    let snap = snapshot();
+    let s = merge_settings();
+    let body = review_with(|v| {
+        let c = &mut v["request"]["object"]["spec"]["containers"][1];
+        c.as_object_mut().expect("container").remove("command");
+        c.as_object_mut().expect("container").remove("args");
+    });
+    let pod = apply_with(&body, &decide_with(&body, &snap, &s), &s);
+    let main = &pod["spec"]["containers"][1];
+    assert!(main.get("command").is_none());
+    assert_eq!(
+        main["args"],
+        json!(["run", "--conf", "/etc/stellar/merged/stellar-core.cfg"])
+    );
+}
+
+#[test]
+fn env_mode_and_non_validators_are_unchanged_and_odd_commands_are_left_alone() {
+    let snap = snapshot();
+    let s = merge_settings();
+    // Annotated env: no init container.
+    let body = review_with(|v| {
+        v["request"]["object"]["metadata"]["annotations"]["stellar.org/peers-config-mode"] =
+            json!("env");
+    });
+    let pod = apply_with(&body, &decide_with(&body, &snap, &s), &s);
+    assert!(init_of(&pod).is_empty());
+    assert_eq!(
+        pod["spec"]["containers"][1]["args"],
+        json!(["run", "--conf", "/config/stellar-core.cfg"])
+    );
+    // A shell command: left alone, with a warning.
+    let body = review_with(|v| {
+        v["request"]["object"]["spec"]["containers"][1]["command"] =
+            json!(["/bin/sh", "-c", "exec stellar-core run"]);
+    });
+    let d = decide_with(&body, &snap, &s);
+    let Decision::Inject { warnings, .. } = &d else {
+        panic!("{d:?}")
+    };
+    assert!(
+        warnings.iter().any(|w| w.contains("is not stellar-core") && w.contains("left alone")),
+        "{warnings:?}"
+    );
+    let pod = apply_with(&body, &d, &s);
+    assert!(init_of(&pod).is_empty());
+    assert!(env_value(&pod, "stellar-node", "STELLAR_PEERS").is_some());
+    // Horizon's pods get env vars only.
+    let body = review_with(|v| {
+        v["request"]["object"]["metadata"]["labels"]["app.kubernetes.io/instance"] =
+            json!("horizon");
+    });
+    let pod = apply_with(&body, &decide_with(&body, &snap, &s), &s);
+    assert!(init_of(&pod).is_empty());
 }

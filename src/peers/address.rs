@@ -60,9 +60,19 @@ fn is_dns_name(host: &str) -> bool {
         })
 }
 
-/// The in-cluster address of a validator: its operator-made Service.
-pub fn service_address(name: &str, namespace: &str, cluster_domain: &str) -> String {
-    format!("{name}.{namespace}.svc.{cluster_domain}:{DEFAULT_PEER_PORT}")
+/// The governing (headless) Service of a validator's StatefulSet, as the Stellar-K8s
+/// operator names it in `serviceName`.
+pub fn governing_service(name: &str) -> String {
+    format!("{name}-headless")
+}
+
+/// The in-cluster address of a validator: the stable DNS name of its StatefulSet's
+/// only pod, `{name}-0`, through the governing Service. It resolves as soon as that
+/// pod exists (the Service publishes not-ready addresses), whether or not any other
+/// Service exists, and it does not change when Services come and go.
+pub fn pod_address(name: &str, namespace: &str, cluster_domain: &str) -> String {
+    let service = governing_service(name);
+    format!("{name}-0.{service}.{namespace}.svc.{cluster_domain}:{DEFAULT_PEER_PORT}")
 }
 
 #[cfg(test)]
@@ -97,10 +107,14 @@ mod tests {
     }
 
     #[test]
-    fn service_address_shape() {
+    fn pod_address_shape() {
         assert_eq!(
-            service_address("v1", "ns", "cluster.local"),
-            "v1.ns.svc.cluster.local:11625"
+            pod_address("v1", "ns", "cluster.local"),
+            "v1-0.v1-headless.ns.svc.cluster.local:11625"
+        );
+        assert_eq!(
+            normalize(&pod_address("validator-a", "stellar-testnet", "corp.example")).as_deref(),
+            Ok("validator-a-0.validator-a-headless.stellar-testnet.svc.corp.example:11625")
         );
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod address;
 pub mod extra;
+pub mod service;
 mod snippet;
 
 use std::collections::{BTreeMap, HashMap};
@@ -99,6 +100,13 @@ pub struct NodeEntry {
     list: OnceLock<Arc<PeerList>>,
 }
 
+impl NodeEntry {
+    /// The address this node is known by to its peers (validators only).
+    pub fn self_address(&self) -> Option<&str> {
+        self.self_address.as_deref()
+    }
+}
+
 /// The outcome of looking a node's peer list up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
@@ -109,6 +117,26 @@ pub enum Lookup {
     Unknown,
 }
 
+/// What kind of trouble a StellarNode has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProblemKind {
+    /// The object is malformed: it is no peer, and its pods are refused.
+    Invalid,
+    /// Its `stellar.org/peer-address` annotation is unusable: the in-cluster address is used.
+    PeerAddress,
+    /// Its `validatorConfig.knownPeers` is unusable: its own extra peers are left out.
+    UserPeers,
+}
+
+/// One StellarNode's trouble, for logs, `peers` and metrics.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Problem {
+    /// `namespace/name`.
+    pub node: String,
+    pub kind: ProblemKind,
+    pub message: String,
+}
+
 /// An immutable, versioned view of every StellarNode's peers.
 #[derive(Debug, Default)]
 pub struct PeerSnapshot {
@@ -117,8 +145,8 @@ pub struct PeerSnapshot {
     networks: BTreeMap<String, NetworkPeers>,
     nodes: HashMap<String, HashMap<String, NodeEntry>>,
     node_count: usize,
-    /// Nodes that were skipped, with the reason (for logs).
-    pub problems: Vec<(String, String)>,
+    /// Nodes that were skipped or corrected, with the reason, sorted.
+    pub problems: Vec<Problem>,
 }
 
 impl PeerSnapshot {
@@ -149,8 +177,20 @@ impl PeerSnapshot {
                 }
                 self_address = Some(addr);
             }
+            let node = || format!("{}/{}", rec.namespace, rec.name);
             if let Some(p) = &rec.problem {
-                problems.push((format!("{}/{}", rec.namespace, rec.name), p.clone()));
+                problems.push(Problem {
+                    node: node(),
+                    kind: ProblemKind::Invalid,
+                    message: p.clone(),
+                });
+            }
+            if let Some(p) = &rec.user_peers_problem {
+                problems.push(Problem {
+                    node: node(),
+                    kind: ProblemKind::UserPeers,
+                    message: format!("{p}; its own extra peers are left out until it is fixed"),
+                });
             }
             rec.peer_address = None;
             nodes.entry(rec.namespace.clone()).or_default().insert(
@@ -258,20 +298,21 @@ impl PeerSnapshot {
     }
 }
 
-fn node_address(rec: &NodeRecord, domain: &str, problems: &mut Vec<(String, String)>) -> Arc<str> {
-    let fallback = || address::service_address(&rec.name, &rec.namespace, domain);
+fn node_address(rec: &NodeRecord, domain: &str, problems: &mut Vec<Problem>) -> Arc<str> {
+    let fallback = || address::pod_address(&rec.name, &rec.namespace, domain);
     let addr = match &rec.peer_address {
         None => fallback(),
         Some(raw) => match address::normalize(raw) {
             Ok(a) => a,
             Err(e) => {
-                problems.push((
-                    format!("{}/{}", rec.namespace, rec.name),
-                    format!(
-                        "annotation {}: {e}; using the in-cluster Service address instead",
+                problems.push(Problem {
+                    node: format!("{}/{}", rec.namespace, rec.name),
+                    kind: ProblemKind::PeerAddress,
+                    message: format!(
+                        "annotation {}: {e}; using the in-cluster pod address instead",
                         crate::nodes::PEER_ADDRESS_ANNOTATION
                     ),
-                ));
+                });
                 fallback()
             }
         },
@@ -318,12 +359,23 @@ fn compute_list(
         keep.sort_unstable();
         chosen = keep.into_iter().map(|i| chosen[i]).collect();
     }
-    let known: Vec<Arc<str>> = chosen.iter().map(|p| p.address.clone()).collect();
-    let preferred: Vec<Arc<str>> = chosen
+    let mut known: Vec<Arc<str>> = chosen.iter().map(|p| p.address.clone()).collect();
+    let mut preferred: Vec<Arc<str>> = chosen
         .iter()
         .filter(|p| p.preferred)
         .map(|p| p.address.clone())
         .collect();
+    // The user's own peers (validatorConfig.knownPeers) always join, outside the bound.
+    let user = &rec.user_peers;
+    if !user.known.is_empty() || !user.preferred.is_empty() {
+        known.extend(user.known.iter().chain(&user.preferred).map(|a| Arc::from(a.as_str())));
+        preferred.extend(user.preferred.iter().map(|a| Arc::from(a.as_str())));
+        for list in [&mut known, &mut preferred] {
+            list.retain(|a| Some(&**a) != self_address);
+            list.sort();
+            list.dedup();
+        }
+    }
     let hash = content_hash(&rec.network, &known, &preferred);
     let csv = known.join(",");
     let config = render_config(&rec.network, &hash, &known, &preferred);

@@ -31,15 +31,15 @@ fn a_node_gets_its_network_peers_but_never_itself() {
     assert_eq!(
         known(&s, "a", "v1"),
         [
-            "v2.a.svc.cluster.local:11625",
-            "v3.b.svc.cluster.local:11625"
+            "v2-0.v2-headless.a.svc.cluster.local:11625",
+            "v3-0.v3-headless.b.svc.cluster.local:11625"
         ]
     );
     assert_eq!(
         known(&s, "b", "v3"),
         [
-            "v1.a.svc.cluster.local:11625",
-            "v2.a.svc.cluster.local:11625"
+            "v1-0.v1-headless.a.svc.cluster.local:11625",
+            "v2-0.v2-headless.a.svc.cluster.local:11625"
         ]
     );
     assert!(
@@ -59,7 +59,7 @@ fn networks_never_mix() {
     for p in known(&s, "a", "t1") {
         assert!(p.starts_with('t'), "testnet node got {p}");
     }
-    assert_eq!(known(&s, "a", "m1"), ["m2.a.svc.cluster.local:11625"]);
+    assert_eq!(known(&s, "a", "m1"), ["m2-0.m2-headless.a.svc.cluster.local:11625"]);
 }
 
 #[test]
@@ -72,8 +72,8 @@ fn horizon_and_soroban_get_all_validators_and_are_not_peers() {
         node("a", "x", NodeKind::Other("Archiver".into()), "testnet"),
     ]);
     let all = [
-        "v1.a.svc.cluster.local:11625",
-        "v2.a.svc.cluster.local:11625",
+        "v1-0.v1-headless.a.svc.cluster.local:11625",
+        "v2-0.v2-headless.a.svc.cluster.local:11625",
     ];
     assert_eq!(known(&s, "a", "h"), all);
     assert_eq!(known(&s, "a", "r"), all);
@@ -89,13 +89,13 @@ fn suspended_and_invalid_validators_are_excluded() {
     let mut bad = v("a", "v4", "testnet");
     bad.problem = Some("spec.network must be a string".into());
     let s = snap(&[v("a", "v1", "testnet"), v("a", "v2", "testnet"), sus, bad]);
-    assert_eq!(known(&s, "a", "v1"), ["v2.a.svc.cluster.local:11625"]);
+    assert_eq!(known(&s, "a", "v1"), ["v2-0.v2-headless.a.svc.cluster.local:11625"]);
     // A suspended validator's own pods (when resumed) still never list itself.
     assert_eq!(
         known(&s, "a", "v3"),
         [
-            "v1.a.svc.cluster.local:11625",
-            "v2.a.svc.cluster.local:11625"
+            "v1-0.v1-headless.a.svc.cluster.local:11625",
+            "v2-0.v2-headless.a.svc.cluster.local:11625"
         ]
     );
     assert_eq!(
@@ -116,20 +116,20 @@ fn annotation_overrides_address_and_bad_annotation_falls_back() {
     let s = snap(&[a, b, v("a", "v3", "testnet")]);
     assert_eq!(
         known(&s, "a", "v3"),
-        ["v1.example.org:11625", "v2.a.svc.cluster.local:11625"]
+        ["v1.example.org:11625", "v2-0.v2-headless.a.svc.cluster.local:11625"]
     );
     // The overridden address is this node's own: it is excluded from its own list.
     assert_eq!(
         known(&s, "a", "v1"),
         [
-            "v2.a.svc.cluster.local:11625",
-            "v3.a.svc.cluster.local:11625"
+            "v2-0.v2-headless.a.svc.cluster.local:11625",
+            "v3-0.v3-headless.a.svc.cluster.local:11625"
         ]
     );
     assert!(
         s.problems
             .iter()
-            .any(|(n, p)| n == "a/v2" && p.contains("IPv6"))
+            .any(|p| p.node == "a/v2" && p.kind == ProblemKind::PeerAddress && p.message.contains("IPv6"))
     );
 }
 
@@ -158,7 +158,7 @@ fn extras_join_their_network_only_and_keep_preference() {
     assert_eq!(
         k,
         [
-            "m2.a.svc.cluster.local:11625",
+            "m2-0.m2-headless.a.svc.cluster.local:11625",
             "tier1-a.example.org:11625",
             "tier1-b.example.org:11625"
         ]
@@ -166,7 +166,7 @@ fn extras_join_their_network_only_and_keep_preference() {
     let p: Vec<&str> = l.preferred.iter().map(|a| &**a).collect();
     assert_eq!(
         p,
-        ["m2.a.svc.cluster.local:11625", "tier1-a.example.org:11625"]
+        ["m2-0.m2-headless.a.svc.cluster.local:11625", "tier1-a.example.org:11625"]
     );
     assert!(known(&s, "a", "t1").is_empty());
     assert_eq!(s.network("mainnet").map(|n| n.validators), Some(2));
@@ -205,7 +205,7 @@ fn lists_are_sorted_deterministic_and_hashed() {
     assert_eq!(l1.count, "3");
     assert_eq!(
         l1.csv,
-        "a.a.svc.cluster.local:11625,b.a.svc.cluster.local:11625,c.a.svc.cluster.local:11625"
+        "a-0.a-headless.a.svc.cluster.local:11625,b-0.b-headless.a.svc.cluster.local:11625,c-0.c-headless.a.svc.cluster.local:11625"
     );
     // A different list has a different hash; the same list in another network too.
     let (Lookup::Found(la), Lookup::Found(lb)) = (s1.lookup("a", "a"), s1.lookup("a", "b")) else {
@@ -333,9 +333,9 @@ fn snippet_is_valid_toml_stellar_core_accepts() {
     };
     assert_eq!(
         arr("KNOWN_PEERS"),
-        ["1.2.3.4:11625", "v2.a.svc.cluster.local:11625"]
+        ["1.2.3.4:11625", "v2-0.v2-headless.a.svc.cluster.local:11625"]
     );
-    assert_eq!(arr("PREFERRED_PEERS"), ["v2.a.svc.cluster.local:11625"]);
+    assert_eq!(arr("PREFERRED_PEERS"), ["v2-0.v2-headless.a.svc.cluster.local:11625"]);
     assert!(l.config.contains(&l.hash));
 }
 
@@ -348,4 +348,61 @@ fn snippet_of_empty_list_and_hostile_network_name() {
     let cfg = render_config("n", "h", &[Arc::from("a\"b\\c")], &[]);
     let parsed: toml::Table = toml::from_str(&cfg).expect("escaped");
     assert_eq!(parsed["KNOWN_PEERS"][0].as_str(), Some("a\"b\\c"));
+}
+
+#[test]
+fn user_known_peers_join_their_node_only_and_escape_the_bound() {
+    let mut a = v("a", "v1", "testnet");
+    a.user_peers = crate::nodes::UserPeers {
+        known: vec!["core-live-a.stellar.org:11625".into()],
+        preferred: vec!["core-live-b.stellar.org:11625".into()],
+    };
+    let nodes = [a, v("a", "v2", "testnet"), v("a", "v3", "testnet")];
+    let s = snap(&nodes);
+    assert_eq!(
+        known(&s, "a", "v1"),
+        [
+            "core-live-a.stellar.org:11625",
+            "core-live-b.stellar.org:11625",
+            "v2-0.v2-headless.a.svc.cluster.local:11625",
+            "v3-0.v3-headless.a.svc.cluster.local:11625"
+        ]
+    );
+    let Lookup::Found(l) = s.lookup("a", "v1") else {
+        panic!("v1")
+    };
+    assert!(l.preferred.iter().any(|p| &**p == "core-live-b.stellar.org:11625"));
+    assert!(!l.preferred.iter().any(|p| &**p == "core-live-a.stellar.org:11625"));
+    // Others do not get v1's own peers, and their hash does not change because of them.
+    let plain = snap(&[v("a", "v1", "testnet"), v("a", "v2", "testnet"), v("a", "v3", "testnet")]);
+    let hash = |s: &PeerSnapshot, n: &str| match s.lookup("a", n) {
+        Lookup::Found(l) => l.hash.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(hash(&s, "v2"), hash(&plain, "v2"));
+    assert_ne!(hash(&s, "v1"), hash(&plain, "v1"));
+    // --max-peers bounds the in-cluster peers only.
+    let bounded = PeerSnapshot::build(
+        1,
+        &nodes,
+        &PeerSettings {
+            max_peers: 1,
+            ..PeerSettings::default()
+        },
+    );
+    let k = known(&bounded, "a", "v1");
+    assert_eq!(k.len(), 3, "{k:?}");
+    assert!(k.contains(&"core-live-a.stellar.org:11625".to_owned()));
+    assert!(k.contains(&"core-live-b.stellar.org:11625".to_owned()));
+}
+
+#[test]
+fn a_bad_known_peers_field_is_a_problem_of_that_node_alone() {
+    let mut a = v("a", "v1", "testnet");
+    a.user_peers_problem = Some("spec.validatorConfig.knownPeers: not TOML".into());
+    let s = snap(&[a, v("a", "v2", "testnet")]);
+    assert!(matches!(s.lookup("a", "v1"), Lookup::Found(_)));
+    assert_eq!(known(&s, "a", "v2"), ["v1-0.v1-headless.a.svc.cluster.local:11625"]);
+    assert_eq!(s.problems.len(), 1);
+    assert_eq!(s.problems[0].kind, ProblemKind::UserPeers);
 }

@@ -650,7 +650,7 @@ impl Injector {
 
 /// The address StellarNode `name` in namespace `ns` is known by to its peers.
 pub fn svc(name: &str, ns: &str) -> String {
-    format!("{name}.{ns}.svc.cluster.local:11625")
+    format!("{name}-0.{name}-headless.{ns}.svc.cluster.local:11625")
 }
 
 /// `STELLAR_PEERS` and the `stellar.org/peers-hash` annotation of the first Ready pod of
