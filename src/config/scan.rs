@@ -78,7 +78,7 @@ pub(crate) fn scan(src: &str) -> Result<Vec<Stmt>, ScanError> {
             }
         };
         let end = end.max(start + 1).min(b.len());
-        let text = &src[start..end];
+        let text = src.get(start..end).ok_or(ScanError { line })?;
         let kind = classify(text, kind_hint).ok_or(ScanError { line })?;
         out.push(Stmt {
             range: start..end,
@@ -303,6 +303,22 @@ mod tests {
             k[3].2,
             Kind::Header {
                 path: vec!["HISTORY".into(), "a.b".into()],
+                array: false
+            }
+        );
+    }
+
+    #[test]
+    fn brackets_quotes_and_hashes_inside_values() {
+        let src =
+            "A = [\"]\", '[', \"#\", \"\\\"]\", [ [] ], { } ] # ]]\nB = \"x\" # [\n[H] # [[x]]\n";
+        let k = kinds(src);
+        assert_eq!(k.len(), 3, "{k:?}");
+        assert_eq!(k[1].0, 2);
+        assert_eq!(
+            k[2].2,
+            Kind::Header {
+                path: vec!["H".into()],
                 array: false
             }
         );

@@ -756,3 +756,85 @@ fn violations_know_whose_they_are() {
     assert_eq!(unknown("A", 0).line(), None);
     assert_eq!(unknown("A", 3).line(), Some(3));
 }
+
+// ------------------------------------------------------------ generated
+
+/// Statement texts without line endings, minus the ones a merge owns.
+fn foreign_statements(cfg: &str) -> Vec<String> {
+    let stmts = super::scan::scan(cfg).expect("scans");
+    stmts
+        .iter()
+        .filter(|s| match &s.kind {
+            super::scan::Kind::KeyValue { key, .. } => key != KNOWN_PEERS && key != PREFERRED_PEERS,
+            super::scan::Kind::Comment => !cfg[s.range.clone()].trim_start().starts_with(MARKER),
+            _ => true,
+        })
+        .map(|s| {
+            cfg[s.range.clone()]
+                .trim_end_matches(['\r', '\n'])
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn generated_configs_keep_every_other_statement() {
+    const PARTS: &[&str] = &[
+        "HTTP_PORT = 1\n",
+        "PEER_PORT=2 # [QUORUM_SET]\n",
+        "KNOWN_PEERS = [\"a.example.org\", \"b:1\"]\n",
+        "KNOWN_PEERS = [\n  \"c.example.org\", # ] [\n  'd',\n]\n",
+        "PREFERRED_PEERS = ['a.example.org:11625']\n",
+        "\"PREFERRED_PEERS\" = []\n",
+        "[QUORUM_SET]\n",
+        "THRESHOLD_PERCENT = 67\n",
+        "VALIDATORS = [\"GA\"]\n",
+        "[QUORUM_SET.inner]\n",
+        "[[VALIDATORS]]\n",
+        "NAME = \"x\"\n",
+        "[HISTORY.h]\n",
+        "get = \"cp {0} {1}\"\n",
+        "# comment with [brackets] and KNOWN_PEERS = []\n",
+        "\n",
+        "\r\n",
+        "DATABASE = \"\"\"\n[NOT]\nKNOWN_PEERS = [\"z\"]\n\"\"\"\n",
+        "NODE_HOME_DOMAIN = '''\n# not a comment\n'''\n",
+        "COMMANDS = [\n\"ll?level=info\", # x\n]\n",
+        "INVARIANT_CHECKS = [] # no newline",
+    ];
+    let mut seed: u64 = 0x5eed_1234_abcd_0001;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) as usize
+    };
+    let mut tried = 0;
+    for _ in 0..3000 {
+        let n = next() % 9;
+        let mut base = String::new();
+        for _ in 0..n {
+            base.push_str(PARTS[next() % PARTS.len()]);
+        }
+        if toml::from_str::<toml::Table>(&base).is_err() {
+            continue;
+        }
+        tried += 1;
+        let out = merge(&base, &KNOWN, &PREFERRED)
+            .unwrap_or_else(|e| panic!("merge failed on {base:?}: {e}"));
+        assert_eq!(
+            merge(&out, &KNOWN, &PREFERRED).as_ref(),
+            Ok(&out),
+            "{base:?}"
+        );
+        assert_eq!(check_ours(&out), Ok(()), "{base:?}\n{out}");
+        assert_eq!(
+            foreign_statements(&out),
+            foreign_statements(&base),
+            "{base:?}"
+        );
+        let t: toml::Table = toml::from_str(&out).expect("merged is TOML");
+        assert!(t.get(KNOWN_PEERS).is_some_and(toml::Value::is_array));
+    }
+    assert!(tried > 300, "only {tried} generated configs were TOML");
+}
