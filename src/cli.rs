@@ -33,6 +33,9 @@ pub enum Command {
     Crd,
     /// Write a development CA and serving certificate (ECDSA P-256).
     Certs(CertsArgs),
+    /// Config mode (init container): merge the injected peers into the base
+    /// stellar-core config and write the result for `stellar-core --conf`.
+    RenderConfig(crate::config::render::RenderArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -23,6 +23,8 @@ pub enum Error {
     Input { path: String, message: String },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    RenderConfig(#[from] crate::config::render::RenderError),
 }
 
 impl Error {
@@ -36,6 +38,7 @@ impl Error {
             Self::Config(_) => "config",
             Self::Input { .. } => "input",
             Self::Io(_) => "io",
+            Self::RenderConfig(_) => "render_config",
         }
     }
 }

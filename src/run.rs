@@ -44,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             eprintln!("wrote {}/{{ca.crt,tls.crt,tls.key}}", out.display());
             Ok(())
         }
+        Command::RenderConfig(a) => crate::config::render::main(&a),
     }
 }
 
