@@ -75,12 +75,7 @@ pub struct NodeRecord {
     pub config_mode: Option<String>,
 }
 
-/// Peers a user wrote into a StellarNode (`validatorConfig.knownPeers`), normalised.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct UserPeers {
-    pub known: Vec<String>,
-    pub preferred: Vec<String>,
-}
+pub use crate::config::UserPeers;
 
 impl NodeRecord {
     /// A well-formed node that is not suspended and has no peer-address annotation.
@@ -183,17 +178,8 @@ impl NodeRecord {
         {
             None | Some(Value::Null) => (UserPeers::default(), None),
             Some(Value::String(raw)) => match crate::config::parse_user_peers(raw) {
-                Ok(p) => (
-                    UserPeers {
-                        known: p.known,
-                        preferred: p.preferred,
-                    },
-                    None,
-                ),
-                Err(e) => (
-                    UserPeers::default(),
-                    Some(format!("spec.validatorConfig.knownPeers: {e}")),
-                ),
+                Ok(p) => (p, None),
+                Err(e) => (UserPeers::default(), Some(e.to_string())),
             },
             Some(other) => (
                 UserPeers::default(),
