@@ -96,6 +96,15 @@ impl Violation {
 }
 
 /// Checks `cfg` against stellar-core's rules; every violation, in file order.
+///
+/// Checked: TOML syntax and duplicate keys; unknown top-level keys; top-level
+/// keys that TOML puts inside a table; keys a table does not allow
+/// (`[QUORUM_SET]` and inner sets, `[[HOME_DOMAINS]]`, `[[VALIDATORS]]`,
+/// `[HISTORY.name]`); table shapes (`[[VALIDATORS]]` not `[VALIDATORS]`);
+/// `KNOWN_PEERS`/`PREFERRED_PEERS` as arrays of addresses stellar-core can
+/// parse; string/integer types inside those tables. Not checked: the types
+/// of other top-level keys, node IDs, qualities, required fields and quorum
+/// safety, which stellar-core reports clearly itself.
 pub fn check(cfg: &str) -> Result<(), Vec<Violation>> {
     if let Err(e) = toml::from_str::<toml::Table>(cfg) {
         return Err(vec![Violation::InvalidToml(TomlError::new(cfg, &e))]);
