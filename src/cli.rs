@@ -112,7 +112,12 @@ pub struct PatchArgs {
     /// stellar-core reads, with the peers in it), `env` (env vars and the snippet only),
     /// or `auto` (merge for validators when --init-image is set). Pods and StellarNodes
     /// override it with the annotation stellar.org/peers-config-mode.
-    #[arg(long, env = "STELLAR_PEER_INJECTOR_CONFIG_MODE", value_enum, default_value = "auto")]
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_CONFIG_MODE",
+        value_enum,
+        default_value = "auto"
+    )]
     pub config_mode: crate::inject::ConfigMode,
     /// Image of the merge init container: this injector's own image (it runs
     /// `stellar-peer-injector render-config`). Empty: no merge mode.

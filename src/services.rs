@@ -78,7 +78,8 @@ async fn ensure(
     if api.get_opt(&g.name).await?.is_some() {
         return Ok(false);
     }
-    let svc: Service = serde_json::from_value(service::manifest(g)).map_err(kube::Error::SerdeError)?;
+    let svc: Service =
+        serde_json::from_value(service::manifest(g)).map_err(kube::Error::SerdeError)?;
     match api.create(&PostParams::default(), &svc).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => return Ok(false),

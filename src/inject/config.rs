@@ -86,11 +86,17 @@ pub fn plan(
         ConfigMode::Env => return Ok(None),
         ConfigMode::Auto if !validator => return Ok(None),
         ConfigMode::Merge if !validator => {
-            return Err("merge mode applies to validators only; this pod gets env vars and the snippet".into());
+            return Err(
+                "merge mode applies to validators only; this pod gets env vars and the snippet"
+                    .into(),
+            );
         }
         _ => {}
     }
     if settings.init_image.is_empty() {
+        if mode == ConfigMode::Auto {
+            return Ok(None); // auto: merge only where it can be done
+        }
         return Err(
             "merge mode needs the init container image (--init-image, Helm value config.initImage); env vars and the snippet injected only"
                 .into(),
@@ -116,12 +122,7 @@ fn rewrite(
     settings: &InjectSettings,
 ) -> Result<MergePlan, String> {
     let merged = settings.merged_path.as_str();
-    let command: Vec<&str> = container
-        .command
-        .iter()
-        .flatten()
-        .map(|s| &**s)
-        .collect();
+    let command: Vec<&str> = container.command.iter().flatten().map(|s| &**s).collect();
     let args: Vec<&str> = container.args.iter().flatten().map(|s| &**s).collect();
     let leave = |why: String| {
         Err(format!(
@@ -155,7 +156,9 @@ fn rewrite(
         )
     } else {
         if !is_subcommand(args[0]) {
-            return leave(format!("its args {args:?} do not start with a stellar-core subcommand"));
+            return leave(format!(
+                "its args {args:?} do not start with a stellar-core subcommand"
+            ));
         }
         let mut out: Vec<String> = Vec::with_capacity(args.len() + 2);
         let mut base = None;
@@ -224,7 +227,10 @@ fn rewrite(
         .filter(|m| m.name != super::MERGED_VOLUME_NAME && m.name != super::VOLUME_NAME)
         .filter(|m| {
             let mp = m.mount_path.trim_end_matches('/');
-            base == mp || base.strip_prefix(mp).is_some_and(|rest| rest.starts_with('/'))
+            base == mp
+                || base
+                    .strip_prefix(mp)
+                    .is_some_and(|rest| rest.starts_with('/'))
         })
         .max_by_key(|m| m.mount_path.len());
     let Some(m) = covering else {
@@ -273,7 +279,10 @@ mod tests {
         )
         .expect("plan");
         assert_eq!(p.base, "/config/stellar-core.cfg");
-        assert_eq!(p.args, ["run", "--conf", "/etc/stellar/merged/stellar-core.cfg"]);
+        assert_eq!(
+            p.args,
+            ["run", "--conf", "/etc/stellar/merged/stellar-core.cfg"]
+        );
         assert_eq!(p.base_mount.name, "config");
         assert_eq!(p.base_mount.mount_path, "/config");
     }
@@ -289,7 +298,12 @@ mod tests {
         assert_eq!(p.base, "/config/stellar-core.cfg");
         assert_eq!(
             p.args,
-            ["run", "--conf", "/etc/stellar/merged/stellar-core.cfg", "--console"]
+            [
+                "run",
+                "--conf",
+                "/etc/stellar/merged/stellar-core.cfg",
+                "--console"
+            ]
         );
         let p = rw(
             json!({"name": "core", "command": ["/usr/bin/stellar-core"], "args": ["run", "--conf=/config/x.cfg"],
@@ -298,7 +312,10 @@ mod tests {
         )
         .expect("plan");
         assert_eq!(p.base, "/config/x.cfg");
-        assert_eq!(p.args, ["run", "--conf", "/etc/stellar/merged/stellar-core.cfg"]);
+        assert_eq!(
+            p.args,
+            ["run", "--conf", "/etc/stellar/merged/stellar-core.cfg"]
+        );
     }
 
     #[test]
@@ -313,7 +330,12 @@ mod tests {
         assert_eq!(p.base_mount.sub_path.as_deref(), Some("stellar-core.cfg"));
         assert_eq!(
             p.args,
-            ["run", "--conf", "/etc/stellar/merged/stellar-core.cfg", "--console"]
+            [
+                "run",
+                "--conf",
+                "/etc/stellar/merged/stellar-core.cfg",
+                "--console"
+            ]
         );
         let p = rw(
             json!({"name": "c", "args": ["run"], "workingDir": "/work",
@@ -347,14 +369,32 @@ mod tests {
     #[test]
     fn what_is_not_understood_is_left_alone_with_a_reason() {
         for (c, why) in [
-            (json!({"name": "c", "command": ["/bin/sh", "-c", "stellar-core run"]}), "is not stellar-core"),
-            (json!({"name": "c", "command": ["stellar-core", "run"]}), "is not stellar-core"),
+            (
+                json!({"name": "c", "command": ["/bin/sh", "-c", "stellar-core run"]}),
+                "is not stellar-core",
+            ),
+            (
+                json!({"name": "c", "command": ["stellar-core", "run"]}),
+                "is not stellar-core",
+            ),
             (json!({"name": "c", "args": ["/start.sh"]}), "subcommand"),
             (json!({"name": "c", "args": ["run", "--conf"]}), "no value"),
-            (json!({"name": "c", "args": ["run", "--conf", "a", "--conf=b"], "volumeMounts": [{"name": "x", "mountPath": "/etc/stellar"}]}), "more than once"),
-            (json!({"name": "c", "args": ["run", "--conf", "-"]}), "stdin"),
-            (json!({"name": "c", "args": ["run", "--conf", "/baked/in.cfg"], "volumeMounts": [{"name": "x", "mountPath": "/bake"}]}), "no volume is mounted"),
-            (json!({"name": "c", "volumeMounts": [{"name": "config", "mountPath": "/config"}, {"name": "mine", "mountPath": "/etc/stellar/merged"}]}), "already mounted"),
+            (
+                json!({"name": "c", "args": ["run", "--conf", "a", "--conf=b"], "volumeMounts": [{"name": "x", "mountPath": "/etc/stellar"}]}),
+                "more than once",
+            ),
+            (
+                json!({"name": "c", "args": ["run", "--conf", "-"]}),
+                "stdin",
+            ),
+            (
+                json!({"name": "c", "args": ["run", "--conf", "/baked/in.cfg"], "volumeMounts": [{"name": "x", "mountPath": "/bake"}]}),
+                "no volume is mounted",
+            ),
+            (
+                json!({"name": "c", "volumeMounts": [{"name": "config", "mountPath": "/config"}, {"name": "mine", "mountPath": "/etc/stellar/merged"}]}),
+                "already mounted",
+            ),
         ] {
             let e = rw(c.clone(), None).expect_err("left alone");
             assert!(e.contains(why), "{c}: {e}");
@@ -374,27 +414,43 @@ mod tests {
         let s = settings();
         let mut w = Vec::new();
         assert_eq!(resolve_mode(&pod, Some(&node), &s, &mut w), ConfigMode::Env);
-        assert_eq!(resolve_mode(&bare, Some(&node), &s, &mut w), ConfigMode::Merge);
+        assert_eq!(
+            resolve_mode(&bare, Some(&node), &s, &mut w),
+            ConfigMode::Merge
+        );
         assert_eq!(resolve_mode(&bare, None, &s, &mut w), ConfigMode::Auto);
         assert!(w.is_empty());
         node.config_mode = Some("sideways".into());
-        assert_eq!(resolve_mode(&bare, Some(&node), &s, &mut w), ConfigMode::Auto);
+        assert_eq!(
+            resolve_mode(&bare, Some(&node), &s, &mut w),
+            ConfigMode::Auto
+        );
         assert!(w[0].contains("sideways"), "{w:?}");
     }
 
     #[test]
     fn auto_merges_validators_only_and_needs_an_image() {
-        let c = container(json!({"name": "c", "volumeMounts": [{"name": "config", "mountPath": "/config"}]}));
+        let c = container(
+            json!({"name": "c", "volumeMounts": [{"name": "config", "mountPath": "/config"}]}),
+        );
         let pod = PodView::default();
         let v = NodeRecord::new("ns", "v", NodeKind::Validator, "testnet");
         let h = NodeRecord::new("ns", "h", NodeKind::Horizon, "testnet");
         let s = settings();
-        assert!(plan(ConfigMode::Auto, Some(&v), &pod, &c, &s).expect("ok").is_some());
+        assert!(
+            plan(ConfigMode::Auto, Some(&v), &pod, &c, &s)
+                .expect("ok")
+                .is_some()
+        );
         assert_eq!(plan(ConfigMode::Auto, Some(&h), &pod, &c, &s), Ok(None));
         assert_eq!(plan(ConfigMode::Env, Some(&v), &pod, &c, &s), Ok(None));
         assert!(plan(ConfigMode::Merge, Some(&h), &pod, &c, &s).is_err());
         let no_image = InjectSettings::default();
-        let e = plan(ConfigMode::Auto, Some(&v), &pod, &c, &no_image).expect_err("no image");
+        assert_eq!(
+            plan(ConfigMode::Auto, Some(&v), &pod, &c, &no_image),
+            Ok(None)
+        );
+        let e = plan(ConfigMode::Merge, Some(&v), &pod, &c, &no_image).expect_err("no image");
         assert!(e.contains("--init-image"), "{e}");
     }
 }

@@ -105,9 +105,21 @@ impl InjectSettings {
     /// Checks that `mount_path` is an absolute file path below a directory other than `/`.
     pub fn validate(&self) -> Result<(), String> {
         for (flag, p, example) in [
-            ("--mount-path", &self.mount_path, "/etc/stellar/peers/peers.cfg"),
-            ("--merged-config-path", &self.merged_path, "/etc/stellar/merged/stellar-core.cfg"),
-            ("--base-config", &self.base_config, "/config/stellar-core.cfg"),
+            (
+                "--mount-path",
+                &self.mount_path,
+                "/etc/stellar/peers/peers.cfg",
+            ),
+            (
+                "--merged-config-path",
+                &self.merged_path,
+                "/etc/stellar/merged/stellar-core.cfg",
+            ),
+            (
+                "--base-config",
+                &self.base_config,
+                "/config/stellar-core.cfg",
+            ),
         ] {
             if !is_file_path(p) {
                 return Err(format!(

@@ -116,8 +116,9 @@ pub struct PatchShape {
     pub container: usize,
     pub mounts: Slots,
     pub env: Slots,
-    /// Merge mode (`None`: env vars and the snippet only).
-    pub merge: Option<MergeShape>,
+    /// Merge mode (`None`: env vars and the snippet only). Boxed: most pods' shapes
+    /// stay small, and the shape is the patch cache's key.
+    pub merge: Option<Box<MergeShape>>,
 }
 
 impl PatchShape {
@@ -141,12 +142,14 @@ impl PatchShape {
                 &OWNED_VOLUMES,
             ),
             env: Slots::of(container.and_then(|c| c.env.as_deref()), &ENV_NAMES),
-            merge: merge.map(|plan| MergeShape {
-                plan,
-                init: Slots::of(
-                    pod.spec.as_ref().and_then(|s| s.init_containers.as_deref()),
-                    &[INIT_CONTAINER_NAME],
-                ),
+            merge: merge.map(|plan| {
+                Box::new(MergeShape {
+                    plan,
+                    init: Slots::of(
+                        pod.spec.as_ref().and_then(|s| s.init_containers.as_deref()),
+                        &[INIT_CONTAINER_NAME],
+                    ),
+                })
             }),
         }
     }
@@ -212,7 +215,7 @@ fn upsert(ops: &mut Vec<PatchOperation>, base: &PointerBuf, slots: &Slots, items
 /// shape. Pure: the same shape, list and settings give the same patch.
 pub fn build_patch(shape: &PatchShape, list: &PeerList, settings: &InjectSettings) -> Patch {
     let mut ops = Vec::with_capacity(20);
-    let merge = shape.merge.as_ref();
+    let merge = shape.merge.as_deref();
     let mut annotations = vec![
         (ANNOTATION_CONFIG, list.config.as_str()),
         (ANNOTATION_HASH, list.hash.as_str()),
@@ -255,20 +258,28 @@ pub fn build_patch(shape: &PatchShape, list: &PeerList, settings: &InjectSetting
     if merge.is_some() {
         volumes.push(json!({ "name": MERGED_VOLUME_NAME, "emptyDir": {} }));
     }
-    upsert(&mut ops, &ptr(&["spec", "volumes"]), &shape.volumes, volumes);
+    upsert(
+        &mut ops,
+        &ptr(&["spec", "volumes"]),
+        &shape.volumes,
+        volumes,
+    );
 
     let mut cbase = ptr(&["spec", "containers"]);
     cbase.push_back(shape.container);
     let peers_mount =
         json!({ "name": VOLUME_NAME, "mountPath": settings.mount_dir(), "readOnly": true });
-    let merged_mount = |read_only: bool| {
-        json!({ "name": MERGED_VOLUME_NAME, "mountPath": settings.merged_dir(), "readOnly": read_only })
-    };
+    let merged_mount = |read_only: bool| json!({ "name": MERGED_VOLUME_NAME, "mountPath": settings.merged_dir(), "readOnly": read_only });
     let mut mounts = vec![peers_mount.clone()];
     if merge.is_some() {
         mounts.push(merged_mount(true));
     }
-    upsert(&mut ops, &at(&cbase, &["volumeMounts"]), &shape.mounts, mounts);
+    upsert(
+        &mut ops,
+        &at(&cbase, &["volumeMounts"]),
+        &shape.mounts,
+        mounts,
+    );
     if let Some(m) = merge {
         ops.push(add(at(&cbase, &["args"]), json!(m.plan.args)));
         let mut base_mount = json!({
@@ -296,7 +307,12 @@ pub fn build_patch(shape: &PatchShape, list: &PeerList, settings: &InjectSetting
             },
         });
         // After the pod's own init containers: whatever they prepare is in place.
-        upsert(&mut ops, &ptr(&["spec", "initContainers"]), &m.init, vec![init]);
+        upsert(
+            &mut ops,
+            &ptr(&["spec", "initContainers"]),
+            &m.init,
+            vec![init],
+        );
     }
 
     let values = [

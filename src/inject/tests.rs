@@ -97,8 +97,7 @@ fn operator_pod_gets_its_peers_in_the_stellar_node_container() {
     let snap = snapshot();
     let d = decide_body(REVIEW, Some(&snap));
     let pod = apply(REVIEW, &d);
-    let peers =
-        "validator-2-0.validator-2-headless.stellar.svc.cluster.local:11625,validator-3-0.validator-3-headless.other.svc.cluster.local:11625";
+    let peers = "validator-2-0.validator-2-headless.stellar.svc.cluster.local:11625,validator-3-0.validator-3-headless.other.svc.cluster.local:11625";
     assert_eq!(
         env_value(&pod, "stellar-node", "STELLAR_PEERS").as_deref(),
         Some(peers)
@@ -697,18 +696,34 @@ fn merge_mode_adds_the_init_container_the_emptydir_and_the_conf() {
     assert_eq!(init[1]["image"], "stellar-peer-injector:test");
     assert_eq!(
         init[1]["args"],
-        json!(["render-config", "--base", "/config/stellar-core.cfg", "--peers",
-               "/etc/stellar/peers/peers.cfg", "--out", "/etc/stellar/merged/stellar-core.cfg"])
+        json!([
+            "render-config",
+            "--base",
+            "/config/stellar-core.cfg",
+            "--peers",
+            "/etc/stellar/peers/peers.cfg",
+            "--out",
+            "/etc/stellar/merged/stellar-core.cfg"
+        ])
     );
     let mounts: Vec<(&str, &str)> = init[1]["volumeMounts"]
         .as_array()
         .expect("mounts")
         .iter()
-        .map(|m| (m["name"].as_str().unwrap_or(""), m["mountPath"].as_str().unwrap_or("")))
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or(""),
+                m["mountPath"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(
         mounts,
-        [("config", "/config"), ("stellar-peers", "/etc/stellar/peers"), ("stellar-peers-merged", "/etc/stellar/merged")]
+        [
+            ("config", "/config"),
+            ("stellar-peers", "/etc/stellar/peers"),
+            ("stellar-peers-merged", "/etc/stellar/merged")
+        ]
     );
     let main = pod["spec"]["containers"]
         .as_array()
@@ -789,7 +804,9 @@ fn env_mode_and_non_validators_are_unchanged_and_odd_commands_are_left_alone() {
         panic!("{d:?}")
     };
     assert!(
-        warnings.iter().any(|w| w.contains("is not stellar-core") && w.contains("left alone")),
+        warnings
+            .iter()
+            .any(|w| w.contains("is not stellar-core") && w.contains("left alone")),
         "{warnings:?}"
     );
     let pod = apply_with(&body, &d, &s);

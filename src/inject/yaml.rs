@@ -175,12 +175,69 @@ mod tests {
 
     /// Strings that YAML 1.1 or 1.2 would read as something else if left plain.
     const TRICKY: &[&str] = &[
-        "yes", "Yes", "YES", "no", "No", "on", "On", "off", "OFF", "y", "Y", "n", "N", "true",
-        "False", "null", "Null", "~", "", " ", "0123", "1e3", "1_000", "0x1F", "0o17", "1:20",
-        "-1", "+1", ".5", ".inf", "-.inf", ".NaN", "12.5", "2026-12-01", "=", "<<", "a: b",
-        "a #b", "#x", "- x", "[a]", "{a}", "*a", "&a", "!a", "%a", "@a", "`a", "'a'", "\"a\"",
-        "|", ">", "?", "a\tb", "trailing ", " leading", "line\nbreak", "two\n\n", "\nlead",
-        "tab\tin\nblock\n", "crlf\r\n", "unicode é", "stellar/stellar-core:21",
+        "yes",
+        "Yes",
+        "YES",
+        "no",
+        "No",
+        "on",
+        "On",
+        "off",
+        "OFF",
+        "y",
+        "Y",
+        "n",
+        "N",
+        "true",
+        "False",
+        "null",
+        "Null",
+        "~",
+        "",
+        " ",
+        "0123",
+        "1e3",
+        "1_000",
+        "0x1F",
+        "0o17",
+        "1:20",
+        "-1",
+        "+1",
+        ".5",
+        ".inf",
+        "-.inf",
+        ".NaN",
+        "12.5",
+        "2026-12-01",
+        "=",
+        "<<",
+        "a: b",
+        "a #b",
+        "#x",
+        "- x",
+        "[a]",
+        "{a}",
+        "*a",
+        "&a",
+        "!a",
+        "%a",
+        "@a",
+        "`a",
+        "'a'",
+        "\"a\"",
+        "|",
+        ">",
+        "?",
+        "a\tb",
+        "trailing ",
+        " leading",
+        "line\nbreak",
+        "two\n\n",
+        "\nlead",
+        "tab\tin\nblock\n",
+        "crlf\r\n",
+        "unicode é",
+        "stellar/stellar-core:21",
         "core-live-a.stellar.org:11625",
     ];
 
@@ -189,18 +246,30 @@ mod tests {
         for s in TRICKY {
             let doc = json!({"env": [{"name": "X", "value": s}], *s: s});
             let text = to_yaml(&doc);
-            let back: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{s:?}: {e}\n{text}"));
+            let back: Value =
+                serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{s:?}: {e}\n{text}"));
             assert_eq!(back, doc, "{s:?}:\n{text}");
         }
     }
 
     #[test]
     fn yaml_1_1_words_and_numbers_are_quoted() {
-        for s in ["yes", "on", "off", "y", "n", "NO", "null", "0123", "1e3", "1:20"] {
+        for s in [
+            "yes", "on", "off", "y", "n", "NO", "null", "0123", "1e3", "1:20",
+        ] {
             assert!(!plain_is_safe(s), "{s:?} must be quoted");
-            assert!(to_yaml(&json!({ "v": s })).contains(&format!("\"{s}\"")), "{s:?}");
+            assert!(
+                to_yaml(&json!({ "v": s })).contains(&format!("\"{s}\"")),
+                "{s:?}"
+            );
         }
-        for s in ["stellar-node", "v1", "app.kubernetes.io/name", "/config/stellar-core.cfg", "Validator"] {
+        for s in [
+            "stellar-node",
+            "v1",
+            "app.kubernetes.io/name",
+            "/config/stellar-core.cfg",
+            "Validator",
+        ] {
             assert!(plain_is_safe(s), "{s:?} can stay plain");
         }
     }
@@ -219,10 +288,17 @@ mod tests {
     #[test]
     fn multi_line_text_is_a_literal_block() {
         let cfg = "# Peers\nKNOWN_PEERS = [\n  \"a.b:11625\",\n]\n";
-        let text = to_yaml(&json!({"metadata": {"annotations": {"stellar.org/peers-config": cfg}}}));
-        assert!(text.contains("stellar.org/peers-config: |\n      # Peers\n"), "{text}");
+        let text =
+            to_yaml(&json!({"metadata": {"annotations": {"stellar.org/peers-config": cfg}}}));
+        assert!(
+            text.contains("stellar.org/peers-config: |\n      # Peers\n"),
+            "{text}"
+        );
         let back: Value = serde_yaml::from_str(&text).expect("parses");
-        assert_eq!(back["metadata"]["annotations"]["stellar.org/peers-config"], cfg);
+        assert_eq!(
+            back["metadata"]["annotations"]["stellar.org/peers-config"],
+            cfg
+        );
     }
 
     #[test]

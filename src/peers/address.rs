@@ -113,7 +113,12 @@ mod tests {
             "v1-0.v1-headless.ns.svc.cluster.local:11625"
         );
         assert_eq!(
-            normalize(&pod_address("validator-a", "stellar-testnet", "corp.example")).as_deref(),
+            normalize(&pod_address(
+                "validator-a",
+                "stellar-testnet",
+                "corp.example"
+            ))
+            .as_deref(),
             Ok("validator-a-0.validator-a-headless.stellar-testnet.svc.corp.example:11625")
         );
     }

@@ -368,7 +368,12 @@ fn compute_list(
     // The user's own peers (validatorConfig.knownPeers) always join, outside the bound.
     let user = &rec.user_peers;
     if !user.known.is_empty() || !user.preferred.is_empty() {
-        known.extend(user.known.iter().chain(&user.preferred).map(|a| Arc::from(a.as_str())));
+        known.extend(
+            user.known
+                .iter()
+                .chain(&user.preferred)
+                .map(|a| Arc::from(a.as_str())),
+        );
         preferred.extend(user.preferred.iter().map(|a| Arc::from(a.as_str())));
         for list in [&mut known, &mut preferred] {
             list.retain(|a| Some(&**a) != self_address);

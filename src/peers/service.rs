@@ -129,13 +129,26 @@ mod tests {
         assert_eq!(spec.publish_not_ready_addresses, Some(true));
         let sel = spec.selector.expect("selector");
         assert_eq!(sel.get(LABEL_INSTANCE).map(String::as_str), Some("v1"));
-        assert_eq!(sel.get(LABEL_NAME).map(String::as_str), Some("stellar-node"));
-        let ports = spec.ports.expect("ports");
-        assert_eq!((ports[0].name.as_deref(), ports[0].port), (Some("peer"), 11625));
-        let owner = &svc.metadata.owner_references.expect("owner")[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("StellarNode", "u1"));
         assert_eq!(
-            svc.metadata.labels.expect("labels").get(MANAGED_BY_LABEL).map(String::as_str),
+            sel.get(LABEL_NAME).map(String::as_str),
+            Some("stellar-node")
+        );
+        let ports = spec.ports.expect("ports");
+        assert_eq!(
+            (ports[0].name.as_deref(), ports[0].port),
+            (Some("peer"), 11625)
+        );
+        let owner = &svc.metadata.owner_references.expect("owner")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("StellarNode", "u1")
+        );
+        assert_eq!(
+            svc.metadata
+                .labels
+                .expect("labels")
+                .get(MANAGED_BY_LABEL)
+                .map(String::as_str),
             Some(MANAGED_BY)
         );
         // The pod address's Service is this one.

@@ -59,7 +59,10 @@ fn networks_never_mix() {
     for p in known(&s, "a", "t1") {
         assert!(p.starts_with('t'), "testnet node got {p}");
     }
-    assert_eq!(known(&s, "a", "m1"), ["m2-0.m2-headless.a.svc.cluster.local:11625"]);
+    assert_eq!(
+        known(&s, "a", "m1"),
+        ["m2-0.m2-headless.a.svc.cluster.local:11625"]
+    );
 }
 
 #[test]
@@ -89,7 +92,10 @@ fn suspended_and_invalid_validators_are_excluded() {
     let mut bad = v("a", "v4", "testnet");
     bad.problem = Some("spec.network must be a string".into());
     let s = snap(&[v("a", "v1", "testnet"), v("a", "v2", "testnet"), sus, bad]);
-    assert_eq!(known(&s, "a", "v1"), ["v2-0.v2-headless.a.svc.cluster.local:11625"]);
+    assert_eq!(
+        known(&s, "a", "v1"),
+        ["v2-0.v2-headless.a.svc.cluster.local:11625"]
+    );
     // A suspended validator's own pods (when resumed) still never list itself.
     assert_eq!(
         known(&s, "a", "v3"),
@@ -116,7 +122,10 @@ fn annotation_overrides_address_and_bad_annotation_falls_back() {
     let s = snap(&[a, b, v("a", "v3", "testnet")]);
     assert_eq!(
         known(&s, "a", "v3"),
-        ["v1.example.org:11625", "v2-0.v2-headless.a.svc.cluster.local:11625"]
+        [
+            "v1.example.org:11625",
+            "v2-0.v2-headless.a.svc.cluster.local:11625"
+        ]
     );
     // The overridden address is this node's own: it is excluded from its own list.
     assert_eq!(
@@ -126,11 +135,9 @@ fn annotation_overrides_address_and_bad_annotation_falls_back() {
             "v3-0.v3-headless.a.svc.cluster.local:11625"
         ]
     );
-    assert!(
-        s.problems
-            .iter()
-            .any(|p| p.node == "a/v2" && p.kind == ProblemKind::PeerAddress && p.message.contains("IPv6"))
-    );
+    assert!(s.problems.iter().any(|p| p.node == "a/v2"
+        && p.kind == ProblemKind::PeerAddress
+        && p.message.contains("IPv6")));
 }
 
 #[test]
@@ -166,7 +173,10 @@ fn extras_join_their_network_only_and_keep_preference() {
     let p: Vec<&str> = l.preferred.iter().map(|a| &**a).collect();
     assert_eq!(
         p,
-        ["m2-0.m2-headless.a.svc.cluster.local:11625", "tier1-a.example.org:11625"]
+        [
+            "m2-0.m2-headless.a.svc.cluster.local:11625",
+            "tier1-a.example.org:11625"
+        ]
     );
     assert!(known(&s, "a", "t1").is_empty());
     assert_eq!(s.network("mainnet").map(|n| n.validators), Some(2));
@@ -333,9 +343,15 @@ fn snippet_is_valid_toml_stellar_core_accepts() {
     };
     assert_eq!(
         arr("KNOWN_PEERS"),
-        ["1.2.3.4:11625", "v2-0.v2-headless.a.svc.cluster.local:11625"]
+        [
+            "1.2.3.4:11625",
+            "v2-0.v2-headless.a.svc.cluster.local:11625"
+        ]
     );
-    assert_eq!(arr("PREFERRED_PEERS"), ["v2-0.v2-headless.a.svc.cluster.local:11625"]);
+    assert_eq!(
+        arr("PREFERRED_PEERS"),
+        ["v2-0.v2-headless.a.svc.cluster.local:11625"]
+    );
     assert!(l.config.contains(&l.hash));
 }
 
@@ -371,10 +387,22 @@ fn user_known_peers_join_their_node_only_and_escape_the_bound() {
     let Lookup::Found(l) = s.lookup("a", "v1") else {
         panic!("v1")
     };
-    assert!(l.preferred.iter().any(|p| &**p == "core-live-b.stellar.org:11625"));
-    assert!(!l.preferred.iter().any(|p| &**p == "core-live-a.stellar.org:11625"));
+    assert!(
+        l.preferred
+            .iter()
+            .any(|p| &**p == "core-live-b.stellar.org:11625")
+    );
+    assert!(
+        !l.preferred
+            .iter()
+            .any(|p| &**p == "core-live-a.stellar.org:11625")
+    );
     // Others do not get v1's own peers, and their hash does not change because of them.
-    let plain = snap(&[v("a", "v1", "testnet"), v("a", "v2", "testnet"), v("a", "v3", "testnet")]);
+    let plain = snap(&[
+        v("a", "v1", "testnet"),
+        v("a", "v2", "testnet"),
+        v("a", "v3", "testnet"),
+    ]);
     let hash = |s: &PeerSnapshot, n: &str| match s.lookup("a", n) {
         Lookup::Found(l) => l.hash.clone(),
         other => panic!("{other:?}"),
@@ -402,7 +430,10 @@ fn a_bad_known_peers_field_is_a_problem_of_that_node_alone() {
     a.user_peers_problem = Some("spec.validatorConfig.knownPeers: not TOML".into());
     let s = snap(&[a, v("a", "v2", "testnet")]);
     assert!(matches!(s.lookup("a", "v1"), Lookup::Found(_)));
-    assert_eq!(known(&s, "a", "v2"), ["v1-0.v1-headless.a.svc.cluster.local:11625"]);
+    assert_eq!(
+        known(&s, "a", "v2"),
+        ["v1-0.v1-headless.a.svc.cluster.local:11625"]
+    );
     assert_eq!(s.problems.len(), 1);
     assert_eq!(s.problems[0].kind, ProblemKind::UserPeers);
 }

@@ -151,8 +151,16 @@ pub async fn run(
         metrics.rollout_leader.set(1);
         let (sts, deploy, pods) = (
             stores.sts.iter().flat_map(Store::state).collect::<Vec<_>>(),
-            stores.deploy.iter().flat_map(Store::state).collect::<Vec<_>>(),
-            stores.pods.iter().flat_map(Store::state).collect::<Vec<_>>(),
+            stores
+                .deploy
+                .iter()
+                .flat_map(Store::state)
+                .collect::<Vec<_>>(),
+            stores
+                .pods
+                .iter()
+                .flat_map(Store::state)
+                .collect::<Vec<_>>(),
         );
         let observed = observe::observe(
             sts.iter().map(|o| &**o),

@@ -290,7 +290,11 @@ mod tests {
         );
         let mut surge = ok.clone();
         surge["replicas"] = json!(3);
-        assert!(!deploy_state(&deploy(4, Some(surge))).expect("state").settled);
+        assert!(
+            !deploy_state(&deploy(4, Some(surge)))
+                .expect("state")
+                .settled
+        );
         let mut old = ok;
         old["updatedReplicas"] = json!(1);
         assert!(!deploy_state(&deploy(4, Some(old))).expect("state").settled);

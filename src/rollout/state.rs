@@ -155,7 +155,9 @@ impl RolloutState {
             .collect();
         self.notified.retain(|n| wanted.contains(n));
         plan.actions.retain(|a| match a {
-            Action::Notify { key, hash, .. } => !self.notified.contains(&(key.clone(), hash.clone())),
+            Action::Notify { key, hash, .. } => {
+                !self.notified.contains(&(key.clone(), hash.clone()))
+            }
             _ => true,
         });
         Next::Act { plan, expired }
@@ -215,7 +217,10 @@ impl RolloutState {
         let present: HashSet<&WorkloadKey> = observed.workloads.iter().map(|w| &w.key).collect();
         self.newest_generation.retain(|k, _| present.contains(k));
         for w in &observed.workloads {
-            let newest = self.newest_generation.entry(w.key.clone()).or_insert(w.generation);
+            let newest = self
+                .newest_generation
+                .entry(w.key.clone())
+                .or_insert(w.generation);
             if w.generation < *newest {
                 stale.push(w.key.clone());
             } else {

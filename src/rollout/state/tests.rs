@@ -134,16 +134,28 @@ fn a_new_validator_seen_before_its_workload_or_its_status_holds_the_slot() {
     // Its StatefulSet seen without status (sts_state makes that unsettled).
     let mut w = base.clone();
     w.push(wl("v3", &h3, false, 1));
-    let n = st.next(t0 + Duration::from_secs(1), &new, &obs(w.clone(), pods.clone()));
+    let n = st.next(
+        t0 + Duration::from_secs(1),
+        &new,
+        &obs(w.clone(), pods.clone()),
+    );
     assert!(acts(&n).is_empty(), "{n:?}");
     // Its status says ready but its pod is not seen yet.
     w[2].settled = true;
-    let n = st.next(t0 + Duration::from_secs(2), &new, &obs(w.clone(), pods.clone()));
+    let n = st.next(
+        t0 + Duration::from_secs(2),
+        &new,
+        &obs(w.clone(), pods.clone()),
+    );
     assert!(acts(&n).is_empty(), "{n:?}");
     // Its pod is seen, not ready.
     let mut p = pods.clone();
     p.push(pod("v3", "u3", &h3, false));
-    let n = st.next(t0 + Duration::from_secs(3), &new, &obs(w.clone(), p.clone()));
+    let n = st.next(
+        t0 + Duration::from_secs(3),
+        &new,
+        &obs(w.clone(), p.clone()),
+    );
     assert!(acts(&n).is_empty(), "{n:?}");
     // Ready: exactly one of the others starts.
     p[2].ready = true;
@@ -216,10 +228,18 @@ fn an_annotation_holds_the_slot_until_the_watch_shows_it_however_late() {
     w[0].settled = true;
     let mut p = stale.pods.clone();
     p[0] = pod("v1", "u1b", &h1, false);
-    let n = st.next(t0 + Duration::from_secs(301), &new, &obs(w.clone(), p.clone()));
+    let n = st.next(
+        t0 + Duration::from_secs(301),
+        &new,
+        &obs(w.clone(), p.clone()),
+    );
     assert!(acts(&n).is_empty(), "{n:?}");
     p[0].ready = true;
-    let n = st.next(t0 + Duration::from_secs(302), &new, &obs(w.clone(), p.clone()));
+    let n = st.next(
+        t0 + Duration::from_secs(302),
+        &new,
+        &obs(w.clone(), p.clone()),
+    );
     assert_eq!(acts(&n), ["annotate v2"]);
     record_all(&mut st, t0 + Duration::from_secs(302), &n);
     // A relist from a lagging cache shows v1 at its old generation again: it holds
@@ -313,7 +333,11 @@ fn deleted_pods_hold_the_slot_until_seen_gone_and_never_look_available_again() {
     record_all(&mut st, t0, &n);
     // The deletion is not seen for a long time: v2's pod is not touched.
     for s in [1, 10, 100] {
-        let n = st.next(t0 + Duration::from_secs(s), &new, &obs(w.clone(), p.clone()));
+        let n = st.next(
+            t0 + Duration::from_secs(s),
+            &new,
+            &obs(w.clone(), p.clone()),
+        );
         assert!(acts(&n).is_empty(), "after {s} s: {n:?}");
     }
     // Seen gone; the StatefulSet's status still says ready (it lags): no pod, no slot.
@@ -325,7 +349,11 @@ fn deleted_pods_hold_the_slot_until_seen_gone_and_never_look_available_again() {
     );
     assert!(acts(&n).is_empty(), "{n:?}");
     // A stale relist shows the deleted pod again, ready: still not available.
-    let n = st.next(t0 + Duration::from_secs(102), &new, &obs(w.clone(), p.clone()));
+    let n = st.next(
+        t0 + Duration::from_secs(102),
+        &new,
+        &obs(w.clone(), p.clone()),
+    );
     assert!(acts(&n).is_empty(), "{n:?}");
     // The replacement is ready: v2 next.
     let mut p2 = without;
@@ -344,10 +372,7 @@ fn stale_pod_events_are_sent_once_per_change() {
         on_delete: OnDeletePolicy::Event,
     };
     let mut st = RolloutState::new(StateSettings::new(plan, Duration::ZERO));
-    let mut w = vec![
-        wl("v1", &hash(&new, "v1"), true, 2),
-        wl("v3", &h3, true, 1),
-    ];
+    let mut w = vec![wl("v1", &hash(&new, "v1"), true, 2), wl("v3", &h3, true, 1)];
     w[0].on_delete = true;
     let p = vec![
         pod("v1", "u1", &hash(&old, "v1"), true),
@@ -448,7 +473,7 @@ impl Sim {
     fn unavailable(&self) -> Vec<String> {
         self.sts
             .iter()
-            .filter(|s| !s.pod.as_ref().is_some_and(|p| p.ready_at <= self.now))
+            .filter(|s| s.pod.as_ref().is_none_or(|p| p.ready_at > self.now))
             .map(|s| s.name.clone())
             .collect()
     }
@@ -461,18 +486,19 @@ impl Sim {
         let mut pods = Vec::new();
         for (i, at) in seen_at.iter_mut().enumerate() {
             if relist_back {
-                *at = at.saturating_sub(rng.below(3) as usize);
-            } else if rng.below(3) == 0 {
-                *at = (*at + 1 + rng.below(2) as usize).min(last);
+                *at = at.saturating_sub(rng.below(12) as usize);
+            } else {
+                // Up to 6 steps behind, never going back.
+                *at = (*at).max(last.saturating_sub(rng.below(7) as usize));
             }
             let (state_now, cluster) = &self.history[*at];
             let Some(s) = cluster.get(i) else {
                 continue; // this object did not exist yet at that point
             };
             let state_now = *state_now;
-            let settled = s
-                .status
-                .is_some_and(|(g, ready, rolled)| g >= s.generation && ready && (rolled || s.on_delete));
+            let settled = s.status.is_some_and(|(g, ready, rolled)| {
+                g >= s.generation && ready && (rolled || s.on_delete)
+            });
             workloads.push(WorkloadState {
                 key: key(&s.name),
                 instance: s.name.clone(),
