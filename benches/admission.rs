@@ -143,13 +143,11 @@ fn start_injector(nodes: usize, certs: &std::path::Path) -> (Target, Value) {
         "snapshot_build_ms": round(build.as_secs_f64() * 1e3, 3),
     });
     drop(recs);
-    let state = Arc::new(AdmissionState {
+    let state = Arc::new(AdmissionState::new(
         cache,
-        settings: InjectSettings::default(),
-        metrics: Arc::new(Metrics::new()),
-        body_timeout: Timeouts::default().body,
-        patches: Default::default(),
-    });
+        InjectSettings::default(),
+        Arc::new(Metrics::new()),
+    ));
     (
         serve_router("injector", certs, server::admission_router(state)),
         info,

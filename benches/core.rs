@@ -23,7 +23,7 @@ use stellar_peer_injector::inject::{Decision, InjectSettings, decide};
 use stellar_peer_injector::metrics::Metrics;
 use stellar_peer_injector::peers::{PeerList, PeerSettings, PeerSnapshot};
 use stellar_peer_injector::server::admission::{PatchCache, answer};
-use stellar_peer_injector::server::{AdmissionState, Timeouts};
+use stellar_peer_injector::server::AdmissionState;
 
 use common::*;
 
@@ -36,13 +36,7 @@ fn snapshot(n: usize) -> PeerSnapshot {
 fn state(n: usize) -> AdmissionState {
     let cache = Arc::new(PeerCache::new());
     cache.publish(&records(n), &PeerSettings::default());
-    AdmissionState {
-        cache,
-        settings: InjectSettings::default(),
-        metrics: Arc::new(Metrics::new()),
-        body_timeout: Timeouts::default().body,
-        patches: Default::default(),
-    }
+    AdmissionState::new(cache, InjectSettings::default(), Arc::new(Metrics::new()))
 }
 
 fn production_subscriber() -> impl tracing::Subscriber + Send + Sync {

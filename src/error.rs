@@ -23,6 +23,10 @@ pub enum Error {
     Input { path: String, message: String },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(
+        "task {0} ended unexpectedly (see the log above); the injector stopped so that it can be restarted"
+    )]
+    TaskEnded(&'static str),
     #[error(transparent)]
     RenderConfig(#[from] crate::config::render::RenderError),
 }
@@ -38,6 +42,7 @@ impl Error {
             Self::Config(_) => "config",
             Self::Input { .. } => "input",
             Self::Io(_) => "io",
+            Self::TaskEnded(_) => "task_ended",
             Self::RenderConfig(_) => "render_config",
         }
     }

@@ -17,5 +17,6 @@ pub mod nodes;
 pub mod peers;
 pub mod rollout;
 pub mod run;
+pub mod runtime;
 pub mod server;
 pub mod services;

@@ -41,6 +41,12 @@ pub struct ErrorLabels {
     pub kind: &'static str,
 }
 
+/// Labels of `task_restarts_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub task: &'static str,
+}
+
 /// Failures of background work that is retried (each shows in the log too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -73,6 +79,7 @@ pub struct Metrics {
     pub rollout_leader: Gauge,
     pub services_created: Counter,
     pub errors: Family<ErrorLabels, Counter>,
+    pub task_restarts: Family<TaskLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -170,8 +177,15 @@ impl Metrics {
             "Failed background operations that are retried, by kind",
             errors.clone(),
         );
+        let task_restarts = Family::<TaskLabels, Counter>::default();
+        registry.register(
+            "task_restarts",
+            "Background tasks that ended unexpectedly and were restarted, by task",
+            task_restarts.clone(),
+        );
         Self {
             registry,
+            task_restarts,
             services_created,
             errors,
             patch_cache,
@@ -207,6 +221,11 @@ impl Metrics {
                 result: if hit { "hit" } else { "miss" },
             })
             .inc();
+    }
+
+    /// Counts one restart of a background task.
+    pub fn task_restart(&self, task: &'static str) {
+        self.task_restarts.get_or_create(&TaskLabels { task }).inc();
     }
 
     /// Counts one failed background operation.

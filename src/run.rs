@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::nodes::NodeRecord;
 use crate::peers::PeerSnapshot;
+use crate::runtime::{Runtime, Stop};
 use crate::server::{self, AdminState, AdmissionState, Timeouts, tls::CertWatcher};
 
 /// Runs a parsed command line.
@@ -63,6 +64,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Error> {
+    use crate::rollout::{controller, lease};
     let peer_settings = args.peers.settings()?;
     let inject_settings = args.patch.settings()?;
     let certs = CertWatcher::load(&args.tls_cert, &args.tls_key)?;
@@ -71,84 +73,139 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::new());
     let cache = Arc::new(PeerCache::new());
     let draining = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let rollout = rollout_settings(&args)?;
 
     let https = server::bind(args.listen).await?;
     let admin = server::bind(args.admin_listen).await?;
     tracing::info!(https = %args.listen, admin = %args.admin_listen, namespaces = ?args.kube.namespaces(),
-        max_peers = peer_settings.max_peers, cluster_domain = %peer_settings.cluster_domain, "stellar-peer-injector starting");
+        max_peers = peer_settings.max_peers, cluster_domain = %peer_settings.cluster_domain,
+        config_mode = ?inject_settings.config_mode, "stellar-peer-injector starting");
 
-    tokio::spawn(cache::run(
-        client.clone(),
-        args.kube.namespaces(),
-        peer_settings,
-        cache.clone(),
-        metrics.clone(),
-    ));
+    let mut rt = Runtime::new(metrics.clone());
+    {
+        let (client, cache, metrics) = (client.clone(), cache.clone(), metrics.clone());
+        let namespaces = args.kube.namespaces();
+        rt.spawn_restarting("stellarnode-watch", move || {
+            cache::run(
+                client.clone(),
+                namespaces.clone(),
+                peer_settings.clone(),
+                cache.clone(),
+                metrics.clone(),
+            )
+        });
+    }
     if args.create_governing_services {
-        tokio::spawn(crate::services::run(
+        let (client, cache, metrics) = (client.clone(), cache.clone(), metrics.clone());
+        rt.spawn_restarting("governing-services", move || {
+            crate::services::run(
+                client.clone(),
+                cache.clone(),
+                lease::identity(),
+                metrics.clone(),
+            )
+        });
+    }
+    let leader = Arc::new(watch::channel(false).0);
+    if let Some((lease_settings, settings)) = rollout {
+        let (c, l) = (client.clone(), leader.clone());
+        let stop = rt.stop_signal();
+        rt.spawn_restarting("lease", move || {
+            lease::run(c.clone(), lease_settings.clone(), l.clone(), stop.clone())
+        });
+        let (c, cache, metrics, l) = (
             client.clone(),
             cache.clone(),
-            crate::rollout::lease::identity(),
             metrics.clone(),
-        ));
+            leader.clone(),
+        );
+        rt.spawn_restarting("rollout", move || {
+            controller::run(
+                c.clone(),
+                cache.clone(),
+                settings.clone(),
+                l.subscribe(),
+                metrics.clone(),
+            )
+        });
+    } else {
+        tracing::info!("rollout loop off (--rollout=off)");
     }
-    start_rollout(&args, client, cache.clone(), metrics.clone())?;
-    tokio::spawn(certs.run(args.tls_reload_interval, metrics.clone()));
-    let admission = server::admission_router(Arc::new(AdmissionState {
-        cache: cache.clone(),
-        settings: inject_settings,
-        metrics: metrics.clone(),
-        body_timeout: Timeouts::default().body,
-        patches: Default::default(),
-    }));
-    let tls_task = tokio::spawn(server::serve_tls(
-        https,
-        tls,
-        admission,
-        Timeouts::default(),
-        stop_rx.clone(),
-        args.drain_timeout,
-    ));
+    rt.spawn_critical(
+        "tls-reloader",
+        certs.run(args.tls_reload_interval, metrics.clone()),
+    );
+    let admission = server::admission_router(Arc::new(AdmissionState::new(
+        cache.clone(),
+        inject_settings,
+        metrics.clone(),
+    )));
+    rt.spawn_critical(
+        "https",
+        server::serve_tls(
+            https,
+            tls,
+            admission,
+            Timeouts::default(),
+            rt.stop_signal(),
+            args.drain_timeout,
+        ),
+    );
     let admin_router = server::admin_router(Arc::new(AdminState {
         cache,
         metrics,
         draining: draining.clone(),
     }));
-    let admin_task = tokio::spawn(server::serve_plain(admin, admin_router, stop_rx));
+    rt.spawn_critical(
+        "admin",
+        server::serve_plain(admin, admin_router, rt.stop_signal()),
+    );
 
-    shutdown_signal().await;
+    let stop = rt.wait(shutdown_signal()).await;
     draining.store(true, Ordering::SeqCst);
-    tracing::info!(delay = ?args.shutdown_delay, "shutdown requested: /readyz now fails; still serving until the delay ends");
-    tokio::time::sleep(args.shutdown_delay).await;
-    let _ = stop_tx.send(true);
-    let _ = tls_task.await;
-    let _ = admin_task.await;
+    // Stop acting as the rollout leader at once and give the Lease to a standby.
+    leader.send_replace(false);
+    let failed = match stop {
+        Stop::Signal => {
+            tracing::info!(delay = ?args.shutdown_delay, "shutdown requested: /readyz now fails; still serving until the delay ends");
+            tokio::time::sleep(args.shutdown_delay).await;
+            None
+        }
+        Stop::TaskEnded(task) => {
+            tracing::error!(
+                task,
+                "a task the injector cannot run without ended; stopping so that Kubernetes restarts the pod"
+            );
+            Some(task)
+        }
+    };
+    rt.shutdown(args.drain_timeout + std::time::Duration::from_secs(5))
+        .await;
     tracing::info!("stopped");
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(task) => Err(Error::TaskEnded(task)),
+    }
 }
 
-fn start_rollout(
+/// The Lease and loop settings, or `None` with `--rollout=off`.
+fn rollout_settings(
     args: &ServeArgs,
-    client: kube::Client,
-    cache: Arc<PeerCache>,
-    metrics: Arc<Metrics>,
-) -> Result<(), Error> {
+) -> Result<
+    Option<(
+        crate::rollout::lease::LeaseSettings,
+        crate::rollout::controller::RolloutSettings,
+    )>,
+    Error,
+> {
     use crate::rollout::{controller, lease, plan};
     if args.rollout == controller::Mode::Off {
-        tracing::info!("rollout loop off (--rollout=off)");
-        return Ok(());
+        return Ok(None);
     }
     let namespace = args.lease_namespace.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
         Error::Config("the rollout loop needs a namespace for its leader Lease: pass --lease-namespace or set POD_NAMESPACE (or --rollout=off)".into())
     })?;
     let identity = lease::identity();
-    let (leader_tx, leader_rx) = watch::channel(false);
-    tokio::spawn(lease::run(
-        client.clone(),
-        lease::LeaseSettings::new(args.lease_name.clone(), namespace, identity.clone()),
-        leader_tx,
-    ));
     let settings = controller::RolloutSettings {
         mode: args.rollout,
         plan: plan::PlanSettings {
@@ -160,10 +217,12 @@ fn start_rollout(
         },
         debounce: args.debounce,
         namespaces: args.kube.namespaces(),
-        identity,
+        identity: identity.clone(),
     };
-    tokio::spawn(controller::run(client, cache, settings, leader_rx, metrics));
-    Ok(())
+    Ok(Some((
+        lease::LeaseSettings::new(args.lease_name.clone(), namespace, identity),
+        settings,
+    )))
 }
 
 async fn shutdown_signal() {

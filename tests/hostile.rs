@@ -54,11 +54,8 @@ async fn start() -> Server {
         body: Duration::from_secs(2),
     };
     let state = Arc::new(AdmissionState {
-        cache,
-        settings: InjectSettings::default(),
-        metrics: Arc::new(Metrics::new()),
         body_timeout: timeouts.body,
-        patches: Default::default(),
+        ..AdmissionState::new(cache, InjectSettings::default(), Arc::new(Metrics::new()))
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

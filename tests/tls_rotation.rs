@@ -86,11 +86,8 @@ async fn rotation_under_load_loses_nothing() {
         &PeerSettings::default(),
     );
     let state = Arc::new(AdmissionState {
-        cache,
-        settings: InjectSettings::default(),
-        metrics: metrics.clone(),
         body_timeout: Duration::from_secs(5),
-        patches: Default::default(),
+        ..AdmissionState::new(cache, InjectSettings::default(), metrics.clone())
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

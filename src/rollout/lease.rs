@@ -2,6 +2,7 @@
 //! injector replica runs the rollout loop. Every update is a compare-and-swap on
 //! the Lease's resourceVersion, so two candidates can never both hold it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -47,13 +48,19 @@ pub fn identity() -> String {
         })
 }
 
-/// Keeps trying to acquire and renew the Lease; publishes whether we lead.
-pub async fn run(client: Client, s: LeaseSettings, leader: watch::Sender<bool>) {
+/// Keeps trying to acquire and renew the Lease; publishes whether we lead. On `stop`
+/// it steps down at once (publishes `false`, so the rollout loop stops writing) and
+/// releases the Lease, so that a standby takes over at its next try instead of after
+/// the Lease expires. A standby tries every second.
+pub async fn run(
+    client: Client,
+    s: LeaseSettings,
+    leader: Arc<watch::Sender<bool>>,
+    mut stop: watch::Receiver<bool>,
+) {
     let api: Api<Lease> = Api::namespaced(client, &s.namespace);
-    let mut tick = tokio::time::interval(s.renew_every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let standby_every = s.renew_every.min(Duration::from_secs(1));
     loop {
-        tick.tick().await;
         let lead = match try_acquire(&api, &s).await {
             Ok(l) => l,
             Err(e) => {
@@ -67,6 +74,38 @@ pub async fn run(client: Client, s: LeaseSettings, leader: watch::Sender<bool>) 
             tracing::info!(identity = %s.identity, leader = lead, "leadership changed");
         }
         leader.send_replace(lead);
+        let wait = if lead { s.renew_every } else { standby_every };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = crate::runtime::stopped(&mut stop) => break,
+        }
+    }
+    let was_leader = leader.send_replace(false);
+    if was_leader {
+        match release(&api, &s).await {
+            Ok(()) => tracing::info!(identity = %s.identity, "released the leader Lease"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot release the leader Lease; a standby takes over when it expires")
+            }
+        }
+    }
+}
+
+/// Gives the Lease up if we still hold it (compare-and-swap, like every update).
+async fn release(api: &Api<Lease>, s: &LeaseSettings) -> Result<(), kube::Error> {
+    let Some(mut lease) = api.get_opt(&s.name).await? else {
+        return Ok(());
+    };
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    if spec.holder_identity.as_deref() != Some(s.identity.as_str()) {
+        return Ok(());
+    }
+    spec.holder_identity = None;
+    spec.acquire_time = None;
+    match api.replace(&s.name, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

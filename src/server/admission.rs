@@ -34,6 +34,20 @@ pub struct AdmissionState {
     pub patches: PatchCache,
 }
 
+impl AdmissionState {
+    /// The state `serve`, tests and benches share: the default body timeout and an
+    /// empty patch cache.
+    pub fn new(cache: Arc<PeerCache>, settings: InjectSettings, metrics: Arc<Metrics>) -> Self {
+        Self {
+            cache,
+            settings,
+            metrics,
+            body_timeout: super::Timeouts::default().body,
+            patches: PatchCache::default(),
+        }
+    }
+}
+
 /// Base64-encoded patches, as they go into answers, per peer list and pod shape.
 ///
 /// The patch is a pure function of (shape, list, settings) and a snapshot's lists never
@@ -519,11 +533,8 @@ mod tests {
             &PeerSettings::default(),
         );
         let state = AdmissionState {
-            cache,
-            settings: InjectSettings::default(),
-            metrics: Arc::new(Metrics::new()),
             body_timeout: Duration::from_secs(1),
-            patches: PatchCache::default(),
+            ..AdmissionState::new(cache, InjectSettings::default(), Arc::new(Metrics::new()))
         };
         for _ in 0..3 {
             assert_eq!(answer(&state, REVIEW).status(), StatusCode::OK);

@@ -11,6 +11,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use serde_json::json;
 use stellar_peer_injector::crd::StellarNode;
+use stellar_peer_injector::rollout::observe;
 
 use crate::support::*;
 
@@ -26,16 +27,27 @@ fn template_hash(s: &StatefulSet) -> Option<String> {
         .cloned()
 }
 
-/// Same rule as the injector: the controller has not finished with it.
-fn rolling(s: &StatefulSet) -> bool {
-    let replicas = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let Some(st) = s.status.as_ref() else {
-        return true;
-    };
-    st.observed_generation.unwrap_or(0) < s.metadata.generation.unwrap_or(0)
-        || st.ready_replicas.unwrap_or(0) != replicas
-        || st.updated_replicas.unwrap_or(0) != replicas
-        || st.current_revision != st.update_revision
+/// Unavailable by the injector's own rule (`rollout::observe`): its controller has not
+/// observed, readied and (RollingUpdate) rolled it. An OnDelete StatefulSet whose
+/// template changed while its old pod is still ready is available; a new validator
+/// that is still starting is not.
+fn unavailable(s: &StatefulSet) -> bool {
+    observe::sts_state(s).is_none_or(|w| !w.settled)
+}
+
+type Hashes = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
+
+/// Appends the StatefulSet's template hash to its history when it changed.
+fn record_hash(hashes: &Hashes, s: &StatefulSet) {
+    if let Some(h) = template_hash(s) {
+        let mut hs = hashes.lock().expect("lock");
+        let list = hs
+            .entry(s.metadata.name.clone().unwrap_or_default())
+            .or_default();
+        if list.last() != Some(&h) {
+            list.push(h);
+        }
+    }
 }
 
 /// Watches StatefulSets and records, per network label, the most rolling at once,
@@ -56,19 +68,32 @@ impl Monitor {
         let api = ns.api::<StatefulSet>();
         let task = tokio::spawn(async move {
             let mut state: BTreeMap<String, StatefulSet> = BTreeMap::new();
+            // A re-list (the watch expired, or the apiserver was slow) is collected apart
+            // and replaces the state when complete, so objects deleted meanwhile and
+            // stale versions never mix with fresh ones.
+            let mut relist: Option<BTreeMap<String, StatefulSet>> = None;
             let mut events = watcher(api, watcher::Config::default()).boxed();
             while let Some(ev) = events.next().await {
                 match ev {
-                    Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
-                        let name = s.metadata.name.clone().unwrap_or_default();
-                        if let Some(h) = template_hash(&s) {
-                            let mut hs = h2.lock().expect("lock");
-                            let list = hs.entry(name.clone()).or_default();
-                            if list.last() != Some(&h) {
-                                list.push(h);
-                            }
+                    Ok(watcher::Event::Init) => {
+                        relist = Some(BTreeMap::new());
+                        continue;
+                    }
+                    Ok(watcher::Event::InitApply(s)) => {
+                        record_hash(&h2, &s);
+                        if let Some(r) = relist.as_mut() {
+                            r.insert(s.metadata.name.clone().unwrap_or_default(), s);
                         }
-                        state.insert(name, s);
+                        continue;
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(r) = relist.take() {
+                            state = r;
+                        }
+                    }
+                    Ok(watcher::Event::Apply(s)) => {
+                        record_hash(&h2, &s);
+                        state.insert(s.metadata.name.clone().unwrap_or_default(), s);
                     }
                     Ok(watcher::Event::Delete(s)) => {
                         state.remove(&s.metadata.name.clone().unwrap_or_default());
@@ -84,7 +109,7 @@ impl Monitor {
                         .and_then(|l| l.get("stellar-network"))
                         .cloned()
                         .unwrap_or_default();
-                    if rolling(s) {
+                    if unavailable(s) {
                         per.entry(net)
                             .or_default()
                             .push(s.metadata.name.clone().unwrap_or_default());
@@ -96,7 +121,7 @@ impl Monitor {
                     if names.len() > *e {
                         *e = names.len();
                         if names.len() > 1 {
-                            eprintln!("monitor: {net} rolling at once: {names:?}");
+                            eprintln!("monitor: {net} unavailable at once: {names:?}");
                         }
                     }
                 }

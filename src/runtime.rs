@@ -1,0 +1,216 @@
+//! Edge: owns every long-running task of `serve`, with one shutdown path.
+//!
+//! Each task is spawned through the runtime with a policy:
+//! - **restart**: a task that ends before shutdown (it should never end) is started
+//!   again after a backoff (1 s doubling to 60 s), and counted in
+//!   `stellar_peer_injector_task_restarts_total{task}`. Used for the watches and loops
+//!   whose state is rebuilt from the API server: the StellarNode watch (the cache keeps
+//!   serving its last good snapshot meanwhile, and a re-list is published only once
+//!   complete), the Lease, the rollout loop and the governing-Service task.
+//! - **critical**: a task that ends before shutdown stops the process with an error,
+//!   so that Kubernetes restarts the pod (liveness). Used for what cannot be rebuilt in
+//!   place: the HTTPS and admin listeners and the certificate reloader (its state is
+//!   shared with the listener's TLS configuration).
+//!
+//! Shutdown is a [`watch`] channel every task sees (kubert's drain signal is the model):
+//! restarting tasks are cancelled by it, the listeners drain on it, and
+//! [`Runtime::shutdown`] waits for all of them, bounded.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::metrics::Metrics;
+
+/// What ended the runtime's wait.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM or Ctrl-C.
+    Signal,
+    /// A critical task ended before shutdown: the process must fail.
+    TaskEnded(&'static str),
+}
+
+/// Owns the tasks; see the module docs.
+pub struct Runtime {
+    stop_tx: watch::Sender<bool>,
+    tasks: JoinSet<(&'static str, bool)>,
+    metrics: Arc<Metrics>,
+    backoff: (Duration, Duration),
+}
+
+impl Runtime {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        let (stop_tx, _) = watch::channel(false);
+        Self {
+            stop_tx,
+            tasks: JoinSet::new(),
+            metrics,
+            backoff: (Duration::from_secs(1), Duration::from_secs(60)),
+        }
+    }
+
+    /// Sets the restart backoff (first, most); for tests.
+    pub fn with_backoff(mut self, first: Duration, most: Duration) -> Self {
+        self.backoff = (first, most);
+        self
+    }
+
+    /// The shutdown signal: becomes `true` once, when shutdown starts.
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop_tx.subscribe()
+    }
+
+    /// Spawns a task that is restarted with backoff whenever it ends before shutdown,
+    /// and cancelled at shutdown.
+    pub fn spawn_restarting<F, Fut>(&mut self, name: &'static str, mut make: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut stop = self.stop_signal();
+        let metrics = self.metrics.clone();
+        let (first, most) = self.backoff;
+        self.tasks.spawn(async move {
+            let mut backoff = first;
+            loop {
+                tokio::select! {
+                    () = make() => {}
+                    () = stopped(&mut stop) => return (name, false),
+                }
+                if *stop.borrow() {
+                    return (name, false);
+                }
+                metrics.task_restart(name);
+                tracing::error!(task = name, backoff = ?backoff, "task ended unexpectedly; restarting it after the backoff");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stopped(&mut stop) => return (name, false),
+                }
+                backoff = (backoff * 2).min(most);
+            }
+        });
+    }
+
+    /// Spawns a task whose end before shutdown stops the process. The task itself
+    /// watches [`Self::stop_signal`] to finish its work at shutdown.
+    pub fn spawn_critical<Fut>(&mut self, name: &'static str, fut: Fut)
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(async move {
+            fut.await;
+            (name, true)
+        });
+    }
+
+    /// Waits for `signal` or for a critical task to end first.
+    pub async fn wait(&mut self, signal: impl Future<Output = ()>) -> Stop {
+        let mut signal = std::pin::pin!(signal);
+        loop {
+            tokio::select! {
+                () = &mut signal => return Stop::Signal,
+                Some(ended) = self.tasks.join_next() => match ended {
+                    Ok((name, true)) => return Stop::TaskEnded(name),
+                    Ok((name, false)) => tracing::debug!(task = name, "task finished"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a task panicked");
+                        return Stop::TaskEnded("panicked");
+                    }
+                },
+            }
+        }
+    }
+
+    /// Starts shutdown and waits up to `timeout` for every task to finish.
+    pub async fn shutdown(mut self, timeout: Duration) {
+        self.stop_tx.send_replace(true);
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!(
+                ?timeout,
+                "tasks still running at the end of shutdown; aborting them"
+            );
+            self.tasks.abort_all();
+        }
+    }
+}
+
+/// Resolves once `stop` is (or already was) `true`; never if the sender is gone.
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn restarts(m: &Metrics, task: &str) -> bool {
+        m.encode().lines().any(|l| {
+            l.starts_with("stellar_peer_injector_task_restarts_total")
+                && l.contains(&format!("task=\"{task}\""))
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_ends_is_restarted_with_backoff_and_counted() {
+        let metrics = Arc::new(Metrics::new());
+        let mut rt = Runtime::new(metrics.clone())
+            .with_backoff(Duration::from_secs(1), Duration::from_secs(4));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        rt.spawn_restarting("watch", move || {
+            let r = r.clone();
+            async move {
+                r.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        // Runs at 0 s, then after 1, 2, 4, 4 s of backoff.
+        tokio::time::sleep(Duration::from_millis(11_500)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 5);
+        assert!(restarts(&metrics, "watch"));
+        rt.shutdown(Duration::from_secs(1)).await;
+        let after = runs.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            after,
+            "no restart after shutdown"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_critical_task_that_ends_stops_the_wait() {
+        let mut rt = Runtime::new(Arc::new(Metrics::new()));
+        rt.spawn_restarting("loop", std::future::pending);
+        rt.spawn_critical("listener", async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        });
+        let stop = rt.wait(std::future::pending()).await;
+        assert_eq!(stop, Stop::TaskEnded("listener"));
+        rt.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_cancels_restarting_tasks_and_waits_for_critical_ones() {
+        let mut rt = Runtime::new(Arc::new(Metrics::new()));
+        let done = Arc::new(AtomicUsize::new(0));
+        rt.spawn_restarting("loop", std::future::pending);
+        let mut stop = rt.stop_signal();
+        let d = done.clone();
+        rt.spawn_critical("listener", async move {
+            stopped(&mut stop).await;
+            tokio::time::sleep(Duration::from_secs(2)).await; // draining
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(rt.wait(async {}).await, Stop::Signal);
+        rt.shutdown(Duration::from_secs(10)).await;
+        assert_eq!(done.load(Ordering::SeqCst), 1, "the listener drained");
+    }
+}
