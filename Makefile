@@ -2,7 +2,7 @@
 SHELL := bash
 TESTBED := tests/testbed/testbed
 
-.PHONY: test demo deps deny-deps fetch build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status
+.PHONY: test demo deps deny-deps fetch build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status crowd-start crowd-stop crowd-status
 
 ## Installs what the project needs on a fresh Debian machine with Go and Rust.
 deps:
@@ -68,3 +68,14 @@ bed-down:
 
 bed-status:
 	$(TESTBED) status
+
+## A crowded machine (tests/testbed/README.md): a second bed with churn on it;
+## `make crowd-start CROWD_ARGS=--build` also loops a release build of a copy of the repo.
+crowd-start: deps
+	tests/testbed/crowd start $(CROWD_ARGS)
+
+crowd-stop:
+	tests/testbed/crowd stop
+
+crowd-status:
+	tests/testbed/crowd status

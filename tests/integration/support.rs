@@ -69,7 +69,7 @@ pub fn bed() -> Result<&'static Bed, String> {
             run_script(&["up"])?;
         }
         let bed = Bed {
-            kubeconfig: repo_root().join("target/testbed/kubeconfig"),
+            kubeconfig: state_dir().join("kubeconfig"),
             started_here: !already,
         };
         rt().block_on(install_crd(&bed))?;
@@ -128,7 +128,7 @@ async fn install_crd(bed: &Bed) -> Result<(), String> {
 }
 
 async fn client_raw() -> Result<Client, String> {
-    let path = repo_root().join("target/testbed/kubeconfig");
+    let path = state_dir().join("kubeconfig");
     let kc = kube::config::Kubeconfig::read_from(&path).map_err(|e| e.to_string())?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
@@ -281,8 +281,8 @@ impl Injector {
         let certs = make_certs("injector")?;
         let port = free_port();
         let admin_port = free_port();
-        let log = repo_root()
-            .join("target/testbed/logs")
+        let log = state_dir()
+            .join("logs")
             .join(format!("injector-{namespaces}-{port}.log"));
         let logf = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let child = Command::new(bin())
@@ -718,4 +718,227 @@ pub async fn wait_peer_mesh(
         wait_peers(ns, v, &others, secs).await?;
     }
     Ok(())
+}
+
+/// The bed's state dir: `TESTBED_STATE_DIR` (as tests/testbed/testbed reads it), by default
+/// target/testbed.
+pub fn state_dir() -> PathBuf {
+    match std::env::var_os("TESTBED_STATE_DIR") {
+        Some(d) if !d.is_empty() => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                d
+            } else {
+                std::env::current_dir().unwrap_or_default().join(d)
+            }
+        }
+        _ => repo_root().join("target/testbed"),
+    }
+}
+
+/// The bed's ports.env (`KCM_PORT`, `DNS_PORT`, ...), as the bed saved it last.
+pub fn bed_ports() -> Result<std::collections::BTreeMap<String, u16>, String> {
+    let path = state_dir().join("ports.env");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter_map(|(k, v)| Some((k.trim().to_owned(), v.trim().parse().ok()?)))
+        .collect())
+}
+
+/// One port of ports.env.
+pub fn bed_port(var: &str) -> Result<u16, String> {
+    bed_ports()?.get(var).copied().ok_or_else(|| {
+        format!(
+            "{var} is not in {}",
+            state_dir().join("ports.env").display()
+        )
+    })
+}
+
+/// Stops one component of the bed and leaves it stopped (`testbed stop`).
+pub fn stop_component(name: &str) -> Result<(), String> {
+    run_script(&["stop", name]).map(|_| ())
+}
+
+/// The last `n` lines of a bed component's log.
+pub fn component_log_tail(component: &str, n: usize) -> String {
+    let path = state_dir().join("logs").join(format!("{component}.log"));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("({}: {e})", path.display()),
+    }
+}
+
+/// What is wrong with the bed, as `testbed status` sees it: `None` when it is healthy,
+/// otherwise a one-line summary and the details (each broken component with its log's tail).
+pub fn bed_problems() -> Option<(String, String)> {
+    let out = match Command::new(testbed_script()).arg("status").output() {
+        Ok(out) => out,
+        Err(e) => {
+            let msg = format!("cannot run {}: {e}", testbed_script().display());
+            return Some((msg.clone(), msg));
+        }
+    };
+    if out.status.success() {
+        return None;
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let broken: Vec<(&str, String)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let name = words.next()?;
+            let state: Vec<&str> = words.take(2).collect();
+            match state.as_slice() {
+                ["stopped", ..] => Some((name, "stopped".to_owned())),
+                ["running", "unhealthy"] => Some((name, "running but unhealthy".to_owned())),
+                ["down", ..] => Some((name, "down".to_owned())),
+                _ => None,
+            }
+        })
+        .collect();
+    let summary = if broken.is_empty() {
+        format!("`testbed status` failed ({})", out.status)
+    } else {
+        broken
+            .iter()
+            .map(|(n, s)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut details = format!("{summary}\n`testbed status`:\n{stdout}");
+    for (name, _) in broken.iter().filter(|(n, _)| *n != "api") {
+        details.push_str(&format!(
+            "\nlast lines of {}:\n{}\n",
+            state_dir()
+                .join("logs")
+                .join(format!("{name}.log"))
+                .display(),
+            component_log_tail(name, 15)
+        ));
+    }
+    Some((summary, details))
+}
+
+/// Waits up to `patience` for the bed to be healthy (a loaded machine can miss one health
+/// probe); fails with [`bed_problems`]' summary and details.
+pub fn check_bed(patience: Duration) -> Result<(), (String, String)> {
+    let deadline = Instant::now() + patience;
+    loop {
+        match bed_problems() {
+            None => return Ok(()),
+            Some(p) if Instant::now() >= deadline => return Err(p),
+            Some(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// The bed's CoreDNS (UDP and TCP on 127.0.0.1).
+pub fn dns_addr() -> Result<std::net::SocketAddr, String> {
+    Ok(std::net::SocketAddr::from((
+        std::net::Ipv4Addr::LOCALHOST,
+        bed_port("DNS_PORT")?,
+    )))
+}
+
+/// Asks the bed's CoreDNS for the A records of `name` (one UDP query, 2 s timeout). An
+/// unknown name is `Err("NXDOMAIN: <name>")`; other failures are other errors.
+pub async fn resolve_a(name: &str) -> Result<Vec<std::net::Ipv4Addr>, String> {
+    let addr = dns_addr()?;
+    let id = (std::process::id() as u16) ^ (SEQ.fetch_add(1, Ordering::SeqCst) as u16);
+    let query = dns_a_query(id, name)?;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("bind a UDP socket: {e}"))?;
+    sock.connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    sock.send(&query)
+        .await
+        .map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
+            .await
+            .map_err(|_| format!("no answer from {addr} within 2 s for {name}"))?
+            .map_err(|e| format!("receive from {addr}: {e}"))?;
+        // Skip anything that is not the answer to this query.
+        if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+            return dns_parse_a(&buf[..n], name);
+        }
+    }
+}
+
+/// A recursion-desired query for the A records of `name`.
+fn dns_a_query(id: u16, name: &str) -> Result<Vec<u8>, String> {
+    let mut q = Vec::with_capacity(name.len() + 18);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; 1 question
+    for label in name.trim_end_matches('.').split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!("bad DNS name {name:?}"));
+        }
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&[0, 1, 0, 1]); // QTYPE A, QCLASS IN
+    Ok(q)
+}
+
+/// Skips a (possibly compressed) name at `i`; returns the offset after it.
+fn dns_skip_name(msg: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let len = *msg.get(i)?;
+        match len {
+            0 => return Some(i + 1),
+            l if l & 0xC0 == 0xC0 => return Some(i + 2),
+            l => i += 1 + l as usize,
+        }
+    }
+}
+
+/// The A records of an answer to `dns_a_query`.
+fn dns_parse_a(msg: &[u8], name: &str) -> Result<Vec<std::net::Ipv4Addr>, String> {
+    let bad = || format!("malformed DNS answer for {name}");
+    let u16_at =
+        |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*msg.get(i)?, *msg.get(i + 1)?])) };
+    let flags = u16_at(2).ok_or_else(bad)?;
+    if flags & 0x8000 == 0 {
+        return Err(bad());
+    }
+    if flags & 0x0200 != 0 {
+        return Err(format!("truncated DNS answer for {name}"));
+    }
+    match flags & 0x000F {
+        0 => {}
+        3 => return Err(format!("NXDOMAIN: {name}")),
+        rcode => return Err(format!("DNS rcode {rcode} for {name}")),
+    }
+    let qd = u16_at(4).ok_or_else(bad)?;
+    let an = u16_at(6).ok_or_else(bad)?;
+    let mut i = 12;
+    for _ in 0..qd {
+        i = dns_skip_name(msg, i).ok_or_else(bad)? + 4;
+    }
+    let mut ips = Vec::new();
+    for _ in 0..an {
+        i = dns_skip_name(msg, i).ok_or_else(bad)?;
+        let rtype = u16_at(i).ok_or_else(bad)?;
+        let rdlen = usize::from(u16_at(i + 8).ok_or_else(bad)?);
+        let rdata = msg.get(i + 10..i + 10 + rdlen).ok_or_else(bad)?;
+        if rtype == 1 && rdlen == 4 {
+            ips.push(std::net::Ipv4Addr::new(
+                rdata[0], rdata[1], rdata[2], rdata[3],
+            ));
+        }
+        i += 10 + rdlen;
+    }
+    Ok(ips)
 }

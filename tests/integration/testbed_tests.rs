@@ -1,14 +1,16 @@
 //! The test bed is a real control plane: StatefulSets become Ready through kwok,
-//! rolling updates replace pods one at a time, and kube-apiserver calls webhooks.
+//! rolling updates replace pods one at a time, kube-apiserver calls webhooks, CoreDNS
+//! resolves Pod names, and a restart survives a port taken meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
@@ -286,5 +288,106 @@ pub async fn apiserver_calls_a_loopback_webhook() -> TestResult {
     ensure(calls.load(Ordering::SeqCst) >= 1, || {
         "the webhook was never called".to_owned()
     })?;
+    Ok(())
+}
+
+/// CoreDNS answers `{pod}.{service}.{namespace}.svc.cluster.local` for a StatefulSet Pod behind
+/// a headless Service (from the EndpointSlice the endpointslice controller makes, with the
+/// Pod's hostname), and NXDOMAIN for a name that does not exist.
+pub async fn coredns_resolves_statefulset_pod_names() -> TestResult {
+    let ns = TestNs::new("bed-dns").await?;
+    ns.create::<Service>(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "val-peers"},
+        "spec": {"clusterIP": "None", "publishNotReadyAddresses": true,
+                 "selector": {"app": "val"},
+                 "ports": [{"name": "peer", "port": 11625, "targetPort": 11625}]}
+    }))
+    .await?;
+    ns.create::<StatefulSet>(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "val"},
+        "spec": {"replicas": 1, "serviceName": "val-peers",
+                 "selector": {"matchLabels": {"app": "val"}},
+                 "template": {"metadata": {"labels": {"app": "val"}},
+                              "spec": {"containers": [{"name": "c", "image": "fake",
+                                  "ports": [{"name": "peer", "containerPort": 11625}]}]}}}
+    }))
+    .await?;
+    let pods = ns.api::<Pod>();
+    let ip: Ipv4Addr = wait_for(Duration::from_secs(90), "pod val-0 with an IP", || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("val-0").await.ok()?;
+            p.status?.pod_ip?.parse().ok()
+        }
+    })
+    .await?;
+
+    let name = format!("val-0.val-peers.{}.svc.cluster.local", ns.name);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = resolve_a(&name).await;
+        if got.as_deref() == Ok(&[ip][..]) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "{name} via CoreDNS {}: {got:?}, want [{ip}] (pod val-0's IP) within 60 s",
+                dns_addr()?
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let missing = format!("val-7.val-peers.{}.svc.cluster.local", ns.name);
+    match resolve_a(&missing).await {
+        Err(e) if e.starts_with("NXDOMAIN") => Ok(()),
+        other => Err(format!("{missing}: {other:?}, want NXDOMAIN")),
+    }
+}
+
+/// `testbed restart` of a component whose port someone else took meanwhile (a crowded
+/// machine: another bed came up) moves it to a free port, saves that in ports.env and on its
+/// command line, and the component is healthy and working there.
+pub async fn restart_moves_a_component_off_a_taken_port() -> TestResult {
+    const KCM: &str = "kube-controller-manager";
+    let old = bed_port("KCM_PORT")?;
+    tokio::task::spawn_blocking(|| stop_component(KCM))
+        .await
+        .map_err(|e| e.to_string())??;
+    // The port is free now; take it, as another bed would.
+    let squatter = match std::net::TcpListener::bind(("127.0.0.1", old)) {
+        Ok(l) => l,
+        Err(e) => {
+            let healed = tokio::task::spawn_blocking(|| restart_component(KCM)).await;
+            return Err(format!(
+                "cannot occupy 127.0.0.1:{old} after stopping {KCM}: {e} (restarted it: {healed:?})"
+            ));
+        }
+    };
+    let restarted = tokio::task::spawn_blocking(|| restart_component(KCM))
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(squatter);
+    if let Err(e) = restarted {
+        // Leave a working bed behind for the tests after this one.
+        let healed = tokio::task::spawn_blocking(|| restart_component(KCM)).await;
+        return Err(format!(
+            "restart with 127.0.0.1:{old} taken: {e}\n(second restart, port free again: {healed:?})"
+        ));
+    }
+    let new = bed_port("KCM_PORT")?;
+    ensure(new != old, || {
+        format!("KCM_PORT still {old} in ports.env although that port was taken")
+    })?;
+    let cmd = std::fs::read(state_dir().join("pids").join(format!("{KCM}.cmd")))
+        .map_err(|e| e.to_string())?;
+    let want = format!("--secure-port={new}");
+    ensure(
+        cmd.split(|b| *b == 0).any(|arg| arg == want.as_bytes()),
+        || format!("{KCM}'s saved command line lacks {want}"),
+    )?;
+    // Healthy, and doing its job: a new namespace gets its default ServiceAccount.
+    check_bed(Duration::from_secs(30)).map_err(|(_, details)| details)?;
+    TestNs::new("bed-moved").await?;
     Ok(())
 }
