@@ -22,8 +22,8 @@ use stellar_peer_injector::inject::review::{PodView, parse_review};
 use stellar_peer_injector::inject::{Decision, InjectSettings, decide};
 use stellar_peer_injector::metrics::Metrics;
 use stellar_peer_injector::peers::{PeerList, PeerSettings, PeerSnapshot};
-use stellar_peer_injector::server::admission::{PatchCache, answer};
 use stellar_peer_injector::server::AdmissionState;
+use stellar_peer_injector::server::admission::{PatchCache, answer};
 
 use common::*;
 

@@ -7,6 +7,7 @@
 //! out one by one.
 
 mod chart_tests;
+mod config_tests;
 mod fault_tests;
 mod injection_tests;
 mod rollout_tests;
@@ -136,6 +137,11 @@ fn main() {
             shared peer_changes_roll_one_statefulset_at_a_time,
             shared a_burst_within_the_debounce_window_rolls_once,
             shared on_delete_statefulsets_and_leader_election,
+        }
+        "config" => config_tests {
+            shared operator_and_sdf_pods_read_a_merged_config,
+            shared injected_addresses_resolve_to_their_pods,
+            shared editing_known_peers_rolls_that_node_alone,
         }
         "chart" => chart_tests {
             shared chart_lints_and_renders_in_every_cert_mode as lints_and_renders_in_every_cert_mode,
