@@ -91,7 +91,7 @@ fn describe(name: &str, args: &[&str], out: &Output) -> String {
 }
 
 /// Runs a tool and returns its stdout, failing on a non-zero exit.
-fn run_ok(name: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+pub fn run_ok(name: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     let out = tool(name, args, stdin)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

@@ -243,3 +243,118 @@ pub async fn unsynced_webhook_follows_failure_policy() -> TestResult {
     delete_webhook(&ns.client, &hook).await;
     result
 }
+
+/// Strings that YAML 1.1 readers (kubectl's sigs.k8s.io/yaml, PyYAML) would type as
+/// booleans, numbers or null if `inject` wrote them unquoted.
+const YAML_TRICKY: &[&str] = &[
+    "yes",
+    "no",
+    "on",
+    "off",
+    "y",
+    "n",
+    "Y",
+    "N",
+    "true",
+    "False",
+    "null",
+    "~",
+    "0123",
+    "1e3",
+    "1:20",
+    "0x1F",
+    ".inf",
+    "-1",
+    "2026-12-01",
+    "",
+    "with: colon",
+    "#hash",
+];
+
+/// `inject` output read back by the real kubectl and apiserver keeps every value's type.
+pub async fn inject_output_round_trips_through_kubectl() -> TestResult {
+    let ns = TestNs::new("yaml").await?;
+    let n = ns.name.clone();
+    let dir = repo_root().join("target/testbed/yaml-tests").join(&n);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let nodes = dir.join("nodes.yaml");
+    std::fs::write(
+        &nodes,
+        format!(
+            "apiVersion: stellar.org/v1alpha1\nkind: StellarNode\nmetadata: {{name: v1, namespace: {n}}}\nspec: {{nodeType: Validator, network: testnet}}\n---\n\
+             apiVersion: stellar.org/v1alpha1\nkind: StellarNode\nmetadata: {{name: v2, namespace: {n}}}\nspec: {{nodeType: Validator, network: testnet}}\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let env: Vec<serde_json::Value> = YAML_TRICKY
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({"name": format!("V{i}"), "value": v}))
+        .collect();
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "v1-0", "namespace": n, "labels": {"app.kubernetes.io/name": "stellar-node", "app.kubernetes.io/instance": "v1", "on": "yes"},
+                     "annotations": {"note": "0123"}},
+        "spec": {"containers": [{"name": "stellar-node", "image": "stellar/stellar-core:22.1.0", "env": env,
+                                 "args": ["run", "--conf", "/config/stellar-core.cfg"]}]}
+    });
+    // The input is JSON, which is YAML that every reader types the same way.
+    let pod_file = dir.join("pod.yaml");
+    std::fs::write(&pod_file, pod.to_string()).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stellar-peer-injector"))
+        .arg("inject")
+        .arg("--nodes")
+        .arg(&nodes)
+        .arg("-f")
+        .arg(&pod_file)
+        .output()
+        .map_err(|e| e.to_string())?;
+    ensure(out.status.success(), || {
+        format!("inject failed: {}", String::from_utf8_lossy(&out.stderr))
+    })?;
+    let yaml = String::from_utf8_lossy(&out.stdout).into_owned();
+    let back = crate::chart_tests::run_ok(
+        "kubectl",
+        &[
+            "create",
+            "--dry-run=server",
+            "-n",
+            &n,
+            "-o",
+            "json",
+            "-f",
+            "-",
+        ],
+        Some(&yaml),
+    )
+    .map_err(|e| format!("{e}\ninject output:\n{yaml}"))?;
+    let back: serde_json::Value = serde_json::from_str(&back).map_err(|e| e.to_string())?;
+    let got = back["spec"]["containers"][0]["env"]
+        .as_array()
+        .ok_or("no env in kubectl's answer")?;
+    for (i, want) in YAML_TRICKY.iter().enumerate() {
+        let name = format!("V{i}");
+        let v = got
+            .iter()
+            .find(|e| e["name"] == name.as_str())
+            .ok_or_else(|| format!("{name} lost"))?;
+        // An empty value is dropped by the apiserver (omitempty); every other one must
+        // come back as the same string.
+        let value = v.get("value").cloned().unwrap_or(json!(""));
+        ensure(value == json!(want), || {
+            format!("{name}: {want:?} came back as {value}\ninject output:\n{yaml}")
+        })?;
+    }
+    ensure(
+        back["metadata"]["labels"]["on"] == "yes"
+            && back["metadata"]["annotations"]["note"] == "0123",
+        || format!("labels/annotations changed: {}", back["metadata"]),
+    )?;
+    // And the injected peers are there.
+    ensure(
+        got.iter()
+            .any(|e| e["name"] == "STELLAR_PEERS" && e["value"] == svc("v2", &n).as_str()),
+        || format!("no STELLAR_PEERS: {got:?}"),
+    )?;
+    Ok(())
+}

@@ -132,6 +132,7 @@ fn main() {
         "injection" => injection_tests {
             shared controller_made_pods_get_their_networks_peers,
             shared unsynced_webhook_follows_failure_policy,
+            shared inject_output_round_trips_through_kubectl,
         }
         "rollout" => rollout_tests {
             shared peer_changes_roll_one_statefulset_at_a_time,
