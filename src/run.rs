@@ -110,7 +110,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     if let Some((lease_settings, settings)) = rollout {
         let (c, l) = (client.clone(), leader.clone());
         let stop = rt.stop_signal();
-        rt.spawn_restarting("lease", move || {
+        rt.spawn_restarting_draining("lease", move || {
             lease::run(c.clone(), lease_settings.clone(), l.clone(), stop.clone())
         });
         let (c, cache, metrics, l) = (

@@ -34,10 +34,23 @@ pub enum Stop {
     TaskEnded(&'static str),
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnEnd {
+    Restart,
+    Fail,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnStop {
+    Cancel,
+    Wait,
+}
+
 /// Owns the tasks; see the module docs.
 pub struct Runtime {
     stop_tx: watch::Sender<bool>,
     tasks: JoinSet<(&'static str, bool)>,
+    names: Vec<&'static str>,
     metrics: Arc<Metrics>,
     backoff: (Duration, Duration),
 }
@@ -48,6 +61,7 @@ impl Runtime {
         Self {
             stop_tx,
             tasks: JoinSet::new(),
+            names: Vec::new(),
             metrics,
             backoff: (Duration::from_secs(1), Duration::from_secs(60)),
         }
@@ -71,18 +85,72 @@ impl Runtime {
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        self.spawn_task(name, OnEnd::Restart, OnStop::Cancel, move || Some(make()));
+    }
+
+    /// Like [`Self::spawn_restarting`], but at shutdown the task is awaited, not
+    /// cancelled: it watches [`Self::stop_signal`] itself to finish its work (the Lease
+    /// is released this way).
+    pub fn spawn_restarting_draining<F, Fut>(&mut self, name: &'static str, mut make: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_task(name, OnEnd::Restart, OnStop::Wait, move || Some(make()));
+    }
+
+    /// Spawns a task whose end before shutdown stops the process. The task itself
+    /// watches [`Self::stop_signal`] to finish its work at shutdown (the listeners drain).
+    pub fn spawn_critical<Fut>(&mut self, name: &'static str, fut: Fut)
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut once = Some(fut);
+        self.spawn_task(name, OnEnd::Fail, OnStop::Wait, move || once.take());
+    }
+
+    /// A critical task that has nothing to finish: cancelled at shutdown.
+    pub fn spawn_critical_cancel<Fut>(&mut self, name: &'static str, fut: Fut)
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut once = Some(fut);
+        self.spawn_task(name, OnEnd::Fail, OnStop::Cancel, move || once.take());
+    }
+
+    /// `make` gives the task's next run, or `None` when it cannot run again.
+    fn spawn_task<F, Fut>(
+        &mut self,
+        name: &'static str,
+        on_end: OnEnd,
+        on_stop: OnStop,
+        mut make: F,
+    ) where
+        F: FnMut() -> Option<Fut> + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let mut stop = self.stop_signal();
         let metrics = self.metrics.clone();
         let (first, most) = self.backoff;
+        self.names.push(name);
         self.tasks.spawn(async move {
             let mut backoff = first;
             loop {
-                tokio::select! {
-                    () = make() => {}
-                    () = stopped(&mut stop) => return (name, false),
+                let Some(task) = make() else {
+                    return (name, on_end == OnEnd::Fail);
+                };
+                match on_stop {
+                    OnStop::Cancel => tokio::select! {
+                        () = task => {}
+                        () = stopped(&mut stop) => return (name, false),
+                    },
+                    OnStop::Wait => task.await,
                 }
                 if *stop.borrow() {
                     return (name, false);
+                }
+                if on_end == OnEnd::Fail {
+                    return (name, true);
                 }
                 metrics.task_restart(name);
                 tracing::error!(task = name, backoff = ?backoff, "task ended unexpectedly; restarting it after the backoff");
@@ -92,18 +160,6 @@ impl Runtime {
                 }
                 backoff = (backoff * 2).min(most);
             }
-        });
-    }
-
-    /// Spawns a task whose end before shutdown stops the process. The task itself
-    /// watches [`Self::stop_signal`] to finish its work at shutdown.
-    pub fn spawn_critical<Fut>(&mut self, name: &'static str, fut: Fut)
-    where
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.tasks.spawn(async move {
-            fut.await;
-            (name, true)
         });
     }
 
@@ -212,5 +268,23 @@ mod tests {
         assert_eq!(rt.wait(async {}).await, Stop::Signal);
         rt.shutdown(Duration::from_secs(10)).await;
         assert_eq!(done.load(Ordering::SeqCst), 1, "the listener drained");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_draining_task_finishes_its_work_at_shutdown() {
+        let mut rt = Runtime::new(Arc::new(Metrics::new()));
+        let released = Arc::new(AtomicUsize::new(0));
+        let (r, stop) = (released.clone(), rt.stop_signal());
+        rt.spawn_restarting_draining("lease", move || {
+            let (r, mut stop) = (r.clone(), stop.clone());
+            async move {
+                stopped(&mut stop).await;
+                tokio::time::sleep(Duration::from_millis(200)).await; // the release call
+                r.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        assert_eq!(rt.wait(async {}).await, Stop::Signal);
+        rt.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(released.load(Ordering::SeqCst), 1);
     }
 }

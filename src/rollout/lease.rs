@@ -60,6 +60,7 @@ pub async fn run(
 ) {
     let api: Api<Lease> = Api::namespaced(client, &s.namespace);
     let standby_every = s.renew_every.min(Duration::from_secs(1));
+    let mut held;
     loop {
         let lead = match try_acquire(&api, &s).await {
             Ok(l) => l,
@@ -74,14 +75,15 @@ pub async fn run(
             tracing::info!(identity = %s.identity, leader = lead, "leadership changed");
         }
         leader.send_replace(lead);
+        held = lead;
         let wait = if lead { s.renew_every } else { standby_every };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = crate::runtime::stopped(&mut stop) => break,
         }
     }
-    let was_leader = leader.send_replace(false);
-    if was_leader {
+    leader.send_replace(false);
+    if held {
         match release(&api, &s).await {
             Ok(()) => tracing::info!(identity = %s.identity, "released the leader Lease"),
             Err(e) => {

@@ -350,3 +350,120 @@ pub async fn injector_killed_during_a_rollout_resumes_it_safely() -> TestResult 
     delete_webhook(&ns.client, &hook).await;
     result
 }
+
+fn leads(metrics: &str) -> bool {
+    metrics
+        .lines()
+        .any(|l| l == "stellar_peer_injector_rollout_leader 1")
+}
+
+/// The leader, SIGTERMed, gives the Lease up at once: the standby leads within 3 s.
+pub async fn sigterm_hands_the_lease_over_quickly() -> TestResult {
+    let ns = TestNs::new("handover").await?;
+    let n = ns.name.clone();
+    let bed = bed()?;
+    let a = Injector::start(&n, &bed.kubeconfig, &["--debounce", "0s"], true).await?;
+    wait_for(Duration::from_secs(30), "A to lead", || async {
+        leads(&a.metrics().await).then_some(())
+    })
+    .await?;
+    let b = Injector::start(&n, &bed.kubeconfig, &["--debounce", "0s"], true).await?;
+    // B is a standby: the Lease is A's and far from expiring.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ensure(!leads(&b.metrics().await), || {
+        "B leads while A holds the Lease".into()
+    })?;
+    let signalled = Instant::now();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &a.pid().to_string()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    ensure(ok.success(), || "kill -TERM failed".into())?;
+    wait_for(Duration::from_secs(20), "B to lead", || async {
+        leads(&b.metrics().await).then_some(())
+    })
+    .await?;
+    let took = signalled.elapsed();
+    ensure(took < Duration::from_secs(3), || {
+        format!(
+            "handover took {took:?}\nA:\n{}\nB:\n{}",
+            a.log_text(),
+            b.log_text()
+        )
+    })?;
+    ensure(a.log_text().contains("released the leader Lease"), || {
+        format!("A did not release the Lease:\n{}", a.log_text())
+    })
+}
+
+/// A replica that loses the Lease while it waits out the debounce never patches.
+pub async fn a_leader_that_lost_the_lease_during_the_debounce_never_patches() -> TestResult {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Patch, PatchParams};
+    let ns = TestNs::new("lostlease").await?;
+    let n = ns.name.clone();
+    let bed = bed()?;
+    let inj = Injector::start(&n, &bed.kubeconfig, &["--debounce", "8s"], true).await?;
+    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+    let result: TestResult = async {
+        setup(&ns, &[("v1", "testnet"), ("v2", "testnet")], &[]).await?;
+        wait_peer_mesh(&ns, &["v1", "v2"], &["v1", "v2"], 90).await?;
+        wait_for(Duration::from_secs(30), "the injector to lead", || async {
+            leads(&inj.metrics().await).then_some(())
+        })
+        .await?;
+        let generations = || async {
+            let l = ns
+                .api::<StatefulSet>()
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<Vec<(String, Option<i64>)>, String>(
+                l.items
+                    .into_iter()
+                    .map(|s| (s.metadata.name.unwrap_or_default(), s.metadata.generation))
+                    .collect(),
+            )
+        };
+        let before = generations().await?;
+        // A change: the debounce starts.
+        add_validator(&ns, "v3", "testnet").await?;
+        // Someone else takes the Lease (as a new leader would after a partition) and keeps
+        // it fresh for longer than the debounce.
+        let leases = ns.api::<Lease>();
+        let until = Instant::now() + Duration::from_secs(14);
+        let mut took = false;
+        while Instant::now() < until {
+            let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                k8s_openapi::jiff::Timestamp::now(),
+            );
+            let r = leases
+                .patch(
+                    "stellar-peer-injector",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"holderIdentity": "someone-else", "renewTime": now, "leaseDurationSeconds": 15}})),
+                )
+                .await;
+            took |= r.is_ok();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        ensure(took, || "could not take the Lease".into())?;
+        ensure(!leads(&inj.metrics().await), || "the injector still says it leads".into())?;
+        let after = generations().await?;
+        let touched: Vec<_> = after
+            .iter()
+            .filter(|(name, g)| before.iter().any(|(b, bg)| b == name && bg != g))
+            .collect();
+        ensure(touched.is_empty(), || {
+            format!("patched without the Lease: {touched:?}\n{}", inj.log_text())
+        })?;
+        ensure(!inj.metrics().await.contains("outcome=\"started\""), || {
+            format!("acted without the Lease:\n{}", inj.log_text())
+        })?;
+        Ok(())
+    }
+    .await;
+    delete_webhook(&ns.client, &hook).await;
+    result
+}

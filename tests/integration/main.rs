@@ -153,6 +153,8 @@ fn main() {
             shared sigterm_goes_unready_first_then_drains,
             shared malformed_stellarnodes_are_skipped_alone,
             shared injector_killed_during_a_rollout_resumes_it_safely,
+            shared sigterm_hands_the_lease_over_quickly,
+            shared a_leader_that_lost_the_lease_during_the_debounce_never_patches,
         }
     };
     let conclusion = libtest_mimic::run(&args, trials);
