@@ -226,6 +226,8 @@ fn check_common(docs: &[Value], ns: &str) -> TestResult {
                 {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": ["get", "list", "watch", "patch"]},
                 {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
                 {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+                // governingServices.create (default true): the missing `{name}-headless` Services.
+                {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
             ]),
         || format!("ClusterRole rules: {}", cr["rules"]),
     )?;
