@@ -107,9 +107,7 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
 }
 
 /// Resolves once the stop flag is set (or its sender is gone).
-pub async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
+pub use crate::runtime::stopped;
 
 /// Binds a TCP listener with a clear error.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
