@@ -189,6 +189,11 @@ pub async fn rolling_update_replaces_pods_one_at_a_time() -> TestResult {
             && st.current_revision.as_deref() != Some(&old_rev)
             && state.values().all(is_ready)
             && state.len() == 3
+            // The status is read fresh, the pods through the watch, which may lag behind:
+            // wait until the watch, too, shows only replacements.
+            && state
+                .values()
+                .all(|p| !old_uids.contains(p.metadata.uid.as_deref().unwrap_or("")))
         {
             break;
         }
@@ -354,8 +359,18 @@ pub async fn restart_moves_a_component_off_a_taken_port() -> TestResult {
     tokio::task::spawn_blocking(|| stop_component(KCM))
         .await
         .map_err(|e| e.to_string())??;
-    // The port is free now; take it, as another bed would.
-    let squatter = match std::net::TcpListener::bind(("127.0.0.1", old)) {
+    // The port is free now (or within moments: the kernel may still be closing the old
+    // process's sockets on a loaded machine); take it, as another bed would.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let bound = loop {
+        match std::net::TcpListener::bind(("127.0.0.1", old)) {
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            r => break r,
+        }
+    };
+    let squatter = match bound {
         Ok(l) => l,
         Err(e) => {
             let healed = tokio::task::spawn_blocking(|| restart_component(KCM)).await;
