@@ -131,7 +131,8 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     } else {
         tracing::info!("rollout loop off (--rollout=off)");
     }
-    rt.spawn_critical(
+    // Nothing to finish at shutdown: cancelled (it would otherwise poll forever).
+    rt.spawn_critical_cancel(
         "tls-reloader",
         certs.run(args.tls_reload_interval, metrics.clone()),
     );

@@ -184,12 +184,20 @@ impl Runtime {
     /// Starts shutdown and waits up to `timeout` for every task to finish.
     pub async fn shutdown(mut self, timeout: Duration) {
         self.stop_tx.send_replace(true);
-        let all = async { while self.tasks.join_next().await.is_some() {} };
+        let mut left = self.names.clone();
+        let tasks = &mut self.tasks;
+        let all = async {
+            while let Some(done) = tasks.join_next().await {
+                if let Ok((name, _)) = done
+                    && let Some(i) = left.iter().position(|n| *n == name)
+                {
+                    left.swap_remove(i);
+                    tracing::debug!(task = name, "task stopped");
+                }
+            }
+        };
         if tokio::time::timeout(timeout, all).await.is_err() {
-            tracing::warn!(
-                ?timeout,
-                "tasks still running at the end of shutdown; aborting them"
-            );
+            tracing::warn!(?timeout, tasks = ?left, "tasks still running at the end of shutdown; aborting them");
             self.tasks.abort_all();
         }
     }
