@@ -73,7 +73,9 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::new());
     let cache = Arc::new(PeerCache::new());
     let draining = Arc::new(AtomicBool::new(false));
-    let rollout = rollout_settings(&args)?;
+    // One identity for the Lease, Events and the governing-Service task.
+    let identity = crate::rollout::lease::identity();
+    let rollout = rollout_settings(&args, &identity)?;
 
     let https = server::bind(args.listen).await?;
     let admin = server::bind(args.admin_listen).await?;
@@ -101,7 +103,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
             crate::services::run(
                 client.clone(),
                 cache.clone(),
-                lease::identity(),
+                identity.clone(),
                 metrics.clone(),
             )
         });
@@ -192,6 +194,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
 /// The Lease and loop settings, or `None` with `--rollout=off`.
 fn rollout_settings(
     args: &ServeArgs,
+    identity: &str,
 ) -> Result<
     Option<(
         crate::rollout::lease::LeaseSettings,
@@ -206,7 +209,6 @@ fn rollout_settings(
     let namespace = args.lease_namespace.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
         Error::Config("the rollout loop needs a namespace for its leader Lease: pass --lease-namespace or set POD_NAMESPACE (or --rollout=off)".into())
     })?;
-    let identity = lease::identity();
     let settings = controller::RolloutSettings {
         mode: args.rollout,
         plan: plan::PlanSettings {
@@ -218,10 +220,10 @@ fn rollout_settings(
         },
         debounce: args.debounce,
         namespaces: args.kube.namespaces(),
-        identity: identity.clone(),
+        identity: identity.to_owned(),
     };
     Ok(Some((
-        lease::LeaseSettings::new(args.lease_name.clone(), namespace, identity),
+        lease::LeaseSettings::new(args.lease_name.clone(), namespace, identity.to_owned()),
         settings,
     )))
 }
