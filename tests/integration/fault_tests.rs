@@ -323,7 +323,7 @@ pub async fn injector_killed_during_a_rollout_resumes_it_safely() -> TestResult 
         )
         .await?;
         wait_peer_mesh(&ns, &["v1", "v2", "v3"], &["v1", "v2", "v3"], 60).await?;
-        monitor.reset();
+        monitor.settle_and_reset(120).await?;
         add_validator(&ns, "v4", "testnet").await?;
         // Kill the injector as soon as its first rollout has started.
         wait_for(Duration::from_secs(60), "the first rollout", || async {
@@ -339,12 +339,9 @@ pub async fn injector_killed_during_a_rollout_resumes_it_safely() -> TestResult 
         wait_peer_mesh(&ns, &["v1", "v2", "v3"], &["v1", "v2", "v3", "v4"], 150)
             .await
             .map_err(|e| format!("{e}\n{}", b.log_text()))?;
-        ensure(monitor.max_rolling("testnet") <= 1, || {
-            format!(
-                "{} StatefulSets rolled at once across the restart",
-                monitor.max_rolling("testnet")
-            )
-        })
+        monitor
+            .check("testnet", 1)
+            .map_err(|e| format!("across the restart: {e}"))
     }
     .await;
     delete_webhook(&ns.client, &hook).await;

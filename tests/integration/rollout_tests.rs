@@ -35,124 +35,267 @@ fn unavailable(s: &StatefulSet) -> bool {
     observe::sts_state(s).is_none_or(|w| !w.settled)
 }
 
-type Hashes = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
+/// One StatefulSet as the monitor keeps it.
+struct Seen {
+    sts: StatefulSet,
+    /// The template hash it was first seen with (`None`: created without one).
+    first_hash: Option<String>,
+    /// Its template hash changed since it was first seen: the injector rolled it. From
+    /// then on, whenever it is unavailable, that is because of us.
+    touched: bool,
+}
 
-/// Appends the StatefulSet's template hash to its history when it changed.
-fn record_hash(hashes: &Hashes, s: &StatefulSet) {
-    if let Some(h) = template_hash(s) {
-        let mut hs = hashes.lock().expect("lock");
-        let list = hs
-            .entry(s.metadata.name.clone().unwrap_or_default())
-            .or_default();
-        if list.last() != Some(&h) {
-            list.push(h);
+#[derive(Default)]
+struct MonitorState {
+    seen: BTreeMap<String, Seen>,
+    /// Per network: the most StatefulSets unavailable because of us at once.
+    max_ours: BTreeMap<String, usize>,
+    /// Rolls (a RollingUpdate template change) that started while another workload of
+    /// the network was already unavailable, whatever the cause.
+    violations: Vec<String>,
+    /// Every template hash each StatefulSet carried, in order.
+    hashes: BTreeMap<String, Vec<String>>,
+}
+
+fn network_of(s: &StatefulSet) -> String {
+    s.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("stellar-network"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn status_line(name: &str, s: &Seen) -> String {
+    let st = s.sts.status.clone().unwrap_or_default();
+    let short = |h: Option<String>| h.map(|h| h.chars().take(8).collect::<String>());
+    format!(
+        "{name}: gen {:?}/{:?} ready {:?}/{} updated {:?} rev {} hash {:?}{}{}",
+        s.sts.metadata.generation,
+        st.observed_generation,
+        st.ready_replicas,
+        st.replicas,
+        st.updated_replicas,
+        if st.current_revision.is_some() && st.current_revision == st.update_revision {
+            "current"
+        } else {
+            "rolling"
+        },
+        short(template_hash(&s.sts)),
+        if unavailable(&s.sts) {
+            " UNAVAILABLE"
+        } else {
+            ""
+        },
+        if s.touched { " (rolled by us)" } else { "" },
+    )
+}
+
+impl MonitorState {
+    fn apply(&mut self, s: StatefulSet, log: &mut Vec<String>) {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let hash = template_hash(&s);
+        if let Some(h) = &hash {
+            let list = self.hashes.entry(name.clone()).or_default();
+            if list.last() != Some(h) {
+                list.push(h.clone());
+            }
+        }
+        let net = network_of(&s);
+        let on_delete = observe::sts_state(&s).is_some_and(|w| w.on_delete);
+        let (first_hash, was_touched, old_hash) = match self.seen.get(&name) {
+            Some(old) => (old.first_hash.clone(), old.touched, template_hash(&old.sts)),
+            None => (hash.clone(), false, hash.clone()),
+        };
+        let changed = old_hash != hash;
+        if changed && !on_delete {
+            // Our roll of this one starts now: nothing else of its network may be
+            // unavailable at this point (in the watch's commit order).
+            let others: Vec<String> = self
+                .seen
+                .iter()
+                .filter(|(n, o)| {
+                    // A workload scaled to zero is leaving its network, not holding a slot.
+                    let member = o.sts.spec.as_ref().and_then(|s| s.replicas) != Some(0);
+                    **n != name && member && network_of(&o.sts) == net && unavailable(&o.sts)
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            if !others.is_empty() {
+                self.violations.push(format!(
+                    "{name} started rolling while {others:?} of {net} were unavailable"
+                ));
+            }
+        }
+        let touched = was_touched || first_hash != hash;
+        self.seen.insert(
+            name.clone(),
+            Seen {
+                sts: s,
+                first_hash,
+                touched,
+            },
+        );
+        log.push(format!("apply {name}"));
+    }
+
+    fn account(&mut self, log: &mut Vec<String>) {
+        let mut ours: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, s) in &self.seen {
+            if s.touched && unavailable(&s.sts) {
+                ours.entry(network_of(&s.sts))
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        for (net, names) in ours {
+            let e = self.max_ours.entry(net.clone()).or_default();
+            if names.len() > *e {
+                *e = names.len();
+                if names.len() > 1 {
+                    eprintln!("monitor: {net} unavailable at once because of us: {names:?}");
+                }
+            }
+        }
+        for (name, s) in &self.seen {
+            log.push(format!("  {}", status_line(name, s)));
         }
     }
 }
 
-/// Watches StatefulSets and records, per network label, the most rolling at once,
-/// and every template hash each StatefulSet carried.
+/// Watches StatefulSets and records, per network label, the most of them unavailable
+/// *because of us* at once (unavailable by the injector's own rule, after the injector
+/// changed their template), every roll that started while another workload of its
+/// network was unavailable for any reason, and every template hash each carried. A
+/// new validator that is still starting is not our doing, but holds the slot: the
+/// injector must not start a roll beside it. The timeline goes to
+/// `<state dir>/logs/monitor-<namespace>.log`.
 pub struct Monitor {
-    max_rolling: Arc<Mutex<BTreeMap<String, usize>>>,
-    hashes: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
+    state: Arc<Mutex<MonitorState>>,
+    timeline: std::path::PathBuf,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Monitor {
     pub fn start(ns: &TestNs) -> Self {
-        let max_rolling: Arc<Mutex<BTreeMap<String, usize>>> =
-            Arc::new(Mutex::new(BTreeMap::new()));
-        let hashes: Arc<Mutex<BTreeMap<String, Vec<String>>>> =
-            Arc::new(Mutex::new(BTreeMap::new()));
-        let (m2, h2) = (max_rolling.clone(), hashes.clone());
+        let state: Arc<Mutex<MonitorState>> = Arc::default();
+        let timeline = state_dir()
+            .join("logs")
+            .join(format!("monitor-{}.log", ns.name));
+        let s2 = state.clone();
+        let path = timeline.clone();
         let api = ns.api::<StatefulSet>();
         let task = tokio::spawn(async move {
-            let mut state: BTreeMap<String, StatefulSet> = BTreeMap::new();
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(&path).ok();
+            let t0 = std::time::Instant::now();
             // A re-list (the watch expired, or the apiserver was slow) is collected apart
             // and replaces the state when complete, so objects deleted meanwhile and
             // stale versions never mix with fresh ones.
-            let mut relist: Option<BTreeMap<String, StatefulSet>> = None;
+            let mut relist: Option<Vec<StatefulSet>> = None;
             let mut events = watcher(api, watcher::Config::default()).boxed();
             while let Some(ev) = events.next().await {
-                match ev {
-                    Ok(watcher::Event::Init) => {
-                        relist = Some(BTreeMap::new());
-                        continue;
-                    }
-                    Ok(watcher::Event::InitApply(s)) => {
-                        record_hash(&h2, &s);
-                        if let Some(r) = relist.as_mut() {
-                            r.insert(s.metadata.name.clone().unwrap_or_default(), s);
+                let mut log = Vec::new();
+                {
+                    let mut st = s2.lock().expect("lock");
+                    match ev {
+                        Ok(watcher::Event::Init) => {
+                            relist = Some(Vec::new());
+                            continue;
                         }
-                        continue;
-                    }
-                    Ok(watcher::Event::InitDone) => {
-                        if let Some(r) = relist.take() {
-                            state = r;
+                        Ok(watcher::Event::InitApply(s)) => {
+                            if let Some(r) = relist.as_mut() {
+                                r.push(s);
+                            }
+                            continue;
+                        }
+                        Ok(watcher::Event::InitDone) => {
+                            let fresh = relist.take().unwrap_or_default();
+                            let names: Vec<String> = fresh
+                                .iter()
+                                .map(|s| s.metadata.name.clone().unwrap_or_default())
+                                .collect();
+                            st.seen.retain(|n, _| names.contains(n));
+                            for s in fresh {
+                                st.apply(s, &mut log);
+                            }
+                            log.push("relisted".into());
+                        }
+                        Ok(watcher::Event::Apply(s)) => st.apply(s, &mut log),
+                        Ok(watcher::Event::Delete(s)) => {
+                            let name = s.metadata.name.clone().unwrap_or_default();
+                            st.seen.remove(&name);
+                            log.push(format!("delete {name}"));
+                        }
+                        Err(e) => {
+                            log.push(format!("watch error: {e}"));
                         }
                     }
-                    Ok(watcher::Event::Apply(s)) => {
-                        record_hash(&h2, &s);
-                        state.insert(s.metadata.name.clone().unwrap_or_default(), s);
-                    }
-                    Ok(watcher::Event::Delete(s)) => {
-                        state.remove(&s.metadata.name.clone().unwrap_or_default());
-                    }
-                    _ => {}
+                    st.account(&mut log);
                 }
-                let mut per: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                for s in state.values() {
-                    let net = s
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("stellar-network"))
-                        .cloned()
-                        .unwrap_or_default();
-                    if unavailable(s) {
-                        per.entry(net)
-                            .or_default()
-                            .push(s.metadata.name.clone().unwrap_or_default());
-                    }
-                }
-                let mut m = m2.lock().expect("lock");
-                for (net, names) in per {
-                    let e = m.entry(net.clone()).or_default();
-                    if names.len() > *e {
-                        *e = names.len();
-                        if names.len() > 1 {
-                            eprintln!("monitor: {net} unavailable at once: {names:?}");
-                        }
+                if let Some(f) = file.as_mut() {
+                    let at = t0.elapsed().as_secs_f64();
+                    for l in log {
+                        let _ = writeln!(f, "{at:9.3} {l}");
                     }
                 }
             }
         });
         Self {
-            max_rolling,
-            hashes,
+            state,
+            timeline,
             task,
         }
     }
 
-    pub fn reset(&self) {
-        self.max_rolling.lock().expect("lock").clear();
+    /// Waits until every StatefulSet seen is available, then forgets the maxima: what
+    /// setup left starting is not counted against what follows.
+    pub async fn settle_and_reset(&self, secs: u64) -> TestResult {
+        wait_for(
+            Duration::from_secs(secs),
+            "every StatefulSet available",
+            || async {
+                let st = self.state.lock().expect("lock");
+                (!st.seen.is_empty() && st.seen.values().all(|s| !unavailable(&s.sts)))
+                    .then_some(())
+            },
+        )
+        .await
+        .map_err(|e| format!("{e}; timeline in {}", self.timeline.display()))?;
+        let mut st = self.state.lock().expect("lock");
+        st.max_ours.clear();
+        st.violations.clear();
+        Ok(())
     }
 
+    /// The most StatefulSets of `net` unavailable because of us at once.
     pub fn max_rolling(&self, net: &str) -> usize {
-        self.max_rolling
-            .lock()
-            .expect("lock")
-            .get(net)
-            .copied()
-            .unwrap_or(0)
+        let st = self.state.lock().expect("lock");
+        st.max_ours.get(net).copied().unwrap_or(0)
+    }
+
+    /// Fails unless at most `max` of `net` were unavailable because of us at once, and
+    /// no roll started beside another unavailable workload.
+    pub fn check(&self, net: &str, max: usize) -> TestResult {
+        let st = self.state.lock().expect("lock");
+        let most = st.max_ours.get(net).copied().unwrap_or(0);
+        let violations: Vec<&String> = st
+            .violations
+            .iter()
+            .filter(|v| v.contains(&format!(" of {net} ")))
+            .collect();
+        ensure(most <= max && violations.is_empty(), || {
+            format!(
+                "{most} {net} StatefulSets unavailable at once because of us (at most {max} allowed); \
+                 rolls started beside an unavailable one: {violations:?}; timeline in {}",
+                self.timeline.display()
+            )
+        })
     }
 
     pub fn hash_changes(&self, sts: &str) -> usize {
-        self.hashes
-            .lock()
-            .expect("lock")
-            .get(sts)
-            .map_or(0, Vec::len)
+        let st = self.state.lock().expect("lock");
+        st.hashes.get(sts).map_or(0, Vec::len)
     }
 }
 
@@ -250,16 +393,17 @@ pub async fn peer_changes_roll_one_statefulset_at_a_time() -> TestResult {
                 format!("{v} was annotated although nothing changed")
             })?;
         }
-        monitor.reset();
+        monitor.settle_and_reset(120).await?;
 
         // Add a fourth validator: v1..v3 roll, one StatefulSet at a time.
         add_validator(&ns, "v4", "testnet").await?;
         wait_peer_mesh(&ns, &["v1", "v2", "v3"], &["v1", "v2", "v3", "v4"], 120)
             .await
             .map_err(|e| format!("{e}\n{}", inj.log_text()))?;
+        monitor.check("testnet", 1)?;
         ensure(monitor.max_rolling("testnet") == 1, || {
             format!(
-                "{} testnet StatefulSets rolled at once",
+                "{} testnet StatefulSets were seen rolling because of us; expected 1",
                 monitor.max_rolling("testnet")
             )
         })?;
@@ -376,7 +520,7 @@ pub async fn peer_changes_roll_one_statefulset_at_a_time() -> TestResult {
         })?;
 
         // Suspending a validator removes it from the others' peers.
-        monitor.reset();
+        monitor.settle_and_reset(120).await?;
         let pp = PatchParams::default();
         ns.api::<StellarNode>()
             .patch(
@@ -405,12 +549,7 @@ pub async fn peer_changes_roll_one_statefulset_at_a_time() -> TestResult {
             .map_err(|e| e.to_string())?;
         wait_peers(&ns, "v1", &[svc("v2", &n)], 120).await?;
         wait_peers(&ns, "v2", &[svc("v1", &n)], 120).await?;
-        ensure(monitor.max_rolling("testnet") <= 1, || {
-            format!(
-                "{} testnet StatefulSets rolled at once",
-                monitor.max_rolling("testnet")
-            )
-        })?;
+        monitor.check("testnet", 1)?;
         Ok(())
     }
     .await;
@@ -479,7 +618,7 @@ pub async fn on_delete_statefulsets_and_leader_election() -> TestResult {
         };
         let uid_before = first_uid(&ns).await.ok_or("v1-0")?;
         wait_peers(&ns, "v2", &[svc("v1", &n)], 60).await?;
-        monitor.reset();
+        monitor.settle_and_reset(120).await?;
         add_validator(&ns, "v3", "testnet").await?;
         // OnDelete: the loop deletes the stale pod itself; the replacement gets the new list.
         wait_peers(&ns, "v1", &[svc("v2", &n), svc("v3", &n)], 120)
@@ -490,9 +629,7 @@ pub async fn on_delete_statefulsets_and_leader_election() -> TestResult {
             first_uid(&ns).await.is_some_and(|u| u != uid_before),
             || "v1-0 was not replaced".into(),
         )?;
-        ensure(monitor.max_rolling("testnet") <= 1, || {
-            format!("{} rolled at once", monitor.max_rolling("testnet"))
-        })?;
+        monitor.check("testnet", 1)?;
         let (ma, mb) = (a.metrics().await, b.metrics().await);
         let leader_line = |m: &str| {
             m.lines()
