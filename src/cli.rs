@@ -266,6 +266,17 @@ pub struct ServeArgs {
         default_value = "delete"
     )]
     pub on_delete_policy: OnDeletePolicyArg,
+    /// Daily UTC windows in which rollouts may start, e.g. `02:00-04:00` or
+    /// `02:00-03:00,14:00-15:00` (`always`: any time). Outside them, changes queue up and
+    /// roll when a window opens; injection at pod creation is never delayed. A
+    /// StellarNode may override it with the `stellar.org/rollout-window` annotation.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_ROLLOUT_WINDOW", default_value = "always",
+          value_parser = |s: &str| crate::rollout::controls::Windows::parse(s).map_err(|e| e.to_string()))]
+    pub rollout_window: crate::rollout::controls::Windows,
+    /// A workload unavailable this long is reported stuck (Event, metric). It keeps
+    /// holding its network's slot unless annotated `stellar.org/rollout: skip-wait`.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_STUCK_AFTER", default_value = "15m", value_parser = parse_duration)]
+    pub stuck_after: Duration,
     /// Name of the leader-election Lease.
     #[arg(
         long,

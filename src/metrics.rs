@@ -62,6 +62,13 @@ impl ErrorKind {
     }
 }
 
+/// Labels of `rollouts_waiting`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WaitLabels {
+    pub network: String,
+    pub reason: &'static str,
+}
+
 /// Every metric the injector exports.
 pub struct Metrics {
     registry: Registry,
@@ -76,6 +83,8 @@ pub struct Metrics {
     pub patch_cache: Family<ResultLabels, Counter>,
     pub rollouts: Family<RolloutLabels, Counter>,
     pub rollouts_pending: Family<NetworkLabels, Gauge>,
+    pub rollouts_waiting: Family<WaitLabels, Gauge>,
+    pub rollouts_stuck: Family<NetworkLabels, Gauge>,
     pub rollout_leader: Gauge,
     pub services_created: Counter,
     pub errors: Family<ErrorLabels, Counter>,
@@ -159,6 +168,18 @@ impl Metrics {
             "Workloads whose peers are stale and wait for their turn, by network",
             rollouts_pending.clone(),
         );
+        let rollouts_waiting = Family::<WaitLabels, Gauge>::default();
+        registry.register(
+            "rollouts_waiting",
+            "Stale workloads not acted on now, by network and reason (paused, window, settling, slot, validators_first)",
+            rollouts_waiting.clone(),
+        );
+        let rollouts_stuck = Family::<NetworkLabels, Gauge>::default();
+        registry.register(
+            "rollouts_stuck",
+            "Workloads unavailable for longer than --stuck-after (holding their network's rollout slot unless marked skip-wait), by network",
+            rollouts_stuck.clone(),
+        );
         let rollout_leader = Gauge::default();
         registry.register(
             "rollout_leader",
@@ -191,6 +212,8 @@ impl Metrics {
             patch_cache,
             rollouts,
             rollouts_pending,
+            rollouts_waiting,
+            rollouts_stuck,
             rollout_leader,
             admission_requests,
             admission_duration,

@@ -7,6 +7,8 @@
 
 use serde_json::Value;
 
+use crate::rollout::controls::{ANNOTATION_ROLLOUT, ANNOTATION_WINDOW, Control, Windows};
+
 /// Annotation on a StellarNode that overrides its peer address (public or external address).
 pub const PEER_ADDRESS_ANNOTATION: &str = "stellar.org/peer-address";
 /// Annotation (on a StellarNode or a pod) that selects how peers reach stellar-core:
@@ -73,6 +75,12 @@ pub struct NodeRecord {
     pub user_peers_problem: Option<String>,
     /// The `stellar.org/peers-config-mode` annotation, if set.
     pub config_mode: Option<String>,
+    /// The `stellar.org/rollout` annotation (pause, skip-wait).
+    pub rollout: Control,
+    /// The `stellar.org/rollout-window` override of `--rollout-window`.
+    pub rollout_window: Option<Windows>,
+    /// Why a rollout annotation was not understood (it is then ignored).
+    pub rollout_problem: Option<String>,
 }
 
 pub use crate::config::UserPeers;
@@ -92,6 +100,9 @@ impl NodeRecord {
             user_peers: UserPeers::default(),
             user_peers_problem: None,
             config_mode: None,
+            rollout: Control::Normal,
+            rollout_window: None,
+            rollout_problem: None,
         }
     }
 
@@ -119,6 +130,18 @@ impl NodeRecord {
         };
         let peer_address = annotation(PEER_ADDRESS_ANNOTATION);
         let config_mode = annotation(CONFIG_MODE_ANNOTATION);
+        let (rollout, mut rollout_problem) =
+            Control::parse(annotation(ANNOTATION_ROLLOUT).as_deref());
+        let rollout_window = match annotation(ANNOTATION_WINDOW).map(|t| Windows::parse(&t)) {
+            None => None,
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
+                rollout_problem = Some(format!(
+                    "{ANNOTATION_WINDOW}: {e}; --rollout-window applies"
+                ));
+                None
+            }
+        };
         let uid = meta.get("uid").and_then(Value::as_str).map(str::to_owned);
         let mut problems = Vec::new();
         let spec = obj.get("spec");
@@ -201,6 +224,9 @@ impl NodeRecord {
             user_peers,
             user_peers_problem,
             config_mode,
+            rollout,
+            rollout_window,
+            rollout_problem,
         })
     }
 }

@@ -219,6 +219,8 @@ fn rollout_settings(
             },
         },
         debounce: args.debounce,
+        windows: args.rollout_window.clone(),
+        stuck_after: args.stuck_after,
         namespaces: args.kube.namespaces(),
         identity: identity.to_owned(),
     };

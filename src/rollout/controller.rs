@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -16,9 +16,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 
+use super::controls::Windows;
 use super::observe;
-use super::plan::{Action, Kind, PlanSettings, WorkloadKey, WorkloadState};
+use super::plan::{Action, Kind, PlanSettings, Report, WorkloadKey, WorkloadState};
 use super::state::{Next, RolloutState, StateSettings};
 use crate::cache::PeerCache;
 use crate::inject::{ANNOTATION_HASH, LABEL_NAME, LABEL_NAME_VALUE};
@@ -42,6 +44,10 @@ pub struct RolloutSettings {
     pub mode: Mode,
     pub plan: PlanSettings,
     pub debounce: Duration,
+    /// `--rollout-window`.
+    pub windows: Windows,
+    /// `--stuck-after`.
+    pub stuck_after: Duration,
     pub namespaces: Vec<String>,
     pub identity: String,
 }
@@ -50,25 +56,42 @@ struct Stores {
     sts: Vec<Store<StatefulSet>>,
     deploy: Vec<Store<Deployment>>,
     pods: Vec<Store<Pod>>,
+    namespaces: Vec<Store<Namespace>>,
 }
 
-fn start_reflector<K>(api: Api<K>, notify: Arc<Notify>) -> Store<K>
+/// The namespaces the loop works in, for their pause annotation: one watch of a single
+/// namespace each (by name), or of all namespaces when it works cluster-wide.
+fn namespace_watches(namespaces: &[String]) -> Vec<watcher::Config> {
+    let base = watcher::Config::default().any_semantic();
+    if namespaces.is_empty() {
+        vec![base]
+    } else {
+        namespaces
+            .iter()
+            .map(|n| base.clone().fields(&format!("metadata.name={n}")))
+            .collect()
+    }
+}
+
+/// Starts a reflector whose task the caller's `tasks` owns (dropping the set stops it).
+fn start_reflector<K>(
+    tasks: &mut JoinSet<()>,
+    api: Api<K>,
+    cfg: watcher::Config,
+    notify: Arc<Notify>,
+) -> Store<K>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    // Listed from the apiserver's watch cache, as informers do (see `cache::run`).
-    let cfg = watcher::Config::default()
-        .any_semantic()
-        .labels(&format!("{LABEL_NAME}={LABEL_NAME_VALUE}"));
     let stream = reflector::reflector(
         writer,
         watcher(api, cfg).default_backoff().modify(|o: &mut K| {
             o.managed_fields_mut().clear();
         }),
     );
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut s = std::pin::pin!(stream);
         while let Some(ev) = s.next().await {
             if let Err(e) = ev {
@@ -90,18 +113,43 @@ pub async fn run(
     metrics: Arc<Metrics>,
 ) {
     let notify = Arc::new(Notify::new());
+    // The reflectors' tasks live exactly as long as this loop.
+    let mut tasks = JoinSet::new();
+    // Listed from the apiserver's watch cache, as informers do (see `cache::run`).
+    let ours = watcher::Config::default()
+        .any_semantic()
+        .labels(&format!("{LABEL_NAME}={LABEL_NAME_VALUE}"));
+    let scoped = |tasks: &mut JoinSet<()>| {
+        (
+            crate::cache::scoped_apis::<StatefulSet>(&client, &s.namespaces)
+                .into_iter()
+                .map(|a| start_reflector(tasks, a, ours.clone(), notify.clone()))
+                .collect(),
+            crate::cache::scoped_apis::<Deployment>(&client, &s.namespaces)
+                .into_iter()
+                .map(|a| start_reflector(tasks, a, ours.clone(), notify.clone()))
+                .collect(),
+            crate::cache::scoped_apis::<Pod>(&client, &s.namespaces)
+                .into_iter()
+                .map(|a| start_reflector(tasks, a, ours.clone(), notify.clone()))
+                .collect(),
+        )
+    };
+    let (sts, deploy, pods) = scoped(&mut tasks);
     let stores = Stores {
-        sts: crate::cache::scoped_apis::<StatefulSet>(&client, &s.namespaces)
+        sts,
+        deploy,
+        pods,
+        namespaces: namespace_watches(&s.namespaces)
             .into_iter()
-            .map(|a| start_reflector(a, notify.clone()))
-            .collect(),
-        deploy: crate::cache::scoped_apis::<Deployment>(&client, &s.namespaces)
-            .into_iter()
-            .map(|a| start_reflector(a, notify.clone()))
-            .collect(),
-        pods: crate::cache::scoped_apis::<Pod>(&client, &s.namespaces)
-            .into_iter()
-            .map(|a| start_reflector(a, notify.clone()))
+            .map(|cfg| {
+                start_reflector(
+                    &mut tasks,
+                    Api::<Namespace>::all(client.clone()),
+                    cfg,
+                    notify.clone(),
+                )
+            })
             .collect(),
     };
     for st in &stores.sts {
@@ -113,6 +161,9 @@ pub async fn run(
     for st in &stores.pods {
         let _ = st.wait_until_ready().await;
     }
+    for st in &stores.namespaces {
+        let _ = st.wait_until_ready().await;
+    }
     tracing::info!(mode = ?s.mode, max_concurrent = s.plan.max_concurrent, debounce = ?s.debounce, "rollout loop watching workloads");
     let recorder = Recorder::new(
         client.clone(),
@@ -122,7 +173,11 @@ pub async fn run(
         },
     );
     let mut snaps = cache.subscribe();
-    let mut state = RolloutState::new(StateSettings::new(s.plan, s.debounce));
+    let mut state = RolloutState::new(StateSettings {
+        windows: s.windows.clone(),
+        stuck_after: s.stuck_after,
+        ..StateSettings::new(s.plan, s.debounce)
+    });
     let mut history = History::default();
     let mut wake = Duration::ZERO;
     loop {
@@ -162,12 +217,22 @@ pub async fn run(
                 .flat_map(Store::state)
                 .collect::<Vec<_>>(),
         );
-        let observed = observe::observe(
+        let mut observed = observe::observe(
             sts.iter().map(|o| &**o),
             deploy.iter().map(|o| &**o),
             pods.iter().map(|o| &**o),
         );
-        let (plan, expired) = match state.next(Instant::now(), &snap, &observed) {
+        observed.paused_namespaces = stores
+            .namespaces
+            .iter()
+            .flat_map(Store::state)
+            .filter(|n| observe::namespace_paused(&n.metadata))
+            .map(|n| n.name_any())
+            .collect();
+        let minute = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| super::controls::minute_of_day(d.as_secs()));
+        let (plan, expired) = match state.next_at(Instant::now(), Some(minute), &snap, &observed) {
             Next::Debounce(left) => {
                 wake = left;
                 continue;
@@ -185,6 +250,28 @@ pub async fn run(
                     network: net.clone(),
                 })
                 .set(*n as i64);
+        }
+        metrics.rollouts_waiting.clear();
+        for w in &plan.waiting {
+            metrics
+                .rollouts_waiting
+                .get_or_create(&crate::metrics::WaitLabels {
+                    network: w.network.clone(),
+                    reason: w.why.label(),
+                })
+                .inc();
+        }
+        metrics.rollouts_stuck.clear();
+        for st in &plan.stuck {
+            metrics
+                .rollouts_stuck
+                .get_or_create(&crate::metrics::NetworkLabels {
+                    network: st.network.clone(),
+                })
+                .inc();
+        }
+        for w in &plan.waiting {
+            tracing::debug!(workload = %w.key, network = %w.network, hash = %w.hash, "not rolled now: {}", w.why);
         }
         for action in plan.actions {
             // Leadership can be lost at any moment (Lease renewal failed, SIGTERM released
@@ -346,6 +433,32 @@ async fn execute(
                 r,
             )
         }
+        Action::Report { report, .. } => {
+            let (reason, note, warn) = report_event(key, report);
+            if warn {
+                tracing::warn!(workload = %key, "{note}");
+            } else {
+                tracing::info!(workload = %key, "{note}");
+            }
+            if dry {
+                return "dry_run";
+            }
+            let ev = Event {
+                type_: if warn {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: reason.into(),
+                note: Some(note),
+                action: "Rollout".into(),
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&ev, &reference(key)).await {
+                tracing::debug!(error = %e, "cannot record Event");
+            }
+            return "event_only";
+        }
         Action::Notify {
             hash, stale_pods, ..
         } => {
@@ -379,6 +492,40 @@ async fn execute(
     match action {
         Action::Notify { .. } => "event_only",
         _ => "started",
+    }
+}
+
+/// The Event for a report: reason, note, and whether it is a warning.
+fn report_event(key: &WorkloadKey, report: &Report) -> (&'static str, String, bool) {
+    match report {
+        Report::Paused { level, hash } => (
+            "RolloutPaused",
+            format!(
+                "New peers (hash {hash}) are waiting: the rollout is paused by stellar.org/rollout=paused on the {}. Remove the annotation to resume; it then rolls under the usual quorum rule",
+                level.as_str()
+            ),
+            false,
+        ),
+        Report::Stuck {
+            minutes,
+            skip_wait: false,
+        } => (
+            "RolloutStuck",
+            format!(
+                "{key} has not been ready for {minutes} min and holds its network's rollout slot, so no other workload of the network rolls. Fix it, or annotate it stellar.org/rollout=skip-wait to let the others proceed (your decision: quorum comes first)"
+            ),
+            true,
+        ),
+        Report::Stuck {
+            minutes,
+            skip_wait: true,
+        } => (
+            "RolloutStuckSkipped",
+            format!(
+                "{key} has not been ready for {minutes} min; stellar.org/rollout=skip-wait is set, so it no longer holds its network's rollout slot and the others proceed"
+            ),
+            true,
+        ),
     }
 }
 

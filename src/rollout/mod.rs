@@ -1,6 +1,7 @@
 //! Rolling update on peer change: a pure planner and the loop that executes it.
 
 pub mod controller;
+pub mod controls;
 pub mod lease;
 pub mod observe;
 pub mod plan;

@@ -17,6 +17,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::controls::{ANNOTATION_ROLLOUT, Control};
 use super::plan::{self, Kind, PodState, WorkloadKey, WorkloadState};
 use crate::inject::LABEL_INSTANCE;
 
@@ -26,6 +27,25 @@ pub struct Observed {
     /// Sorted by key.
     pub workloads: Vec<WorkloadState>,
     pub pods: Vec<PodState>,
+    /// Namespaces annotated `stellar.org/rollout: paused`.
+    pub paused_namespaces: std::collections::BTreeSet<String>,
+}
+
+/// The workload's own `stellar.org/rollout` control (an unknown value is logged by
+/// the loop, see [`Control::parse`]).
+pub fn control_of(meta: &ObjectMeta) -> Control {
+    Control::parse(
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_ROLLOUT))
+            .map(String::as_str),
+    )
+    .0
+}
+
+/// Whether a namespace is paused.
+pub fn namespace_paused(meta: &ObjectMeta) -> bool {
+    control_of(meta) == Control::Paused
 }
 
 fn instance_label(meta: &ObjectMeta) -> Option<String> {
@@ -80,6 +100,7 @@ pub fn sts_state(s: &StatefulSet) -> Option<WorkloadState> {
         replicas,
         generation: s.metadata.generation.unwrap_or(0),
         settled,
+        control: control_of(&s.metadata),
     })
 }
 
@@ -109,6 +130,7 @@ pub fn deploy_state(d: &Deployment) -> Option<WorkloadState> {
         replicas,
         generation: d.metadata.generation.unwrap_or(0),
         settled,
+        control: control_of(&d.metadata),
     })
 }
 
@@ -149,7 +171,11 @@ pub fn combine(mut workloads: Vec<WorkloadState>, pods: Vec<PodState>) -> Observ
         wl.settled &= all_ready && count == wl.replicas.max(0) as usize;
     }
     workloads.sort_by(|a, b| a.key.cmp(&b.key));
-    Observed { workloads, pods }
+    Observed {
+        workloads,
+        pods,
+        paused_namespaces: Default::default(),
+    }
 }
 
 /// Reads every object the loop's stores hold into one [`Observed`].

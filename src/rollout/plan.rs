@@ -11,8 +11,9 @@
 //! - RollingUpdate workloads roll by a template annotation change; OnDelete
 //!   StatefulSets and pods that missed injection are replaced one pod at a time.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::controls::{Control, PauseLevel};
 use crate::inject::{ANNOTATION_HASH, ANNOTATION_OPT_OUT};
 use crate::peers::{Lookup, PeerSnapshot};
 
@@ -63,6 +64,8 @@ pub struct WorkloadState {
     /// The controller has finished: generation observed, all replicas updated
     /// (RollingUpdate) and ready.
     pub settled: bool,
+    /// The workload's own `stellar.org/rollout` annotation.
+    pub control: Control,
 }
 
 /// What the loop observed of one pod.
@@ -119,14 +122,41 @@ pub enum Action {
         hash: String,
         stale_pods: usize,
     },
+    /// Tell the operator about a rollout control taking effect (an Event, no write).
+    Report {
+        key: WorkloadKey,
+        network: String,
+        report: Report,
+    },
+}
+
+/// What a [`Action::Report`] tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// A rollout to `hash` is held by a pause.
+    Paused { level: PauseLevel, hash: String },
+    /// The workload has been unavailable this long, holding its network's slot unless
+    /// released by `skip-wait`.
+    Stuck { minutes: u64, skip_wait: bool },
+}
+
+impl Report {
+    /// Told once per distinct value of this key (see `state`).
+    pub fn dedup_key(&self) -> String {
+        match self {
+            Self::Paused { level, hash } => format!("paused:{}:{hash}", level.as_str()),
+            Self::Stuck { skip_wait, .. } => format!("stuck:{skip_wait}"),
+        }
+    }
 }
 
 impl Action {
     pub fn key(&self) -> &WorkloadKey {
         match self {
-            Self::Annotate { key, .. } | Self::DeletePod { key, .. } | Self::Notify { key, .. } => {
-                key
-            }
+            Self::Annotate { key, .. }
+            | Self::DeletePod { key, .. }
+            | Self::Notify { key, .. }
+            | Self::Report { key, .. } => key,
         }
     }
 
@@ -134,16 +164,100 @@ impl Action {
         match self {
             Self::Annotate { network, .. }
             | Self::DeletePod { network, .. }
-            | Self::Notify { network, .. } => network,
+            | Self::Notify { network, .. }
+            | Self::Report { network, .. } => network,
         }
     }
 }
 
-/// The plan: actions, plus how many stale workloads wait per network.
+/// Why a stale workload is not acted on now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Paused by `stellar.org/rollout: paused` at this level.
+    Paused(PauseLevel),
+    /// Outside its rollout window; it opens in this many minutes.
+    Window { opens_in_minutes: u16 },
+    /// It is itself not settled (or our last action on it is still in flight).
+    Settling,
+    /// Its network's slots are held by these (workloads, or validators still arriving).
+    Slot { held_by: Vec<String> },
+    /// The network's validators roll first.
+    ValidatorsFirst,
+}
+
+impl Wait {
+    /// The metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Paused(_) => "paused",
+            Self::Window { .. } => "window",
+            Self::Settling => "settling",
+            Self::Slot { .. } => "slot",
+            Self::ValidatorsFirst => "validators_first",
+        }
+    }
+}
+
+impl std::fmt::Display for Wait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Paused(level) => {
+                write!(f, "paused by stellar.org/rollout on its {}", level.as_str())
+            }
+            Self::Window { opens_in_minutes } => {
+                write!(
+                    f,
+                    "outside its rollout window (opens in {opens_in_minutes} min)"
+                )
+            }
+            Self::Settling => f.write_str("waiting for itself to settle"),
+            Self::Slot { held_by } => {
+                write!(f, "waiting for the slot held by {}", held_by.join(", "))
+            }
+            Self::ValidatorsFirst => {
+                f.write_str("waiting for its network's validators to roll first")
+            }
+        }
+    }
+}
+
+/// A stale workload that waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    pub key: WorkloadKey,
+    pub network: String,
+    pub hash: String,
+    pub why: Wait,
+}
+
+/// Operator controls the planner obeys, worked out by the caller (see `state`).
+#[derive(Clone, Debug, Default)]
+pub struct Gates {
+    /// Stale workloads that must not be acted on now (paused, outside their window).
+    pub held: HashMap<WorkloadKey, Wait>,
+    /// Unavailable workloads that do not hold their network's slot: stuck and marked
+    /// `skip-wait` by the operator.
+    pub released: HashSet<WorkloadKey>,
+}
+
+/// A workload that has held its network's slot for longer than `--stuck-after`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stuck {
+    pub key: WorkloadKey,
+    pub network: String,
+    pub minutes: u64,
+    /// Released by `stellar.org/rollout: skip-wait`: it no longer holds the slot.
+    pub skip_wait: bool,
+}
+
+/// The plan: actions, plus how many stale workloads wait per network, why each waits,
+/// and which workloads are stuck.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub actions: Vec<Action>,
     pub pending: BTreeMap<String, usize>,
+    pub waiting: Vec<Waiting>,
+    pub stuck: Vec<Stuck>,
 }
 
 #[derive(Debug)]
@@ -163,6 +277,28 @@ pub fn plan(
     arriving: &[(String, String)],
     settings: &PlanSettings,
 ) -> Plan {
+    plan_gated(
+        snapshot,
+        workloads,
+        pods,
+        recently_acted,
+        arriving,
+        &Gates::default(),
+        settings,
+    )
+}
+
+/// [`plan`], obeying the operator's [`Gates`]: a held workload is never acted on and
+/// takes no slot; a released one does not hold its network's slot.
+pub fn plan_gated(
+    snapshot: &PeerSnapshot,
+    workloads: &[WorkloadState],
+    pods: &[PodState],
+    recently_acted: &HashSet<WorkloadKey>,
+    arriving: &[(String, String)],
+    gates: &Gates,
+    settings: &PlanSettings,
+) -> Plan {
     let mut pods_by: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
     for (i, p) in pods.iter().enumerate() {
         pods_by
@@ -173,10 +309,12 @@ pub fn plan(
     // Per network: busy count and candidates (tier, key, workload index, need, hash).
     struct Net<'a> {
         busy: usize,
+        busy_names: Vec<String>,
         stale_validators: usize,
         candidates: Vec<(u8, &'a WorkloadKey, usize, Need, String)>,
     }
     let mut nets: BTreeMap<String, Net<'_>> = BTreeMap::new();
+    let mut waiting = Vec::new();
     for (wi, w) in workloads.iter().enumerate() {
         if w.opted_out {
             continue;
@@ -190,12 +328,15 @@ pub fn plan(
         let tier = entry.record.kind.rollout_tier();
         let net = nets.entry(list.network.clone()).or_insert_with(|| Net {
             busy: 0,
+            busy_names: Vec::new(),
             stale_validators: 0,
             candidates: Vec::new(),
         });
-        let busy = !w.settled || recently_acted.contains(&w.key);
+        let busy =
+            (!w.settled && !gates.released.contains(&w.key)) || recently_acted.contains(&w.key);
         if busy {
             net.busy += 1;
+            net.busy_names.push(w.key.to_string());
         }
         if w.replicas == 0 {
             continue;
@@ -224,6 +365,15 @@ pub fn plan(
             _ => None,
         };
         if let Some(need) = need {
+            if let Some(why) = gates.held.get(&w.key) {
+                waiting.push(Waiting {
+                    key: w.key.clone(),
+                    network: list.network.clone(),
+                    hash: desired.clone(),
+                    why: why.clone(),
+                });
+                continue;
+            }
             let notify_only =
                 matches!(need, Need::Pods(_)) && settings.on_delete == OnDeletePolicy::Event;
             if tier == 0 && !notify_only {
@@ -237,26 +387,39 @@ pub fn plan(
     }
     for (ns, name) in arriving {
         if let Some(e) = snapshot.node(ns, name).filter(|e| e.record.is_peer()) {
-            nets.entry(e.record.network.clone())
-                .or_insert_with(|| Net {
-                    busy: 0,
-                    stale_validators: 0,
-                    candidates: Vec::new(),
-                })
-                .busy += 1;
+            let net = nets.entry(e.record.network.clone()).or_insert_with(|| Net {
+                busy: 0,
+                busy_names: Vec::new(),
+                stale_validators: 0,
+                candidates: Vec::new(),
+            });
+            net.busy += 1;
+            net.busy_names
+                .push(format!("StellarNode {ns}/{name} (arriving)"));
         }
     }
     let mut out = Plan::default();
+    for w in &waiting {
+        *out.pending.entry(w.network.clone()).or_default() += 1;
+    }
+    out.waiting = waiting;
     for (network, mut net) in nets {
         net.candidates
             .sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)));
         let pending = net.candidates.len();
         if pending > 0 {
-            out.pending.insert(network.clone(), pending);
+            *out.pending.entry(network.clone()).or_default() += pending;
         }
         let mut free = settings.max_concurrent.saturating_sub(net.busy);
         for (tier, key, wi, need, hash) in net.candidates {
+            let wait = |why| Waiting {
+                key: key.clone(),
+                network: network.clone(),
+                hash: hash.clone(),
+                why,
+            };
             if tier == u8::MAX {
+                out.waiting.push(wait(Wait::Settling));
                 continue; // busy: wait for it to settle
             }
             let w = &workloads[wi];
@@ -273,9 +436,13 @@ pub fn plan(
                 continue;
             }
             if tier > 0 && net.stale_validators > 0 {
+                out.waiting.push(wait(Wait::ValidatorsFirst));
                 continue; // validators of this network first
             }
             if free == 0 {
+                out.waiting.push(wait(Wait::Slot {
+                    held_by: net.busy_names.clone(),
+                }));
                 continue;
             }
             free -= 1;

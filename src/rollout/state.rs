@@ -15,12 +15,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use super::controls::{Control, PauseLevel, Windows};
 use super::observe::Observed;
-use super::plan::{self, Action, Plan, PlanSettings, WorkloadKey};
-use crate::peers::PeerSnapshot;
+use super::plan::{self, Action, Gates, Plan, PlanSettings, Report, Stuck, Wait, WorkloadKey};
+use crate::peers::{Lookup, PeerSnapshot};
 
 /// Timings of the policy.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StateSettings {
     pub plan: PlanSettings,
     /// Act only once the peer set has been quiet this long.
@@ -29,6 +30,10 @@ pub struct StateSettings {
     pub arrival_grace: Duration,
     /// How long an action may stay unobserved before it is given up (and may be redone).
     pub in_flight_timeout: Duration,
+    /// When rollouts may start (`--rollout-window`); a StellarNode may override it.
+    pub windows: Windows,
+    /// A workload unavailable this long is reported stuck (`--stuck-after`).
+    pub stuck_after: Duration,
 }
 
 impl StateSettings {
@@ -38,6 +43,8 @@ impl StateSettings {
             debounce,
             arrival_grace: Duration::from_secs(60),
             in_flight_timeout: Duration::from_secs(300),
+            windows: Windows::Always,
+            stuck_after: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -80,6 +87,8 @@ pub struct RolloutState {
     in_flight: HashMap<WorkloadKey, InFlight>,
     first_seen: HashMap<(String, String), Instant>,
     notified: HashSet<(WorkloadKey, String)>,
+    /// Since when each workload has been unavailable, for `--stuck-after`.
+    unavailable_since: HashMap<WorkloadKey, Instant>,
     /// The newest generation seen of each workload: a view older than that (a relist
     /// from a lagging cache) is stale and counts as unavailable.
     newest_generation: HashMap<WorkloadKey, i64>,
@@ -96,6 +105,7 @@ impl RolloutState {
             in_flight: HashMap::new(),
             first_seen: HashMap::new(),
             notified: HashSet::new(),
+            unavailable_since: HashMap::new(),
             newest_generation: HashMap::new(),
             deleted: HashMap::new(),
         }
@@ -122,8 +132,21 @@ impl RolloutState {
         }
     }
 
-    /// One transition: what to do now.
+    /// One transition: what to do now, without a wall clock (rollout windows are not
+    /// checked; see [`Self::next_at`]).
     pub fn next(&mut self, now: Instant, snapshot: &PeerSnapshot, observed: &Observed) -> Next {
+        self.next_at(now, None, snapshot, observed)
+    }
+
+    /// One transition at `now`, `utc_minute` being the minute of the UTC day (for the
+    /// rollout windows; `None` does not check them).
+    pub fn next_at(
+        &mut self,
+        now: Instant,
+        utc_minute: Option<u16>,
+        snapshot: &PeerSnapshot,
+        observed: &Observed,
+    ) -> Next {
         self.see_snapshot(now, snapshot);
         if let Some(changed) = self.last_change {
             let quiet = now.saturating_duration_since(changed);
@@ -135,31 +158,48 @@ impl RolloutState {
         let mut busy: HashSet<WorkloadKey> = self.in_flight.keys().cloned().collect();
         busy.extend(self.stale_views(now, observed));
         let arriving = self.arriving(now, snapshot, observed);
-        let mut plan = plan::plan(
+        let (gates, stuck) = self.gates(now, utc_minute, snapshot, observed);
+        let mut plan = plan::plan_gated(
             snapshot,
             &observed.workloads,
             &observed.pods,
             &busy,
             &arriving,
+            &gates,
             &self.settings.plan,
         );
-        // An Event for stale pods is sent once per (workload, hash); forget the ones
-        // that no longer apply, so a later change is told again.
-        let wanted: HashSet<(WorkloadKey, String)> = plan
-            .actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Notify { key, hash, .. } => Some((key.clone(), hash.clone())),
-                _ => None,
-            })
-            .collect();
-        self.notified.retain(|n| wanted.contains(n));
-        plan.actions.retain(|a| match a {
-            Action::Notify { key, hash, .. } => {
-                !self.notified.contains(&(key.clone(), hash.clone()))
+        // Tell the operator, once, what a control holds or what is stuck.
+        for w in &plan.waiting {
+            if let Wait::Paused(level) = &w.why {
+                plan.actions.push(Action::Report {
+                    key: w.key.clone(),
+                    network: w.network.clone(),
+                    report: Report::Paused {
+                        level: *level,
+                        hash: w.hash.clone(),
+                    },
+                });
             }
-            _ => true,
-        });
+        }
+        for st in &stuck {
+            plan.actions.push(Action::Report {
+                key: st.key.clone(),
+                network: st.network.clone(),
+                report: Report::Stuck {
+                    minutes: st.minutes,
+                    skip_wait: st.skip_wait,
+                },
+            });
+        }
+        plan.stuck = stuck;
+        // An Event for stale pods is sent once per (workload, hash), a report once per
+        // (workload, what it tells); forget the ones that no longer apply, so a later
+        // change is told again.
+        let wanted: HashSet<(WorkloadKey, String)> =
+            plan.actions.iter().filter_map(dedup_key).collect();
+        self.notified.retain(|n| wanted.contains(n));
+        plan.actions
+            .retain(|a| dedup_key(a).is_none_or(|k| !self.notified.contains(&k)));
         Next::Act { plan, expired }
     }
 
@@ -175,8 +215,10 @@ impl RolloutState {
                 self.deleted.insert(uid.clone(), (key.clone(), now));
                 Effect::PodGone(uid.clone())
             }
-            Action::Notify { key, hash, .. } => {
-                self.notified.insert((key.clone(), hash.clone()));
+            Action::Notify { .. } | Action::Report { .. } => {
+                if let Some(k) = dedup_key(action) {
+                    self.notified.insert(k);
+                }
                 return;
             }
         };
@@ -240,6 +282,74 @@ impl RolloutState {
         stale
     }
 
+    /// The operator's controls: which stale workloads are held (paused at some level,
+    /// or outside their window), which unavailable ones are stuck, and which of those
+    /// are released from holding their network's slot by `skip-wait`.
+    fn gates(
+        &mut self,
+        now: Instant,
+        utc_minute: Option<u16>,
+        snapshot: &PeerSnapshot,
+        observed: &Observed,
+    ) -> (Gates, Vec<Stuck>) {
+        let mut gates = Gates::default();
+        let mut stuck = Vec::new();
+        let present: HashSet<&WorkloadKey> = observed.workloads.iter().map(|w| &w.key).collect();
+        self.unavailable_since.retain(|k, _| present.contains(k));
+        for w in &observed.workloads {
+            let node = snapshot.node(&w.key.namespace, &w.instance);
+            let record = node.map(|e| &e.record);
+            let node_control = record.map_or(Control::Normal, |r| r.rollout);
+            let pause = if observed.paused_namespaces.contains(&w.key.namespace) {
+                Some(PauseLevel::Namespace)
+            } else if node_control == Control::Paused {
+                Some(PauseLevel::StellarNode)
+            } else if w.control == Control::Paused {
+                Some(PauseLevel::Workload)
+            } else {
+                None
+            };
+            if let Some(level) = pause {
+                gates.held.insert(w.key.clone(), Wait::Paused(level));
+            } else if let Some(minute) = utc_minute {
+                let windows = record
+                    .and_then(|r| r.rollout_window.as_ref())
+                    .unwrap_or(&self.settings.windows);
+                if !windows.open_at(minute) {
+                    gates.held.insert(
+                        w.key.clone(),
+                        Wait::Window {
+                            opens_in_minutes: windows.opens_in(minute),
+                        },
+                    );
+                }
+            }
+            if w.settled {
+                self.unavailable_since.remove(&w.key);
+                continue;
+            }
+            let since = *self.unavailable_since.entry(w.key.clone()).or_insert(now);
+            let down = now.saturating_duration_since(since);
+            if down < self.settings.stuck_after {
+                continue;
+            }
+            let Lookup::Found(list) = snapshot.lookup(&w.key.namespace, &w.instance) else {
+                continue;
+            };
+            let skip_wait = w.control == Control::SkipWait || node_control == Control::SkipWait;
+            if skip_wait {
+                gates.released.insert(w.key.clone());
+            }
+            stuck.push(Stuck {
+                key: w.key.clone(),
+                network: list.network.clone(),
+                minutes: down.as_secs() / 60,
+                skip_wait,
+            });
+        }
+        (gates, stuck)
+    }
+
     /// Validators of the snapshot without a workload yet, within their arrival grace.
     fn arriving(
         &mut self,
@@ -262,3 +372,12 @@ impl RolloutState {
 
 #[cfg(test)]
 mod tests;
+
+/// The key an Event-only action is told once by.
+fn dedup_key(a: &Action) -> Option<(WorkloadKey, String)> {
+    match a {
+        Action::Notify { key, hash, .. } => Some((key.clone(), hash.clone())),
+        Action::Report { key, report, .. } => Some((key.clone(), report.dedup_key())),
+        _ => None,
+    }
+}

@@ -37,6 +37,7 @@ fn wl(name: &str, template_hash: Option<&str>) -> WorkloadState {
         replicas: 1,
         generation: 1,
         settled: true,
+        control: crate::rollout::controls::Control::Normal,
     }
 }
 

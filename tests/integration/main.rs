@@ -8,6 +8,7 @@
 
 mod chart_tests;
 mod config_tests;
+mod controls_tests;
 mod fault_tests;
 mod injection_tests;
 mod rollout_tests;
@@ -143,6 +144,11 @@ fn main() {
             shared operator_and_sdf_pods_read_a_merged_config,
             shared injected_addresses_resolve_to_their_pods,
             shared editing_known_peers_rolls_that_node_alone,
+        }
+        "controls" => controls_tests {
+            shared pause_at_each_level_holds_the_rollout,
+            shared a_closed_window_queues_until_it_opens,
+            shared a_stuck_validator_is_reported_and_skip_wait_releases_the_others,
         }
         "chart" => chart_tests {
             shared chart_lints_and_renders_in_every_cert_mode as lints_and_renders_in_every_cert_mode,

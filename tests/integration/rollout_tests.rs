@@ -115,8 +115,15 @@ impl MonitorState {
                 .seen
                 .iter()
                 .filter(|(n, o)| {
-                    // A workload scaled to zero is leaving its network, not holding a slot.
-                    let member = o.sts.spec.as_ref().and_then(|s| s.replicas) != Some(0);
+                    // A workload scaled to zero is leaving its network, not holding a slot;
+                    // one the operator marked skip-wait was released from it on purpose.
+                    let member = o.sts.spec.as_ref().and_then(|s| s.replicas) != Some(0)
+                        && o.sts
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get("stellar.org/rollout"))
+                            .is_none_or(|v| v != "skip-wait");
                     **n != name && member && network_of(&o.sts) == net && unavailable(&o.sts)
                 })
                 .map(|(n, _)| n.clone())

@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::nodes::{NodeKind, NodeRecord};
 use crate::peers::{Lookup, PeerSettings};
+use crate::rollout::controls::{Control, Windows};
 use crate::rollout::observe::{Observed, combine};
-use crate::rollout::plan::{Kind, OnDeletePolicy, PodState, WorkloadState};
+use crate::rollout::plan::{Kind, OnDeletePolicy, PodState, Wait, WorkloadState};
 
 const ONE: PlanSettings = PlanSettings {
     max_concurrent: 1,
@@ -46,6 +47,7 @@ fn wl(name: &str, hash: &str, settled: bool, generation: i64) -> WorkloadState {
         replicas: 1,
         generation,
         settled,
+        control: Control::Normal,
     }
 }
 
@@ -76,6 +78,9 @@ fn acts(n: &Next) -> Vec<String> {
                 Action::Annotate { key, .. } => format!("annotate {}", key.name),
                 Action::DeletePod { pod, .. } => format!("delete {pod}"),
                 Action::Notify { key, .. } => format!("notify {}", key.name),
+                Action::Report { key, report, .. } => {
+                    format!("report {} {}", key.name, report.dedup_key())
+                }
             })
             .collect(),
     }
@@ -508,6 +513,7 @@ impl Sim {
                 replicas: 1,
                 generation: s.generation,
                 settled,
+                control: Control::Normal,
             });
             if let Some(p) = &s.pod {
                 pods.push(PodState {
@@ -544,7 +550,7 @@ impl Sim {
                 }
                 true
             }
-            Action::Notify { .. } => true,
+            Action::Notify { .. } | Action::Report { .. } => true,
         }
     }
 }
@@ -625,4 +631,211 @@ fn never_two_unavailable_however_late_the_views() {
             );
         }
     }
+}
+
+// --- Operator controls: pause, windows, stuck --------------------------------------
+
+fn snap_with(version: u64, names: &[&str], edit: impl Fn(&mut NodeRecord)) -> PeerSnapshot {
+    let recs: Vec<NodeRecord> = names
+        .iter()
+        .map(|n| {
+            let mut r = NodeRecord::new("ns", n, NodeKind::Validator, "testnet");
+            edit(&mut r);
+            r
+        })
+        .collect();
+    PeerSnapshot::build(version, &recs, &PeerSettings::default())
+}
+
+/// v1, v2 current for {v1, v2}, all settled; the new snapshot adds v3 (settled too).
+fn stale_pair(new: &PeerSnapshot) -> Observed {
+    let old = snap(1, &["v1", "v2"]);
+    let (h1, h2, h3) = (hash(&old, "v1"), hash(&old, "v2"), hash(new, "v3"));
+    obs(
+        vec![
+            wl("v1", &h1, true, 1),
+            wl("v2", &h2, true, 1),
+            wl("v3", &h3, true, 1),
+        ],
+        vec![
+            pod("v1", "u1", &h1, true),
+            pod("v2", "u2", &h2, true),
+            pod("v3", "u3", &h3, true),
+        ],
+    )
+}
+
+fn waiting(n: &Next) -> Vec<String> {
+    match n {
+        Next::Act { plan, .. } => plan
+            .waiting
+            .iter()
+            .map(|w| format!("{} {}", w.key.name, w.why.label()))
+            .collect(),
+        Next::Debounce(_) => vec!["debounce".into()],
+    }
+}
+
+#[test]
+fn a_paused_workload_is_not_touched_and_is_reported_once() {
+    let t0 = Instant::now();
+    let new = snap(2, &["v1", "v2", "v3"]);
+    let mut o = stale_pair(&new);
+    o.workloads[0].control = Control::Paused;
+    let mut st = RolloutState::new(settings(Duration::ZERO));
+    let n = st.next(t0, &new, &o);
+    // v1 is held without taking the slot: v2 rolls.
+    assert_eq!(
+        acts(&n),
+        [
+            "annotate v2",
+            &format!("report v1 paused:workload:{}", hash(&new, "v1"))
+        ]
+    );
+    assert_eq!(waiting(&n), ["v1 paused"]);
+    record_all(&mut st, t0, &n);
+    // Told once: the next pass (v2 in flight) only waits.
+    let n = st.next(t0 + Duration::from_secs(1), &new, &o);
+    assert!(acts(&n).is_empty(), "{n:?}");
+    assert_eq!(waiting(&n), ["v1 paused", "v2 settling"]);
+    // Unpaused: it rolls under the quorum rule, once v2 has taken effect and settled.
+    o.workloads[0].control = Control::Normal;
+    o.workloads[1].template_hash = Some(hash(&new, "v2"));
+    o.pods[1].hash = Some(hash(&new, "v2"));
+    let n = st.next(t0 + Duration::from_secs(2), &new, &o);
+    assert_eq!(acts(&n), ["annotate v1"]);
+}
+
+#[test]
+fn pause_on_the_namespace_or_the_stellarnode_holds_its_workloads() {
+    let t0 = Instant::now();
+    // The StellarNode v1 is paused.
+    let new = snap_with(2, &["v1", "v2", "v3"], |r| {
+        if r.name == "v1" {
+            r.rollout = Control::Paused;
+        }
+    });
+    let o = stale_pair(&new);
+    let mut st = RolloutState::new(settings(Duration::ZERO));
+    let n = st.next(t0, &new, &o);
+    assert_eq!(waiting(&n), ["v1 paused"]);
+    assert!(acts(&n).contains(&"annotate v2".to_owned()), "{n:?}");
+    assert!(
+        acts(&n)
+            .iter()
+            .any(|a| a.starts_with("report v1 paused:StellarNode:")),
+        "{n:?}"
+    );
+    // The whole namespace is paused: nothing is annotated.
+    let new = snap(2, &["v1", "v2", "v3"]);
+    let mut o = stale_pair(&new);
+    o.paused_namespaces.insert("ns".into());
+    let mut st = RolloutState::new(settings(Duration::ZERO));
+    let n = st.next(t0, &new, &o);
+    assert!(acts(&n).iter().all(|a| a.starts_with("report ")), "{n:?}");
+    assert_eq!(waiting(&n), ["v1 paused", "v2 paused"]);
+}
+
+#[test]
+fn outside_the_window_changes_queue_and_roll_when_it_opens() {
+    let t0 = Instant::now();
+    let new = snap(2, &["v1", "v2", "v3"]);
+    let o = stale_pair(&new);
+    let mut s = settings(Duration::ZERO);
+    s.windows = Windows::parse("02:00-04:00").expect("window");
+    let mut st = RolloutState::new(s);
+    // 01:00 UTC: closed, opens in an hour.
+    let n = st.next_at(t0, Some(60), &new, &o);
+    assert!(acts(&n).is_empty(), "{n:?}");
+    match &n {
+        Next::Act { plan, .. } => {
+            assert_eq!(
+                plan.waiting[0].why,
+                Wait::Window {
+                    opens_in_minutes: 60
+                }
+            );
+            assert_eq!(plan.pending.get("testnet"), Some(&2));
+        }
+        other => panic!("{other:?}"),
+    }
+    // 02:30: open, one at a time.
+    let n = st.next_at(t0 + Duration::from_secs(1), Some(150), &new, &o);
+    assert_eq!(acts(&n), ["annotate v1"]);
+    // A StellarNode's own window overrides the flag.
+    let new = snap_with(3, &["v1", "v2", "v3"], |r| {
+        r.rollout_window = Some(Windows::Always);
+    });
+    let mut s = settings(Duration::ZERO);
+    s.windows = Windows::parse("02:00-04:00").expect("window");
+    let mut st = RolloutState::new(s);
+    let n = st.next_at(t0, Some(60), &new, &stale_pair(&new));
+    assert_eq!(acts(&n), ["annotate v1"]);
+}
+
+#[test]
+fn a_stuck_workload_holds_the_slot_until_the_operator_says_skip_wait() {
+    let t0 = Instant::now();
+    let new = snap(2, &["v1", "v2", "v3"]);
+    let mut o = stale_pair(&new);
+    // v3 (the new validator) never becomes ready.
+    o.workloads[2].settled = false;
+    let mut s = settings(Duration::ZERO);
+    s.stuck_after = Duration::from_secs(600);
+    let mut st = RolloutState::new(s);
+    assert!(acts(&st.next(t0, &new, &o)).is_empty());
+    // Ten minutes later it is stuck: reported once, still holding the slot.
+    let later = t0 + Duration::from_secs(600);
+    let n = st.next(later, &new, &o);
+    assert_eq!(acts(&n), ["report v3 stuck:false"]);
+    match &n {
+        Next::Act { plan, .. } => {
+            assert_eq!(plan.stuck.len(), 1);
+            assert_eq!(plan.stuck[0].minutes, 10);
+            assert!(
+                matches!(&plan.waiting[0].why, Wait::Slot { held_by } if held_by[0].contains("v3"))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    record_all(&mut st, later, &n);
+    assert!(acts(&st.next(later + Duration::from_secs(1), &new, &o)).is_empty());
+    // skip-wait: reported again (its own Event), and the others proceed.
+    o.workloads[2].control = Control::SkipWait;
+    let n = st.next(later + Duration::from_secs(2), &new, &o);
+    assert_eq!(acts(&n), ["annotate v1", "report v3 stuck:true"]);
+    // skip-wait on a workload that is not stuck releases nothing.
+    let mut o = stale_pair(&new);
+    o.workloads[2].settled = false;
+    o.workloads[2].control = Control::SkipWait;
+    let mut s = settings(Duration::ZERO);
+    s.stuck_after = Duration::from_secs(600);
+    let mut st = RolloutState::new(s);
+    assert!(acts(&st.next(t0, &new, &o)).is_empty());
+    // Once it is ready again the episode ends; a later one is told again.
+}
+
+#[test]
+fn a_stuck_episode_that_ends_is_told_again_next_time() {
+    let t0 = Instant::now();
+    let new = snap(2, &["v1", "v2", "v3"]);
+    let mut o = stale_pair(&new);
+    o.workloads[0].template_hash = Some(hash(&new, "v1"));
+    o.pods[0].hash = Some(hash(&new, "v1"));
+    o.workloads[1].template_hash = Some(hash(&new, "v2"));
+    o.pods[1].hash = Some(hash(&new, "v2"));
+    o.workloads[2].settled = false;
+    let mut s = settings(Duration::ZERO);
+    s.stuck_after = Duration::from_secs(60);
+    let mut st = RolloutState::new(s);
+    let _ = st.next(t0, &new, &o);
+    let n = st.next(t0 + Duration::from_secs(60), &new, &o);
+    assert_eq!(acts(&n), ["report v3 stuck:false"]);
+    record_all(&mut st, t0, &n);
+    o.workloads[2].settled = true;
+    assert!(acts(&st.next(t0 + Duration::from_secs(61), &new, &o)).is_empty());
+    o.workloads[2].settled = false;
+    assert!(acts(&st.next(t0 + Duration::from_secs(62), &new, &o)).is_empty());
+    let n = st.next(t0 + Duration::from_secs(122), &new, &o);
+    assert_eq!(acts(&n), ["report v3 stuck:false"]);
 }
