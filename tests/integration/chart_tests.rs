@@ -218,7 +218,24 @@ fn check_common(docs: &[Value], ns: &str) -> TestResult {
         || format!("rules: {}", h["rules"]),
     )?;
     // Least privilege: exactly these rules, nothing more.
-    let cr = one(docs, "ClusterRole")?;
+    let roles: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ClusterRole").collect();
+    ensure(roles.len() == 2, || {
+        format!("expected two ClusterRoles, kinds: {:?}", kinds(docs))
+    })?;
+    let (ns_roles, main_roles): (Vec<&Value>, Vec<&Value>) = roles.into_iter().partition(|r| {
+        r["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-namespaces"))
+    });
+    let ([nsr], [cr]) = (ns_roles.as_slice(), main_roles.as_slice()) else {
+        return Err("expected one <fullname> and one <fullname>-namespaces ClusterRole".into());
+    };
+    // The rollout loop reads the namespaces' pause annotation, and nothing else of them.
+    ensure(
+        nsr["rules"]
+            == json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}]),
+        || format!("namespaces ClusterRole rules: {}", nsr["rules"]),
+    )?;
     ensure(
         cr["rules"]
             == json!([
@@ -509,7 +526,11 @@ pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
     )?)?;
     let k = kinds(&nd);
     ensure(
-        !k.contains_key("ClusterRoleBinding") && k.get("RoleBinding") == Some(&3),
+        k.get("ClusterRoleBinding") == Some(&1)
+            && one(&nd, "ClusterRoleBinding")?["roleRef"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-namespaces"))
+            && k.get("RoleBinding") == Some(&3),
         || format!("namespaced RBAC kinds: {k:?}"),
     )?;
     ensure(
@@ -661,6 +682,8 @@ pub async fn chart_rbac_is_enough_for_the_injector() -> TestResult {
             ("list", "secrets", &wl.name, false),
             ("get", "secrets", &rel.name, false),
             ("create", "pods", &wl.name, false),
+            ("delete", "namespaces", &wl.name, false),
+            ("watch", "namespaces", &wl.name, true),
             ("update", "statefulsets.apps", &wl.name, false),
             ("create", "leases.coordination.k8s.io", &wl.name, false),
             ("watch", "stellarnodes.stellar.org", &wl.name, true),
