@@ -10,6 +10,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod crd;
+pub mod dns;
 pub mod error;
 pub mod inject;
 pub mod metrics;
