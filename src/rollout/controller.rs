@@ -10,7 +10,6 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -21,6 +20,7 @@ use super::observe;
 use super::plan::{Action, Kind, PlanSettings, WorkloadKey, WorkloadState};
 use super::state::{Next, RolloutState, StateSettings};
 use crate::cache::PeerCache;
+use crate::events::{EventSink, Notice};
 use crate::inject::{ANNOTATION_HASH, LABEL_NAME, LABEL_NAME_VALUE};
 use crate::metrics::Metrics;
 use crate::peers::{Lookup, PeerSnapshot};
@@ -43,7 +43,6 @@ pub struct RolloutSettings {
     pub plan: PlanSettings,
     pub debounce: Duration,
     pub namespaces: Vec<String>,
-    pub identity: String,
 }
 
 struct Stores {
@@ -87,6 +86,7 @@ pub async fn run(
     cache: Arc<PeerCache>,
     s: RolloutSettings,
     mut leader: watch::Receiver<bool>,
+    events: EventSink,
     metrics: Arc<Metrics>,
 ) {
     let notify = Arc::new(Notify::new());
@@ -114,13 +114,6 @@ pub async fn run(
         let _ = st.wait_until_ready().await;
     }
     tracing::info!(mode = ?s.mode, max_concurrent = s.plan.max_concurrent, debounce = ?s.debounce, "rollout loop watching workloads");
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(s.identity.clone()),
-        },
-    );
     let mut snaps = cache.subscribe();
     let mut state = RolloutState::new(StateSettings::new(s.plan, s.debounce));
     let mut history = History::default();
@@ -195,7 +188,7 @@ pub async fn run(
             }
             let outcome = execute(
                 &client,
-                &recorder,
+                &events,
                 &s,
                 &snap,
                 &history,
@@ -287,7 +280,7 @@ fn reference(key: &WorkloadKey) -> ObjectReference {
 
 async fn execute(
     client: &Client,
-    recorder: &Recorder,
+    events: &EventSink,
     s: &RolloutSettings,
     snap: &PeerSnapshot,
     history: &History,
@@ -305,7 +298,7 @@ async fn execute(
         _ => return "failed",
     };
     let dry = s.mode == Mode::DryRun;
-    let (reason, note, result): (&str, String, Result<(), kube::Error>) = match action {
+    let (reason, note, result): (&'static str, String, Result<(), kube::Error>) = match action {
         Action::Annotate {
             hash,
             previous,
@@ -366,16 +359,15 @@ async fn execute(
     if dry {
         return "dry_run";
     }
-    let ev = Event {
-        type_: EventType::Normal,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Rollout".into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&ev, &reference(key)).await {
-        tracing::debug!(error = %e, "cannot record Event");
-    }
+    // Each action is its own Event: never deduplicated.
+    events.send(Notice {
+        regarding: reference(key),
+        warning: false,
+        reason,
+        action: "Rollout",
+        note,
+        dedup: false,
+    });
     match action {
         Action::Notify { .. } => "event_only",
         _ => "started",
