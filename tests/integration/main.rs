@@ -143,6 +143,8 @@ fn main() {
             shared operator_and_sdf_pods_read_a_merged_config,
             shared injected_addresses_resolve_to_their_pods,
             shared editing_known_peers_rolls_that_node_alone,
+            shared unresolvable_peers_are_reported_until_they_resolve,
+            shared user_problems_become_events_on_their_stellarnode,
         }
         "chart" => chart_tests {
             shared chart_lints_and_renders_in_every_cert_mode as lints_and_renders_in_every_cert_mode,
