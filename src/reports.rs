@@ -14,7 +14,7 @@
 //! A replica that becomes the leader records the problems it finds then, so a leader
 //! change or a restart can record an ongoing problem again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,14 +104,22 @@ pub struct Round {
     pub failed: usize,
 }
 
-/// Looks every address of `snap` up (the canary first; see [`crate::peers::resolve`]).
-pub async fn check(resolver: &Resolver, snap: &PeerSnapshot) -> Round {
+/// Looks every address of `snap` up (the canary first; see [`crate::peers::resolve`]),
+/// but those in `known_good`, which are taken to resolve still.
+pub async fn check(
+    resolver: &Resolver,
+    snap: &PeerSnapshot,
+    known_good: &HashSet<Arc<str>>,
+) -> Round {
     let domain = snap.settings().cluster_domain.as_str();
     let canary = resolve::canary_name(domain);
     let cluster = ClusterDns::from_canary(&canary, &resolver.lookup_a(&canary).await);
     let cluster = &cluster;
     let statuses: Vec<(Target, Status, bool)> =
         futures::stream::iter(resolve::targets(snap).into_iter().map(|t| async move {
+            if known_good.contains(&t.address) {
+                return (t, Status::Resolves, false);
+            }
             let lookup = if resolve::worth_looking_up(&t.host, cluster, domain) {
                 Some(resolver.lookup_a(&t.host).await)
             } else {
@@ -132,8 +140,10 @@ pub async fn check(resolver: &Resolver, snap: &PeerSnapshot) -> Round {
     }
 }
 
-/// Runs rounds forever: after each, waits `interval`, or for a peer change but at least
-/// `min(interval, 5 s)` after the round started.
+/// Runs rounds forever: a full round every `interval`; after a peer change, sooner (but at
+/// least `min(interval, 5 s)` after the last round started), a round that looks up only
+/// the addresses not known to resolve (new ones, unresolvable ones), so that churn in a
+/// large cluster does not turn into a stream of full rounds.
 pub async fn run_resolution_checks(
     cache: Arc<PeerCache>,
     s: ResolveSettings,
@@ -146,11 +156,22 @@ pub async fn run_resolution_checks(
     let mut tracker = Tracker::new(s.grace);
     let mut last_cluster: Option<ClusterDns> = None;
     let min_gap = s.interval.min(Duration::from_secs(5));
+    let mut good: HashSet<Arc<str>> = HashSet::new();
+    let mut full = true;
     tracing::info!(interval = ?s.interval, grace = ?s.grace, servers = ?s.resolver.servers(), "checking that peer addresses resolve");
     loop {
         let started = tokio::time::Instant::now();
         if let Some(snap) = cache.snapshot() {
-            let round = check(&s.resolver, &snap).await;
+            if full {
+                good.clear();
+            }
+            let round = check(&s.resolver, &snap, &good).await;
+            good = round
+                .statuses
+                .iter()
+                .filter(|(_, st)| *st == Status::Resolves)
+                .map(|(t, _)| t.address.clone())
+                .collect();
             if last_cluster.as_ref() != Some(&round.cluster) {
                 match &round.cluster {
                     ClusterDns::Serves => tracing::info!(
@@ -202,12 +223,13 @@ pub async fn run_resolution_checks(
             );
         }
         tokio::select! {
-            () = tokio::time::sleep_until(started + s.interval) => {}
+            () = tokio::time::sleep_until(started + s.interval) => full = true,
             alive = changed(&mut snaps, &mut gate) => {
                 if !alive {
                     return;
                 }
                 tokio::time::sleep_until(started + min_gap).await;
+                full = false;
             }
         }
     }

@@ -333,7 +333,7 @@ async fn peers(args: PeersArgs) -> Result<(), Error> {
     let wanted = |n: &str| args.network.as_deref().is_none_or(|w| w == n);
     let nets: Vec<_> = snap.networks().filter(|(n, _)| wanted(n)).collect();
     let round = match &resolver {
-        Some(r) => Some(crate::reports::check(r, &snap).await),
+        Some(r) => Some(crate::reports::check(r, &snap, &Default::default()).await),
         None => None,
     };
     let status: std::collections::HashMap<&str, &Status> = round
