@@ -646,4 +646,36 @@ mod tests {
         );
         server.await.expect("server");
     }
+
+    /// A TCP-only server (a `kubectl port-forward`): UDP gets no answer, TCP does.
+    #[tokio::test]
+    async fn a_tcp_only_server_is_asked_over_tcp() {
+        let name = "kubernetes.default.svc.cluster.local";
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("tcp");
+        let port = tcp.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = tcp.accept().await.expect("accept");
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).await.expect("len");
+            let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut q).await.expect("query");
+            let id = u16::from_be_bytes([q[0], q[1]]);
+            let m = reply(id, name, OK, &[(1, &[10, 96, 0, 1])]);
+            s.write_all(&(m.len() as u16).to_be_bytes())
+                .await
+                .expect("w");
+            s.write_all(&m).await.expect("w");
+        });
+        let r = Resolver::new(
+            vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))],
+            Duration::from_millis(500),
+        );
+        assert_eq!(
+            r.lookup_a(name).await.expect("answer"),
+            Answer::Addresses(vec![Ipv4Addr::new(10, 96, 0, 1)])
+        );
+        server.await.expect("server");
+    }
 }
