@@ -227,7 +227,7 @@ pub async fn run(
         if let Err(e) = recorder.publish(&ev, &n.regarding).await {
             metrics.errors(ErrorKind::EventPublish);
             tracing::warn!(error = %e, reason = n.reason, kind = ?n.regarding.kind, namespace = ?n.regarding.namespace,
-                name = ?n.regarding.name, "cannot record Event; check the injector's RBAC for events.k8s.io events (create, patch)");
+                name = ?n.regarding.name, "cannot record Event; check the injector's RBAC for events.k8s.io events (create)");
         }
     }
     // Every sink is gone: only at shutdown. Wait to be cancelled rather than restart.
