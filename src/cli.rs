@@ -155,6 +155,27 @@ impl PatchArgs {
     }
 }
 
+/// Which DNS server peer-resolution checks ask: shared by `serve` and `peers`.
+#[derive(Args, Debug, Clone)]
+pub struct DnsArgs {
+    /// DNS server that peer addresses are looked up with, `IP` or `IP:PORT` (default:
+    /// the nameservers of /etc/resolv.conf, which in a pod is the cluster DNS). Names are
+    /// looked up as absolute names, without the search list.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_DNS_SERVER", value_name = "IP[:PORT]",
+          value_parser = crate::dns::parse_server)]
+    pub dns_server: Option<SocketAddr>,
+}
+
+impl DnsArgs {
+    pub fn resolver(&self) -> Result<crate::dns::Resolver, Error> {
+        let timeout = crate::reports::DNS_TIMEOUT;
+        Ok(match self.dns_server {
+            Some(s) => crate::dns::Resolver::new(vec![s], timeout),
+            None => crate::dns::Resolver::system(timeout)?,
+        })
+    }
+}
+
 /// Where the Kubernetes API is.
 #[derive(Args, Debug, Clone)]
 pub struct KubeArgs {
@@ -295,6 +316,16 @@ pub struct ServeArgs {
     #[arg(long, env = "STELLAR_PEER_INJECTOR_CREATE_GOVERNING_SERVICES", default_value_t = true,
           action = clap::ArgAction::Set, value_name = "BOOL")]
     pub create_governing_services: bool,
+    /// How often every peer address is looked up in DNS (also soon after each peer
+    /// change); `0s` turns the checks off.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_RESOLVE_CHECK_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub resolve_check_interval: Duration,
+    /// How long a peer address may not resolve (a pod starting) before its StellarNode
+    /// gets a PeerUnresolvable Event; the metric counts it at once.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_RESOLVE_GRACE", default_value = "2m", value_parser = parse_duration)]
+    pub resolve_grace: Duration,
+    #[command(flatten)]
+    pub dns: DnsArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -334,6 +365,11 @@ pub struct PeersArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: Output,
+    /// Also look every peer address up in DNS and show which do not resolve.
+    #[arg(long)]
+    pub resolve: bool,
+    #[command(flatten)]
+    pub dns: DnsArgs,
     #[command(flatten)]
     pub kube: KubeArgs,
     #[command(flatten)]

@@ -29,6 +29,8 @@ pub enum Error {
     TaskEnded(&'static str),
     #[error(transparent)]
     RenderConfig(#[from] crate::config::render::RenderError),
+    #[error("DNS: {0}")]
+    Dns(#[from] crate::dns::DnsError),
 }
 
 impl Error {
@@ -44,6 +46,7 @@ impl Error {
             Self::Io(_) => "io",
             Self::TaskEnded(_) => "task_ended",
             Self::RenderConfig(_) => "render_config",
+            Self::Dns(_) => "dns",
         }
     }
 }

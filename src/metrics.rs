@@ -52,12 +52,19 @@ pub struct TaskLabels {
 pub enum ErrorKind {
     /// Creating or reading a governing Service failed.
     ServiceCreate,
+    /// Recording an Event failed.
+    EventPublish,
+    /// A peer-resolution round could not ask the DNS server (no answer, or an error
+    /// answer such as SERVFAIL): those addresses were not judged.
+    Dns,
 }
 
 impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ServiceCreate => "service_create",
+            Self::EventPublish => "event_publish",
+            Self::Dns => "dns",
         }
     }
 }
@@ -89,6 +96,8 @@ pub struct Metrics {
     pub services_created: Counter,
     pub errors: Family<ErrorLabels, Counter>,
     pub task_restarts: Family<TaskLabels, Counter>,
+    pub peers_unresolvable: Family<NetworkLabels, Gauge>,
+    pub events_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -204,8 +213,22 @@ impl Metrics {
             "Background tasks that ended unexpectedly and were restarted, by task",
             task_restarts.clone(),
         );
+        let peers_unresolvable = Family::<NetworkLabels, Gauge>::default();
+        registry.register(
+            "peers_unresolvable",
+            "Peer addresses pods are given that do not resolve in DNS (NXDOMAIN or no A record), by network",
+            peers_unresolvable.clone(),
+        );
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Events not recorded because the event queue was full",
+            events_dropped.clone(),
+        );
         Self {
             registry,
+            peers_unresolvable,
+            events_dropped,
             task_restarts,
             services_created,
             errors,
@@ -289,6 +312,18 @@ impl Metrics {
         );
         self.snapshot_version.set(snap.version as i64);
         self.cache_synced.set(1);
+    }
+
+    /// Mirrors a peer-resolution round into `peers_unresolvable`.
+    pub fn observe_resolution(&self, report: &crate::peers::resolve::Report) {
+        self.peers_unresolvable.clear();
+        for (net, n) in &report.unresolvable {
+            self.peers_unresolvable
+                .get_or_create(&NetworkLabels {
+                    network: net.clone(),
+                })
+                .set(*n as i64);
+        }
     }
 
     /// The text exposition format.

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::cache::{self, PeerCache};
 use crate::cli::{CertsArgs, Cli, Command, InjectArgs, LogFormat, Output, PeersArgs, ServeArgs};
 use crate::error::Error;
+use crate::events::EventSink;
 use crate::metrics::Metrics;
 use crate::nodes::NodeRecord;
 use crate::peers::PeerSnapshot;
@@ -73,9 +74,10 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::new());
     let cache = Arc::new(PeerCache::new());
     let draining = Arc::new(AtomicBool::new(false));
-    // One identity for the Lease, Events and the governing-Service task.
+    // One identity for the Lease and the Events.
     let identity = crate::rollout::lease::identity();
     let rollout = rollout_settings(&args, &identity)?;
+    let resolve = resolve_settings(&args)?;
 
     let https = server::bind(args.listen).await?;
     let admin = server::bind(args.admin_listen).await?;
@@ -84,6 +86,23 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         config_mode = ?inject_settings.config_mode, "stellar-peer-injector starting");
 
     let mut rt = Runtime::new(metrics.clone());
+    // The one Event recorder: every producer hands it notices through a bounded queue.
+    let (events, queue) = EventSink::channel(crate::events::QUEUE_CAPACITY, metrics.clone());
+    {
+        let reporter = kube::runtime::events::Reporter {
+            controller: crate::rollout::controller::FIELD_MANAGER.into(),
+            instance: Some(identity.clone()),
+        };
+        let (client, metrics) = (client.clone(), metrics.clone());
+        rt.spawn_restarting("events", move || {
+            crate::events::run(
+                queue.clone(),
+                client.clone(),
+                reporter.clone(),
+                metrics.clone(),
+            )
+        });
+    }
     {
         let (client, cache, metrics) = (client.clone(), cache.clone(), metrics.clone());
         let namespaces = args.kube.namespaces();
@@ -98,28 +117,42 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         });
     }
     if args.create_governing_services {
-        let (client, cache, metrics) = (client.clone(), cache.clone(), metrics.clone());
+        let (client, cache, metrics, events) = (
+            client.clone(),
+            cache.clone(),
+            metrics.clone(),
+            events.clone(),
+        );
         rt.spawn_restarting("governing-services", move || {
             crate::services::run(
                 client.clone(),
                 cache.clone(),
-                identity.clone(),
+                events.clone(),
                 metrics.clone(),
             )
         });
     }
     let leader = Arc::new(watch::channel(false).0);
+    // Events derived from the snapshot (which every replica has) come from the leader
+    // only; without a rollout loop there is no leader, and every replica records them.
+    let (always, _) = watch::channel(true);
+    let may_report = if rollout.is_some() {
+        leader.subscribe()
+    } else {
+        always.subscribe()
+    };
     if let Some((lease_settings, settings)) = rollout {
         let (c, l) = (client.clone(), leader.clone());
         let stop = rt.stop_signal();
         rt.spawn_restarting_draining("lease", move || {
             lease::run(c.clone(), lease_settings.clone(), l.clone(), stop.clone())
         });
-        let (c, cache, metrics, l) = (
+        let (c, cache, metrics, l, events) = (
             client.clone(),
             cache.clone(),
             metrics.clone(),
             leader.clone(),
+            events.clone(),
         );
         rt.spawn_restarting("rollout", move || {
             controller::run(
@@ -127,22 +160,46 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
                 cache.clone(),
                 settings.clone(),
                 l.subscribe(),
+                events.clone(),
                 metrics.clone(),
             )
         });
     } else {
         tracing::info!("rollout loop off (--rollout=off)");
     }
+    {
+        let (cache, gate, events) = (cache.clone(), may_report.clone(), events.clone());
+        rt.spawn_restarting("node-problems", move || {
+            crate::reports::run_problem_events(cache.clone(), gate.clone(), events.clone())
+        });
+    }
+    if let Some(settings) = resolve {
+        let (cache, gate, events, metrics) = (
+            cache.clone(),
+            may_report.clone(),
+            events.clone(),
+            metrics.clone(),
+        );
+        rt.spawn_restarting("peer-resolution", move || {
+            crate::reports::run_resolution_checks(
+                cache.clone(),
+                settings.clone(),
+                gate.clone(),
+                events.clone(),
+                metrics.clone(),
+            )
+        });
+    } else {
+        tracing::info!("peer resolution checks off (--resolve-check-interval=0s)");
+    }
     // Nothing to finish at shutdown: cancelled (it would otherwise poll forever).
     rt.spawn_critical_cancel(
         "tls-reloader",
         certs.run(args.tls_reload_interval, metrics.clone()),
     );
-    let admission = server::admission_router(Arc::new(AdmissionState::new(
-        cache.clone(),
-        inject_settings,
-        metrics.clone(),
-    )));
+    let admission = server::admission_router(Arc::new(
+        AdmissionState::new(cache.clone(), inject_settings, metrics.clone()).with_events(events),
+    ));
     rt.spawn_critical(
         "https",
         server::serve_tls(
@@ -222,12 +279,28 @@ fn rollout_settings(
         windows: args.rollout_window.clone(),
         stuck_after: args.stuck_after,
         namespaces: args.kube.namespaces(),
-        identity: identity.to_owned(),
     };
     Ok(Some((
         lease::LeaseSettings::new(args.lease_name.clone(), namespace, identity.to_owned()),
         settings,
     )))
+}
+
+/// The resolution checks' settings, or `None` with `--resolve-check-interval=0s`.
+fn resolve_settings(args: &ServeArgs) -> Result<Option<crate::reports::ResolveSettings>, Error> {
+    if args.resolve_check_interval.is_zero() {
+        return Ok(None);
+    }
+    let resolver = args.dns.resolver().map_err(|e| {
+        Error::Config(format!(
+            "peer resolution checks: {e}; pass --dns-server, or --resolve-check-interval=0s to turn them off"
+        ))
+    })?;
+    Ok(Some(crate::reports::ResolveSettings {
+        interval: args.resolve_check_interval,
+        grace: args.resolve_grace,
+        resolver,
+    }))
 }
 
 async fn shutdown_signal() {
@@ -246,17 +319,71 @@ async fn shutdown_signal() {
 }
 
 async fn peers(args: PeersArgs) -> Result<(), Error> {
+    use crate::peers::resolve::{ClusterDns, Status};
     let settings = args.peers.settings()?;
+    let resolver = if args.resolve {
+        Some(args.dns.resolver()?)
+    } else {
+        None
+    };
     let client = args.kube.client().await?;
     let records = cache::list_once(client, &args.kube.namespaces()).await?;
     let snap = PeerSnapshot::build(1, &records, &settings);
     for p in &snap.problems {
         eprintln!("warning: {}: {}", p.node, p.message);
     }
-    let nets: Vec<_> = snap
-        .networks()
-        .filter(|(n, _)| args.network.as_deref().is_none_or(|w| w == *n))
+    let wanted = |n: &str| args.network.as_deref().is_none_or(|w| w == n);
+    let nets: Vec<_> = snap.networks().filter(|(n, _)| wanted(n)).collect();
+    let round = match &resolver {
+        Some(r) => Some(crate::reports::check(r, &snap, &Default::default()).await),
+        None => None,
+    };
+    let status: std::collections::HashMap<&str, &Status> = round
+        .iter()
+        .flat_map(|r| r.statuses.iter())
+        .map(|(t, s)| (&*t.address, s))
         .collect();
+    let resolves = |a: &str| match status.get(a) {
+        Some(Status::Resolves) => ("yes".to_owned(), Value::Bool(true)),
+        Some(Status::Unresolvable(why)) => (format!("no ({})", why.as_str()), Value::Bool(false)),
+        _ => ("unknown".to_owned(), Value::Null),
+    };
+    // Every address that does not resolve, with who gives it out (knownPeers included).
+    let unresolvable: Vec<_> = round
+        .iter()
+        .flat_map(|r| r.statuses.iter())
+        .filter(|(t, _)| t.networks.iter().any(|n| wanted(n)))
+        .filter_map(|(t, s)| match s {
+            Status::Unresolvable(why) => Some((t, *why)),
+            _ => None,
+        })
+        .collect();
+    if let Some(r) = &round {
+        let servers: Vec<String> = resolver
+            .iter()
+            .flat_map(|r| r.servers())
+            .map(ToString::to_string)
+            .collect();
+        match &r.cluster {
+            ClusterDns::Serves => {}
+            ClusterDns::NotServed(why) => eprintln!(
+                "note: in-cluster peer addresses were not checked: {why} (asked {}); pass --dns-server with the cluster DNS",
+                servers.join(", ")
+            ),
+            ClusterDns::Unreachable(why) => eprintln!(
+                "note: no peer address was checked: cannot reach the DNS server ({why}); pass --dns-server IP[:PORT] of one this machine can reach"
+            ),
+        }
+        for (t, why) in &unresolvable {
+            let owners: Vec<String> = t.owners.iter().map(ToString::to_string).collect();
+            eprintln!(
+                "warning: {} does not resolve ({}); given out by {}",
+                t.address,
+                why.as_str(),
+                owners.join(", ")
+            );
+        }
+    }
     match args.output {
         Output::Json => {
             let obj: serde_json::Map<String, Value> = nets
@@ -264,7 +391,13 @@ async fn peers(args: PeersArgs) -> Result<(), Error> {
                 .map(|(n, p)| {
                     let peers: Vec<Value> = p
                         .entries()
-                        .map(|(a, pref)| serde_json::json!({"address": a, "preferred": pref}))
+                        .map(|(a, pref)| {
+                            let mut v = serde_json::json!({"address": a, "preferred": pref});
+                            if round.is_some() {
+                                v["resolves"] = resolves(a).1;
+                            }
+                            v
+                        })
                         .collect();
                     (
                         (*n).to_owned(),
@@ -272,18 +405,49 @@ async fn peers(args: PeersArgs) -> Result<(), Error> {
                     )
                 })
                 .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({ "networks": obj }))
-                    .unwrap_or_default()
-            );
+            let mut out = serde_json::json!({ "networks": obj });
+            if let Some(r) = &round {
+                out["unresolvable"] = unresolvable
+                    .iter()
+                    .map(|(t, why)| {
+                        serde_json::json!({
+                            "address": &*t.address,
+                            "why": why.as_str(),
+                            "networks": t.networks,
+                            "owners": t.owners.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                out["dns"] = match &r.cluster {
+                    ClusterDns::Serves => serde_json::json!({"checked": true}),
+                    ClusterDns::NotServed(why) => {
+                        serde_json::json!({"checked": "outside the cluster domain only", "why": why})
+                    }
+                    ClusterDns::Unreachable(why) => {
+                        serde_json::json!({"checked": false, "why": why})
+                    }
+                };
+            }
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
         Output::Table => {
             let w = nets.iter().map(|(n, _)| n.len()).max().unwrap_or(7).max(7);
-            println!("{:<w$}  {:<9}  PEER", "NETWORK", "PREFERRED");
+            if round.is_some() {
+                println!(
+                    "{:<w$}  {:<9}  {:<16}  PEER",
+                    "NETWORK", "PREFERRED", "RESOLVES"
+                );
+            } else {
+                println!("{:<w$}  {:<9}  PEER", "NETWORK", "PREFERRED");
+            }
             for (n, p) in &nets {
                 for (a, pref) in p.entries() {
-                    println!("{n:<w$}  {:<9}  {a}", if pref { "yes" } else { "no" });
+                    let pref = if pref { "yes" } else { "no" };
+                    if round.is_some() {
+                        println!("{n:<w$}  {pref:<9}  {:<16}  {a}", resolves(a).0);
+                    } else {
+                        println!("{n:<w$}  {pref:<9}  {a}");
+                    }
                 }
             }
         }

@@ -10,12 +10,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::PostParams;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 
 use crate::cache::PeerCache;
+use crate::events::{EventSink, Notice, stellar_node};
 use crate::metrics::Metrics;
 use crate::peers::service::{self, GoverningService};
 
@@ -23,14 +23,7 @@ use crate::peers::service::{self, GoverningService};
 const RECHECK: Duration = Duration::from_secs(600);
 
 /// Runs until the cache's snapshot channel closes.
-pub async fn run(client: Client, cache: Arc<PeerCache>, identity: String, metrics: Arc<Metrics>) {
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: crate::rollout::controller::FIELD_MANAGER.into(),
-            instance: Some(identity),
-        },
-    );
+pub async fn run(client: Client, cache: Arc<PeerCache>, events: EventSink, metrics: Arc<Metrics>) {
     let mut snaps = cache.subscribe();
     let mut ensured: HashSet<GoverningService> = HashSet::new();
     let mut since = Instant::now();
@@ -46,7 +39,7 @@ pub async fn run(client: Client, cache: Arc<PeerCache>, identity: String, metric
                 if ensured.contains(&g) {
                     continue;
                 }
-                match ensure(&client, &recorder, &g).await {
+                match ensure(&client, &events, &g).await {
                     Ok(created) => {
                         if created {
                             metrics.services_created.inc();
@@ -71,7 +64,7 @@ pub async fn run(client: Client, cache: Arc<PeerCache>, identity: String, metric
 /// Creates the Service unless it exists; `Ok(true)` when this call created it.
 async fn ensure(
     client: &Client,
-    recorder: &Recorder,
+    events: &EventSink,
     g: &GoverningService,
 ) -> Result<bool, kube::Error> {
     let api: Api<Service> = Api::namespaced(client.clone(), &g.namespace);
@@ -86,26 +79,16 @@ async fn ensure(
         Err(e) => return Err(e),
     }
     tracing::info!(service = %g.name, namespace = %g.namespace, node = %g.node, "created the validator's governing Service");
-    let ev = Event {
-        type_: EventType::Normal,
-        reason: "GoverningServiceCreated".into(),
-        note: Some(format!(
+    events.send(Notice {
+        regarding: stellar_node(&g.namespace, &g.node, g.node_uid.as_deref()),
+        warning: false,
+        reason: "GoverningServiceCreated",
+        action: "CreateService",
+        note: format!(
             "Created headless Service {} so that {}-0.{}.{}.svc resolves for this validator's peers",
             g.name, g.node, g.name, g.namespace
-        )),
-        action: "CreateService".into(),
-        secondary: None,
-    };
-    let node = ObjectReference {
-        api_version: Some("stellar.org/v1alpha1".into()),
-        kind: Some("StellarNode".into()),
-        namespace: Some(g.namespace.clone()),
-        name: Some(g.node.clone()),
-        uid: g.node_uid.clone(),
-        ..Default::default()
-    };
-    if let Err(e) = recorder.publish(&ev, &node).await {
-        tracing::debug!(error = %e, "cannot record Event");
-    }
+        ),
+        dedup: false,
+    });
     Ok(true)
 }

@@ -212,6 +212,9 @@ pub enum Decision {
         list: Arc<PeerList>,
         node: String,
         warnings: Vec<String>,
+        /// Merge mode was wanted but cannot be applied to this pod: why (also among
+        /// `warnings`). Worth an Event on the StellarNode.
+        config_problem: Option<String>,
     },
     /// Refuse, with a message for whoever created the pod.
     Deny { reason: DenyReason, message: String },
@@ -345,6 +348,7 @@ pub fn decide_pod(
     }
     let node = snapshot.node(namespace, instance).map(|e| &e.record);
     let mode = config::resolve_mode(pod, node, settings, &mut warnings);
+    let mut config_problem = None;
     let merge = match config::plan(
         mode,
         node,
@@ -355,6 +359,7 @@ pub fn decide_pod(
         Ok(m) => m,
         Err(why) => {
             warnings.push(format!("stellar-peer-injector: {why}"));
+            config_problem = Some(why);
             None
         }
     };
@@ -363,6 +368,7 @@ pub fn decide_pod(
         list,
         node: format!("{namespace}/{instance}"),
         warnings,
+        config_problem,
     }
 }
 

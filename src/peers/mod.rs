@@ -8,6 +8,7 @@
 
 pub mod address;
 pub mod extra;
+pub mod resolve;
 pub mod service;
 mod snippet;
 
@@ -128,13 +129,51 @@ pub enum ProblemKind {
     UserPeers,
 }
 
-/// One StellarNode's trouble, for logs, `peers` and metrics.
+impl ProblemKind {
+    /// The reason of the Warning Event recorded on the StellarNode.
+    pub fn event_reason(self) -> &'static str {
+        match self {
+            Self::Invalid => "InvalidStellarNode",
+            Self::PeerAddress => "InvalidPeerAddress",
+            Self::UserPeers => "InvalidKnownPeers",
+        }
+    }
+}
+
+/// One StellarNode's trouble, for logs, `peers`, metrics and Events.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Problem {
     /// `namespace/name`.
     pub node: String,
     pub kind: ProblemKind,
     pub message: String,
+}
+
+impl Problem {
+    /// `(namespace, name)` of the StellarNode.
+    pub fn node_key(&self) -> (&str, &str) {
+        self.node.split_once('/').unwrap_or(("", &self.node))
+    }
+
+    /// The note of its Event: what is wrong and what happens meanwhile.
+    pub fn note(&self) -> String {
+        match self.kind {
+            ProblemKind::Invalid => format!(
+                "{}; this StellarNode is no peer and its pods are refused until its spec is fixed",
+                self.message
+            ),
+            ProblemKind::PeerAddress | ProblemKind::UserPeers => self.message.clone(),
+        }
+    }
+}
+
+/// The problems of `current` that are not in `told`: each distinct problem is told
+/// once, for as long as it lasts (a problem that goes away and comes back is new).
+pub fn untold_problems<'a>(
+    told: &std::collections::BTreeSet<Problem>,
+    current: &'a [Problem],
+) -> Vec<&'a Problem> {
+    current.iter().filter(|p| !told.contains(*p)).collect()
 }
 
 /// An immutable, versioned view of every StellarNode's peers.

@@ -437,3 +437,22 @@ fn a_bad_known_peers_field_is_a_problem_of_that_node_alone() {
     assert_eq!(s.problems.len(), 1);
     assert_eq!(s.problems[0].kind, ProblemKind::UserPeers);
 }
+
+#[test]
+fn each_distinct_problem_is_told_once_while_it_lasts() {
+    let mut a = v("a", "v1", "testnet");
+    a.user_peers_problem = Some("spec.validatorConfig.knownPeers: not TOML".into());
+    let s = snap(&[a.clone(), v("a", "v2", "testnet")]);
+    let p = &s.problems[0];
+    assert_eq!(p.node_key(), ("a", "v1"));
+    assert_eq!(p.kind.event_reason(), "InvalidKnownPeers");
+    assert!(p.note().contains("not TOML"), "{}", p.note());
+    let mut told = std::collections::BTreeSet::new();
+    assert_eq!(untold_problems(&told, &s.problems), [p]);
+    told.extend(s.problems.iter().cloned());
+    assert!(untold_problems(&told, &s.problems).is_empty());
+    // Another mistake in the same field is another problem.
+    a.user_peers_problem = Some("spec.validatorConfig.knownPeers: other".into());
+    let s2 = snap(&[a, v("a", "v2", "testnet")]);
+    assert_eq!(untold_problems(&told, &s2.problems).len(), 1);
+}

@@ -10,7 +10,6 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -23,6 +22,7 @@ use super::observe;
 use super::plan::{Action, Kind, PlanSettings, Report, WorkloadKey, WorkloadState};
 use super::state::{Next, RolloutState, StateSettings};
 use crate::cache::PeerCache;
+use crate::events::{EventSink, Notice};
 use crate::inject::{ANNOTATION_HASH, LABEL_NAME, LABEL_NAME_VALUE};
 use crate::metrics::Metrics;
 use crate::peers::{Lookup, PeerSnapshot};
@@ -49,7 +49,6 @@ pub struct RolloutSettings {
     /// `--stuck-after`.
     pub stuck_after: Duration,
     pub namespaces: Vec<String>,
-    pub identity: String,
 }
 
 struct Stores {
@@ -110,6 +109,7 @@ pub async fn run(
     cache: Arc<PeerCache>,
     s: RolloutSettings,
     mut leader: watch::Receiver<bool>,
+    events: EventSink,
     metrics: Arc<Metrics>,
 ) {
     let notify = Arc::new(Notify::new());
@@ -165,13 +165,6 @@ pub async fn run(
         let _ = st.wait_until_ready().await;
     }
     tracing::info!(mode = ?s.mode, max_concurrent = s.plan.max_concurrent, debounce = ?s.debounce, "rollout loop watching workloads");
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(s.identity.clone()),
-        },
-    );
     let mut snaps = cache.subscribe();
     let mut state = RolloutState::new(StateSettings {
         windows: s.windows.clone(),
@@ -282,7 +275,7 @@ pub async fn run(
             }
             let outcome = execute(
                 &client,
-                &recorder,
+                &events,
                 &s,
                 &snap,
                 &history,
@@ -374,7 +367,7 @@ fn reference(key: &WorkloadKey) -> ObjectReference {
 
 async fn execute(
     client: &Client,
-    recorder: &Recorder,
+    events: &EventSink,
     s: &RolloutSettings,
     snap: &PeerSnapshot,
     history: &History,
@@ -392,7 +385,7 @@ async fn execute(
         _ => return "failed",
     };
     let dry = s.mode == Mode::DryRun;
-    let (reason, note, result): (&str, String, Result<(), kube::Error>) = match action {
+    let (reason, note, result): (&'static str, String, Result<(), kube::Error>) = match action {
         Action::Annotate {
             hash,
             previous,
@@ -443,20 +436,15 @@ async fn execute(
             if dry {
                 return "dry_run";
             }
-            let ev = Event {
-                type_: if warn {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: reason.into(),
-                note: Some(note),
-                action: "Rollout".into(),
-                secondary: None,
-            };
-            if let Err(e) = recorder.publish(&ev, &reference(key)).await {
-                tracing::debug!(error = %e, "cannot record Event");
-            }
+            // Told once per report by the rollout state; never deduplicated here.
+            events.send(Notice {
+                regarding: reference(key),
+                warning: warn,
+                reason,
+                action: "Rollout",
+                note,
+                dedup: false,
+            });
             return "event_only";
         }
         Action::Notify {
@@ -479,16 +467,15 @@ async fn execute(
     if dry {
         return "dry_run";
     }
-    let ev = Event {
-        type_: EventType::Normal,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Rollout".into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&ev, &reference(key)).await {
-        tracing::debug!(error = %e, "cannot record Event");
-    }
+    // Each action is its own Event: never deduplicated.
+    events.send(Notice {
+        regarding: reference(key),
+        warning: false,
+        reason,
+        action: "Rollout",
+        note,
+        dedup: false,
+    });
     match action {
         Action::Notify { .. } => "event_only",
         _ => "started",

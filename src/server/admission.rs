@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
 
 use crate::cache::PeerCache;
+use crate::events::{EventSink, Notice};
 use crate::inject::patch::{PatchShape, build_patch};
 use crate::inject::review::parse_review;
 use crate::inject::{Decision, InjectSettings, decide};
@@ -32,6 +33,8 @@ pub struct AdmissionState {
     pub body_timeout: Duration,
     /// Encoded patches of the current snapshot, per peer list and pod shape.
     pub patches: PatchCache,
+    /// Where Events about a StellarNode's pods go (never awaited); none in tests.
+    pub events: Option<EventSink>,
 }
 
 impl AdmissionState {
@@ -44,7 +47,14 @@ impl AdmissionState {
             metrics,
             body_timeout: super::Timeouts::default().body,
             patches: PatchCache::default(),
+            events: None,
         }
+    }
+
+    /// Records Events about StellarNodes' pods through `sink`.
+    pub fn with_events(mut self, sink: EventSink) -> Self {
+        self.events = Some(sink);
+        self
     }
 }
 
@@ -256,6 +266,7 @@ pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
             list,
             node,
             warnings,
+            config_problem,
         } => {
             let version = snapshot.as_deref().map_or(0, |s| s.version);
             let patch = match state
@@ -276,12 +287,35 @@ pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
                 }
             };
             m.admission("injected", "");
+            let dry_run = req.dry_run.unwrap_or(false);
             tracing::info!(%uid, %node, network = %list.network, peers = list.known.len(), hash = %list.hash,
-                dry_run = req.dry_run.unwrap_or(false), "peers injected");
+                dry_run, "peers injected");
+            // A dry run must have no side effects (the webhook declares sideEffects: None).
+            if let (Some(why), Some(sink), false) = (config_problem, &state.events, dry_run) {
+                tracing::warn!(%uid, %node, problem = %why, "merge mode not applied to this pod");
+                sink.send(config_notice(&node, snapshot.as_deref(), &why));
+            }
             return encode_patched(uid, &patch, &warnings, m);
         }
     };
     encode(&resp, m)
+}
+
+/// The Warning Event for a pod of StellarNode `node` (`namespace/name`) that merge mode
+/// could not rewrite.
+fn config_notice(node: &str, snapshot: Option<&crate::peers::PeerSnapshot>, why: &str) -> Notice {
+    let (ns, name) = node.split_once('/').unwrap_or(("", node));
+    let uid = snapshot
+        .and_then(|s| s.node(ns, name))
+        .and_then(|e| e.record.uid.as_deref());
+    Notice::warning(
+        crate::events::stellar_node(ns, name, uid),
+        "PeersConfigNotMerged",
+        "InjectPeers",
+        format!(
+            "A pod of this StellarNode did not get the merged config, only env vars and the peers snippet: {why}"
+        ),
+    )
 }
 
 /// `response` of an admission.k8s.io/v1 AdmissionReview without a patch (the injected
@@ -548,5 +582,48 @@ mod tests {
             text.contains(r#"stellar_peer_injector_patch_cache_total{result="hit"} 2"#),
             "{text}"
         );
+    }
+
+    /// A validator pod whose container runs a shell, with merge mode on: the answer
+    /// warns, and one Warning Event goes to its StellarNode, never for a dry run.
+    #[test]
+    fn merge_mode_fallback_queues_an_event_on_the_stellar_node() {
+        let cache = Arc::new(PeerCache::new());
+        let mut nodes = validators(&["validator-1", "validator-2"]);
+        nodes[0].uid = Some("uid-1".into());
+        cache.publish(&nodes, &PeerSettings::default());
+        let metrics = Arc::new(Metrics::new());
+        let (sink, queue) = EventSink::channel(8, metrics.clone());
+        let settings = InjectSettings {
+            init_image: "injector:1".into(),
+            ..InjectSettings::default()
+        };
+        let state = AdmissionState::new(cache, settings, metrics).with_events(sink);
+        let mut v: serde_json::Value = serde_json::from_slice(REVIEW).expect("fixture");
+        for c in v["request"]["object"]["spec"]["containers"]
+            .as_array_mut()
+            .expect("containers")
+        {
+            c["command"] = serde_json::json!(["/bin/sh", "-c", "stellar-core run"]);
+        }
+        let body = serde_json::to_vec(&v).expect("json");
+        let resp = answer(&state, &body);
+        assert_eq!(resp.status(), StatusCode::OK);
+        let n = queue.try_recv().expect("a notice");
+        assert_eq!(n.reason, "PeersConfigNotMerged");
+        assert!(n.warning && n.dedup);
+        assert_eq!(n.regarding.kind.as_deref(), Some("StellarNode"));
+        assert_eq!(n.regarding.namespace.as_deref(), Some("stellar"));
+        assert_eq!(n.regarding.name.as_deref(), Some("validator-1"));
+        assert_eq!(n.regarding.uid.as_deref(), Some("uid-1"));
+        assert!(n.note.contains("is not stellar-core"), "{}", n.note);
+        assert!(queue.try_recv().is_none());
+        v["request"]["dryRun"] = serde_json::json!(true);
+        let body = serde_json::to_vec(&v).expect("json");
+        assert_eq!(answer(&state, &body).status(), StatusCode::OK);
+        assert!(queue.try_recv().is_none(), "no side effect for a dry run");
+        // The unchanged pod (no command) is merged: no Event.
+        assert_eq!(answer(&state, REVIEW).status(), StatusCode::OK);
+        assert!(queue.try_recv().is_none());
     }
 }

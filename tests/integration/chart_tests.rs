@@ -242,7 +242,7 @@ fn check_common(docs: &[Value], ns: &str) -> TestResult {
                 {"apiGroups": ["stellar.org"], "resources": ["stellarnodes"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": ["get", "list", "watch", "patch"]},
                 {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
-                {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+                {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
                 // governingServices.create (default true): the missing `{name}-headless` Services.
                 {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
             ]),
@@ -443,6 +443,7 @@ pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
         "crds": {"install": true},
         "extraPeers": {"mainnet": [{"address": "core-live-a.stellar.org:11625", "preferred": true}]},
         "serviceMonitor": {"enabled": true},
+        "peerResolution": {"interval": "1m", "grace": "5m", "dnsServer": "10.96.0.10:53"},
     });
     let secret_yaml = render(&dir, release, &n, "secret", &secret_values)?;
     let sd = docs(&secret_yaml)?;
@@ -470,6 +471,15 @@ pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
             .any(|a| a == "--extra-peers=/config/extra-peers.yaml"),
         || format!("args: {args:?}"),
     )?;
+    for want in [
+        "--dns-server=10.96.0.10:53",
+        "--resolve-check-interval=1m",
+        "--resolve-grace=5m",
+    ] {
+        ensure(args.iter().any(|a| a == want), || {
+            format!("{want} missing from args: {args:?}")
+        })?;
+    }
     let extra = one(&sd, "ConfigMap")?["data"]["extra-peers.yaml"]
         .as_str()
         .ok_or("no extra-peers.yaml")?
@@ -546,6 +556,11 @@ pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
         ("certs.mode=vault", "/certs/mode"),
         ("webhook.timeoutSeconds=31", "/webhook/timeoutSeconds"),
         ("rollout.maxConcurrent=0", "/rollout/maxConcurrent"),
+        (
+            "peerResolution.dnsServer=kube-dns",
+            "/peerResolution/dnsServer",
+        ),
+        ("peerResolution.interval=often", "/peerResolution/interval"),
     ] {
         let args = ["template", release, chart.as_str(), "--set", bad];
         let out = tool("helm", &args, None)?;
@@ -691,6 +706,7 @@ pub async fn chart_rbac_is_enough_for_the_injector() -> TestResult {
             ("patch", "deployments.apps", &wl.name, true),
             ("delete", "pods", &wl.name, true),
             ("create", "events.events.k8s.io", &wl.name, true),
+            ("patch", "events.events.k8s.io", &wl.name, false),
             ("create", "leases.coordination.k8s.io", &rel.name, true),
             (
                 "update",

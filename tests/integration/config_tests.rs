@@ -465,3 +465,285 @@ pub async fn editing_known_peers_rolls_that_node_alone() -> TestResult {
     delete_webhook(&ns.client, &hook).await;
     result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
 }
+
+/// `stellar_peer_injector_peers_unresolvable{network="testnet"}` of `inj` (absent: `None`).
+async fn unresolvable(inj: &Injector) -> Option<f64> {
+    metric_value(
+        &inj.metrics().await,
+        "stellar_peer_injector_peers_unresolvable{network=\"testnet\"}",
+    )
+}
+
+async fn wait_unresolvable(inj: &Injector, want: f64, secs: u64) -> TestResult {
+    let last = std::cell::Cell::new(None);
+    let r = wait_for(
+        Duration::from_secs(secs),
+        &format!("peers_unresolvable{{network=\"testnet\"}} to be {want}"),
+        || async {
+            last.set(unresolvable(inj).await);
+            (last.get() == Some(want)).then_some(())
+        },
+    )
+    .await;
+    r.map_err(|e| format!("{e} (last seen {:?})", last.get()))
+}
+
+/// Runs `stellar-peer-injector peers --resolve` for namespace `ns`: (stdout, stderr).
+fn peers_resolve(ns: &str, dns: &str, json: bool) -> Result<(String, String), String> {
+    let bed = bed()?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stellar-peer-injector"));
+    cmd.args([
+        "peers",
+        "--resolve",
+        "--dns-server",
+        dns,
+        "--namespaces",
+        ns,
+    ])
+    .arg("--kubeconfig")
+    .arg(&bed.kubeconfig);
+    if json {
+        cmd.args(["-o", "json"]);
+    }
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    if !out.status.success() {
+        return Err(format!("peers --resolve failed: {stderr}"));
+    }
+    Ok((stdout, stderr))
+}
+
+/// A validator whose peer name cannot resolve (an annotation naming nothing, a validator
+/// whose pod does not exist) shows in the metric at once, gets one PeerUnresolvable Event
+/// after the grace period, and shows in `peers --resolve`; once its name resolves (the
+/// annotation removed and a pod, or just the pod) the metric drops.
+pub async fn unresolvable_peers_are_reported_until_they_resolve() -> TestResult {
+    let ns = TestNs::new("unres").await?;
+    let n = ns.name.clone();
+    let bed = bed()?;
+    let dns = dns_addr()?.to_string();
+    let inj = Injector::start(
+        &n,
+        &bed.kubeconfig,
+        &[
+            "--debounce",
+            "0s",
+            "--dns-server",
+            &dns,
+            "--resolve-check-interval",
+            "1s",
+            "--resolve-grace",
+            "3s",
+        ],
+        true,
+    )
+    .await?;
+    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+    let result: TestResult = async {
+        // v1 resolves once its pod and governing Service exist.
+        ns.create::<StellarNode>(stellar_node("v1", "Validator", "testnet", false))
+            .await?;
+        ns.create::<StatefulSet>(operator_statefulset("v1", "Validator", "testnet", 1))
+            .await?;
+        wait_unresolvable(&inj, 0.0, 120).await?;
+
+        // v2's annotation names nothing; v3 has no pod at all.
+        let bad = format!("nothing-here.{n}.svc.cluster.local:11625");
+        let mut v2 = stellar_node("v2", "Validator", "testnet", false);
+        v2["metadata"]["annotations"] = json!({"stellar.org/peer-address": bad});
+        ns.create::<StellarNode>(v2).await?;
+        ns.create::<StellarNode>(stellar_node("v3", "Validator", "testnet", false))
+            .await?;
+        wait_unresolvable(&inj, 2.0, 60).await?;
+
+        let ev2 = wait_node_event(&ns, "v2", "PeerUnresolvable", Duration::from_secs(60)).await?;
+        let note2 = ev2[0].note.clone().unwrap_or_default();
+        ensure(
+            ev2[0].type_.as_deref() == Some("Warning")
+                && note2.contains(&bad)
+                && note2.contains("stellar.org/peer-address"),
+            || format!("v2's Event: {:?}", ev2[0]),
+        )?;
+        let ev3 = wait_node_event(&ns, "v3", "PeerUnresolvable", Duration::from_secs(60)).await?;
+        let note3 = ev3[0].note.clone().unwrap_or_default();
+        ensure(
+            note3.contains(&svc("v3", &n))
+                && note3.contains("pod v3-0")
+                && note3.contains("v3-headless"),
+            || format!("v3's Event: {:?}", ev3[0]),
+        )?;
+
+        // `peers --resolve` through the same DNS shows the two, and only them.
+        let (out, _) = peers_resolve(&n, &dns, true)?;
+        let v: Value =
+            serde_json::from_str(&out).map_err(|e| format!("peers output {out}: {e}"))?;
+        let listed: BTreeSet<String> = v["unresolvable"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u["address"].as_str().map(str::to_owned))
+            .collect();
+        ensure(
+            listed == BTreeSet::from([bad.clone(), svc("v3", &n)]),
+            || format!("unresolvable: {v}"),
+        )?;
+        let peers = v["networks"]["testnet"]["peers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let v1_resolves = peers
+            .iter()
+            .find(|p| p["address"] == svc("v1", &n))
+            .map(|p| p["resolves"].clone());
+        ensure(v1_resolves == Some(json!(true)), || format!("v1 in {v}"))?;
+        let (table, _) = peers_resolve(&n, &dns, false)?;
+        ensure(
+            table
+                .lines()
+                .any(|l| l.contains(&bad) && l.contains("no (NXDOMAIN)")),
+            || format!("table:\n{table}"),
+        )?;
+        // Without a DNS server to ask it says so, and judges nothing.
+        let nowhere = format!("127.0.0.1:{}", free_port());
+        let (table, err) = peers_resolve(&n, &nowhere, false)?;
+        ensure(err.contains("no peer address was checked"), || {
+            format!("stderr: {err}")
+        })?;
+        ensure(!table.contains("no (") && table.contains("unknown"), || {
+            format!("table:\n{table}")
+        })?;
+
+        // Fixed: v2 loses the annotation and gets its pod; v3 stays broken.
+        ns.api::<StellarNode>()
+            .patch(
+                "v2",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"stellar.org/peer-address": null}}}),
+                ),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        ns.create::<StatefulSet>(operator_statefulset("v2", "Validator", "testnet", 1))
+            .await?;
+        wait_unresolvable(&inj, 1.0, 120).await?;
+        // One Event per episode: v3 was told once, however many rounds ran since.
+        let ev3 = node_events(&ns, "v3", "PeerUnresolvable").await?;
+        ensure(ev3.len() == 1 && event_count(&ev3[0]) == 1, || {
+            format!("v3's Events: {ev3:?}")
+        })?;
+        // v3 gets its pod: the same address resolves, the episode ends.
+        ns.create::<StatefulSet>(operator_statefulset("v3", "Validator", "testnet", 1))
+            .await?;
+        wait_unresolvable(&inj, 0.0, 120).await?;
+        let log = inj.log_text();
+        let v3 = svc("v3", &n);
+        ensure(
+            log.lines()
+                .any(|l| l.contains("peer address does not resolve") && l.contains(&v3))
+                && log
+                    .lines()
+                    .any(|l| l.contains("peer address resolves again") && l.contains(&v3)),
+            || "the log does not tell v3's episode".into(),
+        )?;
+        Ok(())
+    }
+    .await;
+    delete_webhook(&ns.client, &hook).await;
+    result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
+}
+
+/// Invalid `validatorConfig.knownPeers` gets a Warning Event on that StellarNode alone
+/// (once per distinct problem), and the others keep working; a pod whose command merge mode
+/// does not understand gets one Event on its StellarNode, however many such pods come.
+pub async fn user_problems_become_events_on_their_stellarnode() -> TestResult {
+    let ns = TestNs::new("uprob").await?;
+    let n = ns.name.clone();
+    let bed = bed()?;
+    let inj = Injector::start(
+        &n,
+        &bed.kubeconfig,
+        &[
+            "--init-image",
+            INIT_IMAGE,
+            "--debounce",
+            "0s",
+            "--resolve-check-interval",
+            "0s",
+        ],
+        true,
+    )
+    .await?;
+    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+    let result: TestResult = async {
+        let mut v1 = stellar_node("v1", "Validator", "testnet", false);
+        v1["spec"]["validatorConfig"] = json!({"knownPeers": "KNOWN_PEERS = [\"core-live-a.stellar.org:11625\""});
+        let mut v2 = stellar_node("v2", "Validator", "testnet", false);
+        v2["spec"]["validatorConfig"] = json!({"knownPeers": "KNOWN_PEERS = [\"core-live-b.stellar.org\"]"});
+        ns.create::<StellarNode>(v1).await?;
+        ns.create::<StellarNode>(v2).await?;
+        ns.create::<StellarNode>(stellar_node("sh1", "Validator", "testnet", false)).await?;
+        for name in ["v1", "v2", "sh1"] {
+            ns.create::<ConfigMap>(config_map(&format!("{name}-config"), OPERATOR_CFG)).await?;
+        }
+        for name in ["v1", "v2"] {
+            ns.create::<StatefulSet>(operator_validator(name, "testnet")).await?;
+        }
+        // sh1 starts stellar-core through a shell: merge mode leaves it alone.
+        let mut sh1 = operator_validator("sh1", "testnet");
+        sh1["spec"]["template"]["spec"]["containers"][0]["command"] =
+            json!(["/bin/sh", "-c", "exec stellar-core run --conf /config/stellar-core.cfg"]);
+        ns.create::<StatefulSet>(sh1).await?;
+
+        let ev = wait_node_event(&ns, "v1", "InvalidKnownPeers", Duration::from_secs(60)).await?;
+        let note = ev[0].note.clone().unwrap_or_default();
+        ensure(ev[0].type_.as_deref() == Some("Warning") && note.contains("spec.validatorConfig.knownPeers"),
+            || format!("v1's Event: {:?}", ev[0]))?;
+        // The others are unaffected: their lists, v2's own peer included, and no such Event.
+        wait_peers(&ns, "v2", &["core-live-b.stellar.org:11625".into(), svc("sh1", &n), svc("v1", &n)], 120).await?;
+        wait_peers(&ns, "v1", &[svc("sh1", &n), svc("v2", &n)], 120).await?;
+        for other in ["v2", "sh1"] {
+            let evs = node_events(&ns, other, "InvalidKnownPeers").await?;
+            ensure(evs.is_empty(), || format!("{other} got {evs:?}"))?;
+        }
+
+        let ev = wait_node_event(&ns, "sh1", "PeersConfigNotMerged", Duration::from_secs(60)).await?;
+        let note = ev[0].note.clone().unwrap_or_default();
+        ensure(ev[0].type_.as_deref() == Some("Warning") && note.contains("is not stellar-core") && note.contains("stellar.org/peers-config-mode"),
+            || format!("sh1's Event: {:?}", ev[0]))?;
+        let p = pod_of(&ns, "sh1", None).await?;
+        let inits = p.spec.as_ref().and_then(|s| s.init_containers.as_ref()).map_or(0, Vec::len);
+        ensure(inits == 0 && env_get(&p, "stellar-node", "STELLAR_PEERS").is_some(),
+            || format!("sh1's pod: {} init containers, env {:?}", inits, pod_env(&p, "stellar-node")))?;
+        // A second such pod: the same problem, no second Event.
+        ns.api::<StatefulSet>()
+            .patch("sh1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 2}})))
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_for(Duration::from_secs(120), "pod sh1-1 admitted", || {
+            let api = ns.api::<Pod>();
+            async move { api.get_opt("sh1-1").await.ok().flatten() }
+        })
+        .await?;
+        // Another knownPeers mistake on v1 is another problem: a second Event. Queued after
+        // sh1-1's notice, so once it shows, sh1-1's was handled too.
+        ns.api::<StellarNode>()
+            .patch("v1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"validatorConfig": {"knownPeers": "KNOWN_PEERS = [\"bad host\"]"}}})))
+            .await
+            .map_err(|e| e.to_string())?;
+        let evs = wait_for(Duration::from_secs(60), "a second InvalidKnownPeers Event on v1", || async {
+            node_events(&ns, "v1", "InvalidKnownPeers").await.ok().filter(|e| e.len() == 2)
+        })
+        .await?;
+        ensure(evs.iter().any(|e| e.note.as_deref().unwrap_or("").contains("bad host")), || format!("{evs:?}"))?;
+        let evs = node_events(&ns, "sh1", "PeersConfigNotMerged").await?;
+        ensure(evs.len() == 1 && event_count(&evs[0]) == 1, || format!("sh1's Events: {evs:?}"))?;
+        Ok(())
+    }
+    .await;
+    delete_webhook(&ns.client, &hook).await;
+    result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
+}

@@ -144,6 +144,8 @@ fn main() {
             shared operator_and_sdf_pods_read_a_merged_config,
             shared injected_addresses_resolve_to_their_pods,
             shared editing_known_peers_rolls_that_node_alone,
+            shared unresolvable_peers_are_reported_until_they_resolve,
+            shared user_problems_become_events_on_their_stellarnode,
         }
         "controls" => controls_tests {
             shared pause_at_each_level_holds_the_rollout,

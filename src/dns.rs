@@ -1,0 +1,681 @@
+//! A minimal DNS stub resolver for A records: does a peer's name resolve?
+//!
+//! Pure: [`encode_query`], [`parse_reply`] and [`parse_resolv_conf`]. Edge (thin):
+//! [`Resolver::lookup_a`], one UDP query per server (TCP when the answer is truncated
+//! or UDP gets no answer, so a `kubectl port-forward` to the cluster DNS works too).
+//!
+//! Names are queried as absolute names, without the search list: every peer address
+//! the injector hands out is fully qualified (`{pod}.{svc}.{ns}.svc.{domain}`), and
+//! stellar-core's resolver would not find a shorter one through a search list either
+//! way. Only A records are asked for: stellar-core connects to IPv4 peers only.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+/// The DNS port.
+pub const DEFAULT_PORT: u16 = 53;
+/// Where the system's nameservers are listed.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+const TYPE_A: u16 = 1;
+const CLASS_IN: u16 = 1;
+
+/// A server's definite answer about a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The name has these IPv4 addresses (never empty).
+    Addresses(Vec<Ipv4Addr>),
+    /// NXDOMAIN: the name does not exist.
+    NoSuchName,
+    /// The name exists but has no A record (NODATA).
+    NoRecords,
+}
+
+/// What a reply to [`encode_query`] says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Answer(Answer),
+    /// The answer did not fit in a UDP message: ask again over TCP.
+    Truncated,
+}
+
+/// Why a reply could not be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("malformed DNS message: {0}")]
+    Malformed(&'static str),
+    /// Another query's reply (wrong id, or not a reply to this question).
+    #[error("not the reply to this query")]
+    NotOurs,
+    /// SERVFAIL, REFUSED, ...: the server has no answer, which says nothing about the name.
+    #[error("server answered {}", rcode_name(*.0))]
+    Server(u8),
+}
+
+/// Why a lookup gave no definite answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("{name:?} is not a DNS name that can be looked up")]
+    BadName { name: String },
+    #[error("no nameserver to ask: {0}")]
+    NoServers(String),
+    #[error("cannot read {path}: {source}")]
+    ResolvConf {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("DNS server {server}: {source}")]
+    Reply {
+        server: SocketAddr,
+        #[source]
+        source: ParseError,
+    },
+    #[error("no answer from DNS server {server} within {timeout:?}")]
+    Timeout {
+        server: SocketAddr,
+        timeout: Duration,
+    },
+    #[error("cannot query DNS server {server}: {source}")]
+    Io {
+        server: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DnsError {
+    /// True when the server could not be reached or did not answer at all (as opposed
+    /// to answering that it has no answer, like SERVFAIL).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout { .. } | Self::Io { .. } | Self::NoServers(_)
+        )
+    }
+}
+
+fn rcode_name(rcode: u8) -> String {
+    match rcode {
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        4 => "NOTIMP".into(),
+        5 => "REFUSED".into(),
+        r => format!("rcode {r}"),
+    }
+}
+
+/// The name as it goes on the wire: lower-case labels, no trailing dot. `None` when it
+/// cannot be a DNS name.
+fn labels(name: &str) -> Option<Vec<&str>> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 253 || !name.is_ascii() {
+        return None;
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    labels
+        .iter()
+        .all(|l| !l.is_empty() && l.len() <= 63)
+        .then_some(labels)
+}
+
+/// A recursion-desired query for the A records of `name`.
+pub fn encode_query(id: u16, name: &str) -> Result<Vec<u8>, DnsError> {
+    let labels = labels(name).ok_or_else(|| DnsError::BadName {
+        name: name.to_owned(),
+    })?;
+    let mut q = Vec::with_capacity(name.len() + 18);
+    q.extend_from_slice(&id.to_be_bytes());
+    // Flags: RD. One question, no answers, authority or additional records.
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for l in labels {
+        q.push(l.len() as u8);
+        q.extend(l.bytes().map(|b| b.to_ascii_lowercase()));
+    }
+    q.push(0);
+    q.extend_from_slice(&TYPE_A.to_be_bytes());
+    q.extend_from_slice(&CLASS_IN.to_be_bytes());
+    Ok(q)
+}
+
+fn u16_at(msg: &[u8], i: usize) -> Result<u16, ParseError> {
+    match (msg.get(i), msg.get(i + 1)) {
+        (Some(a), Some(b)) => Ok(u16::from_be_bytes([*a, *b])),
+        _ => Err(ParseError::Malformed("message ends early")),
+    }
+}
+
+/// Reads the (possibly compressed) name at `i`: its lower-case dotted form and the
+/// offset after it in the message.
+fn read_name(msg: &[u8], mut i: usize) -> Result<(String, usize), ParseError> {
+    let mut name = String::new();
+    let mut after = None;
+    // Each pointer must go backwards, so a loop of pointers cannot run forever.
+    let mut limit = i;
+    loop {
+        let len = *msg
+            .get(i)
+            .ok_or(ParseError::Malformed("name runs past the end"))?;
+        match len {
+            0 => return Ok((name, after.unwrap_or(i + 1))),
+            l if l & 0xC0 == 0xC0 => {
+                let target = usize::from(u16_at(msg, i)? & 0x3FFF);
+                if target >= limit {
+                    return Err(ParseError::Malformed("compression pointer goes forward"));
+                }
+                after.get_or_insert(i + 2);
+                limit = target;
+                i = target;
+            }
+            l if l & 0xC0 != 0 => return Err(ParseError::Malformed("unknown label type")),
+            l => {
+                let label = msg
+                    .get(i + 1..i + 1 + usize::from(l))
+                    .ok_or(ParseError::Malformed("label runs past the end"))?;
+                if !name.is_empty() {
+                    name.push('.');
+                }
+                name.extend(label.iter().map(|b| char::from(b.to_ascii_lowercase())));
+                if name.len() > 255 {
+                    return Err(ParseError::Malformed("name too long"));
+                }
+                i += 1 + usize::from(l);
+            }
+        }
+    }
+}
+
+/// Reads the reply to `encode_query(id, name)`.
+pub fn parse_reply(msg: &[u8], id: u16, name: &str) -> Result<Reply, ParseError> {
+    if u16_at(msg, 0)? != id {
+        return Err(ParseError::NotOurs);
+    }
+    let flags = u16_at(msg, 2)?;
+    if flags & 0x8000 == 0 {
+        return Err(ParseError::NotOurs); // a query, not a reply
+    }
+    if flags & 0x0200 != 0 {
+        return Ok(Reply::Truncated);
+    }
+    let rcode = (flags & 0x000F) as u8;
+    let questions = u16_at(msg, 4)?;
+    let answers = u16_at(msg, 6)?;
+    let mut i = 12;
+    if questions != 1 {
+        // Some servers leave the question out of error replies.
+        return match rcode {
+            0 | 3 => Err(ParseError::Malformed(
+                "the reply does not repeat the question",
+            )),
+            r => Err(ParseError::Server(r)),
+        };
+    }
+    let (qname, next) = read_name(msg, i)?;
+    let want = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    if qname != want || u16_at(msg, next)? != TYPE_A || u16_at(msg, next + 2)? != CLASS_IN {
+        return Err(ParseError::NotOurs);
+    }
+    i = next + 4;
+    match rcode {
+        0 => {}
+        3 => return Ok(Reply::Answer(Answer::NoSuchName)),
+        r => return Err(ParseError::Server(r)),
+    }
+    let mut ips = Vec::new();
+    for _ in 0..answers {
+        let (_, next) = read_name(msg, i)?;
+        let rtype = u16_at(msg, next)?;
+        let class = u16_at(msg, next + 2)?;
+        let rdlen = usize::from(u16_at(msg, next + 8)?);
+        let rdata = msg
+            .get(next + 10..next + 10 + rdlen)
+            .ok_or(ParseError::Malformed("record data runs past the end"))?;
+        // CNAMEs on the way are skipped; the A records at their end count.
+        if rtype == TYPE_A && class == CLASS_IN {
+            let octets: [u8; 4] = rdata
+                .try_into()
+                .map_err(|_| ParseError::Malformed("an A record is not 4 bytes"))?;
+            ips.push(Ipv4Addr::from(octets));
+        }
+        i = next + 10 + rdlen;
+    }
+    Ok(Reply::Answer(if ips.is_empty() {
+        Answer::NoRecords
+    } else {
+        Answer::Addresses(ips)
+    }))
+}
+
+/// The `nameserver` entries of a resolv.conf, on port 53, in order.
+pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.split(['#', ';']).next()?.trim();
+            let mut words = l.split_whitespace();
+            (words.next()? == "nameserver").then_some(())?;
+            // An IPv6 address may carry a zone (`fe80::1%eth0`), which std cannot parse.
+            let ip: IpAddr = words.next()?.split('%').next()?.parse().ok()?;
+            Some(SocketAddr::new(ip, DEFAULT_PORT))
+        })
+        .collect()
+}
+
+/// Parses a `--dns-server` value: `IP` or `IP:PORT` (`[IPv6]:PORT` for IPv6).
+pub fn parse_server(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DEFAULT_PORT))
+        .map_err(|_| {
+            format!(
+                "{s:?} is not IP or IP:PORT of a DNS server (like 10.96.0.10 or 127.0.0.1:5353)"
+            )
+        })
+}
+
+/// Asks nameservers for A records.
+#[derive(Clone, Debug)]
+pub struct Resolver {
+    servers: Vec<SocketAddr>,
+    /// Per attempt (UDP, then TCP).
+    timeout: Duration,
+}
+
+impl Resolver {
+    /// Asks `servers`, in order, until one gives a definite answer.
+    pub fn new(servers: Vec<SocketAddr>, timeout: Duration) -> Self {
+        Self { servers, timeout }
+    }
+
+    /// The system's nameservers (from /etc/resolv.conf).
+    pub fn system(timeout: Duration) -> Result<Self, DnsError> {
+        let text = std::fs::read_to_string(RESOLV_CONF).map_err(|source| DnsError::ResolvConf {
+            path: RESOLV_CONF.to_owned(),
+            source,
+        })?;
+        let servers = parse_resolv_conf(&text);
+        if servers.is_empty() {
+            return Err(DnsError::NoServers(format!(
+                "{RESOLV_CONF} lists no nameserver; pass --dns-server"
+            )));
+        }
+        Ok(Self::new(servers, timeout))
+    }
+
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
+    }
+
+    /// The A records of `host`. An IPv4 literal is its own answer. The first server
+    /// that answers definitely (addresses, NXDOMAIN or no records) decides; a server
+    /// that fails (no answer, SERVFAIL, ...) passes the question to the next one.
+    pub async fn lookup_a(&self, host: &str) -> Result<Answer, DnsError> {
+        if let Ok(ip) = host.parse::<Ipv4Addr>() {
+            return Ok(Answer::Addresses(vec![ip]));
+        }
+        let mut last = DnsError::NoServers("no --dns-server and no system nameserver".into());
+        for &server in &self.servers {
+            match self.ask(server, host).await {
+                Ok(a) => return Ok(a),
+                Err(e @ DnsError::BadName { .. }) => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn ask(&self, server: SocketAddr, host: &str) -> Result<Answer, DnsError> {
+        let id = query_id(host);
+        let query = encode_query(id, host)?;
+        let reply_err = |source| DnsError::Reply { server, source };
+        match self.udp(server, &query, id, host).await {
+            Ok(Reply::Answer(a)) => Ok(a),
+            // Too big for UDP, or no UDP answer at all (a TCP-only port-forward): TCP.
+            Ok(Reply::Truncated) => match self.tcp(server, &query, id, host).await {
+                Ok(Reply::Answer(a)) => Ok(a),
+                Ok(Reply::Truncated) => Err(reply_err(ParseError::Malformed("truncated over TCP"))),
+                Err(e) => Err(e),
+            },
+            Err(UdpFailure::NoAnswer(udp)) => match self.tcp(server, &query, id, host).await {
+                Ok(Reply::Answer(a)) => Ok(a),
+                Ok(Reply::Truncated) => Err(reply_err(ParseError::Malformed("truncated over TCP"))),
+                // Neither answers: say what the first try met.
+                Err(tcp) if tcp.is_unreachable() => Err(udp),
+                Err(tcp) => Err(tcp),
+            },
+            Err(UdpFailure::Error(e)) => Err(e),
+        }
+    }
+
+    async fn udp(
+        &self,
+        server: SocketAddr,
+        query: &[u8],
+        id: u16,
+        host: &str,
+    ) -> Result<Reply, UdpFailure> {
+        let io = |source| UdpFailure::NoAnswer(DnsError::Io { server, source });
+        let local: SocketAddr = if server.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = UdpSocket::bind(local).await.map_err(io)?;
+        sock.connect(server).await.map_err(io)?;
+        sock.send(query).await.map_err(io)?;
+        let mut buf = [0u8; 1232];
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+                Err(_) => {
+                    return Err(UdpFailure::NoAnswer(DnsError::Timeout {
+                        server,
+                        timeout: self.timeout,
+                    }));
+                }
+                Ok(r) => r.map_err(io)?,
+            };
+            match parse_reply(&buf[..n], id, host) {
+                Err(ParseError::NotOurs) => continue, // a stray datagram: keep waiting
+                Err(source) => return Err(UdpFailure::Error(DnsError::Reply { server, source })),
+                Ok(r) => return Ok(r),
+            }
+        }
+    }
+
+    async fn tcp(
+        &self,
+        server: SocketAddr,
+        query: &[u8],
+        id: u16,
+        host: &str,
+    ) -> Result<Reply, DnsError> {
+        let io = |source| DnsError::Io { server, source };
+        let exchange = async {
+            let mut s = TcpStream::connect(server).await.map_err(io)?;
+            let len = u16::try_from(query.len()).unwrap_or(u16::MAX);
+            let mut framed = Vec::with_capacity(query.len() + 2);
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(query);
+            s.write_all(&framed).await.map_err(io)?;
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).await.map_err(io)?;
+            let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut msg).await.map_err(io)?;
+            parse_reply(&msg, id, host).map_err(|source| DnsError::Reply { server, source })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| DnsError::Timeout {
+                server,
+                timeout: self.timeout,
+            })?
+    }
+}
+
+enum UdpFailure {
+    /// Nothing usable came back over UDP: worth trying TCP.
+    NoAnswer(DnsError),
+    /// The server answered, with an error.
+    Error(DnsError),
+}
+
+/// A query id that differs between queries (replies are matched on it and on the question).
+fn query_id(host: &str) -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = format!("{host}/{nanos}/{}", SEQ.fetch_add(1, Ordering::Relaxed));
+    xxhash_rust::xxh3::xxh3_64(seed.as_bytes()) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply to `encode_query(id, name)` with `flags` and the given answer records
+    /// (`(type, rdata)`, each owned by a pointer to the question's name).
+    fn reply(id: u16, name: &str, flags: u16, records: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut m = encode_query(id, name).expect("query");
+        m[2..4].copy_from_slice(&flags.to_be_bytes());
+        m[6..8].copy_from_slice(&(records.len() as u16).to_be_bytes());
+        for (t, data) in records {
+            m.extend_from_slice(&[0xC0, 12]);
+            m.extend_from_slice(&t.to_be_bytes());
+            m.extend_from_slice(&CLASS_IN.to_be_bytes());
+            m.extend_from_slice(&30u32.to_be_bytes());
+            m.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            m.extend_from_slice(data);
+        }
+        m
+    }
+
+    const OK: u16 = 0x8180; // reply, RD, RA, NOERROR
+
+    #[test]
+    fn encodes_a_query() {
+        let q = encode_query(0x1234, "V1-0.v1-headless.NS.svc.cluster.local.").expect("query");
+        assert_eq!(&q[..12], &[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        let (name, next) = read_name(&q, 12).expect("name");
+        assert_eq!(name, "v1-0.v1-headless.ns.svc.cluster.local");
+        assert_eq!(&q[next..], &[0, 1, 0, 1]);
+        for bad in ["", ".", "a..b", &"x".repeat(64), "ünï.example"] {
+            assert!(
+                matches!(encode_query(1, bad), Err(DnsError::BadName { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_addresses_and_skips_cnames() {
+        let name = "v1-0.v1-headless.ns.svc.cluster.local";
+        let m = reply(7, name, OK, &[(1, &[10, 0, 0, 5]), (1, &[10, 0, 0, 6])]);
+        assert_eq!(
+            parse_reply(&m, 7, name),
+            Ok(Reply::Answer(Answer::Addresses(vec![
+                Ipv4Addr::new(10, 0, 0, 5),
+                Ipv4Addr::new(10, 0, 0, 6)
+            ])))
+        );
+        // A CNAME (type 5, its target as a pointer back to the question name) then the A.
+        let m = reply(7, name, OK, &[(5, &[0xC0, 12]), (1, &[192, 0, 2, 1])]);
+        assert_eq!(
+            parse_reply(&m, 7, &name.to_ascii_uppercase()),
+            Ok(Reply::Answer(Answer::Addresses(vec![Ipv4Addr::new(
+                192, 0, 2, 1
+            )])))
+        );
+    }
+
+    #[test]
+    fn nxdomain_nodata_truncation_and_server_errors() {
+        let n = "gone.ns.svc.cluster.local";
+        assert_eq!(
+            parse_reply(&reply(1, n, 0x8183, &[]), 1, n),
+            Ok(Reply::Answer(Answer::NoSuchName))
+        );
+        assert_eq!(
+            parse_reply(&reply(1, n, OK, &[]), 1, n),
+            Ok(Reply::Answer(Answer::NoRecords))
+        );
+        // Only an AAAA record: no A record for stellar-core.
+        assert_eq!(
+            parse_reply(&reply(1, n, OK, &[(28, &[0; 16])]), 1, n),
+            Ok(Reply::Answer(Answer::NoRecords))
+        );
+        assert_eq!(
+            parse_reply(&reply(1, n, OK | 0x0200, &[]), 1, n),
+            Ok(Reply::Truncated)
+        );
+        assert_eq!(
+            parse_reply(&reply(1, n, 0x8182, &[]), 1, n),
+            Err(ParseError::Server(2))
+        );
+        assert_eq!(
+            ParseError::Server(2).to_string(),
+            "server answered SERVFAIL"
+        );
+        let mut no_question = reply(1, n, 0x8185, &[]);
+        no_question[4..6].copy_from_slice(&[0, 0]);
+        no_question.truncate(12);
+        assert_eq!(parse_reply(&no_question, 1, n), Err(ParseError::Server(5)));
+    }
+
+    #[test]
+    fn replies_to_other_queries_are_not_ours() {
+        let n = "a.example.org";
+        assert_eq!(
+            parse_reply(&reply(1, n, OK, &[]), 2, n),
+            Err(ParseError::NotOurs)
+        );
+        assert_eq!(
+            parse_reply(&reply(1, n, OK, &[]), 1, "b.example.org"),
+            Err(ParseError::NotOurs)
+        );
+        let query = encode_query(1, n).expect("query");
+        assert_eq!(parse_reply(&query, 1, n), Err(ParseError::NotOurs));
+    }
+
+    #[test]
+    fn malformed_replies_are_errors_not_panics() {
+        let n = "a.example.org";
+        let good = reply(9, n, OK, &[(1, &[1, 2, 3, 4])]);
+        for len in 0..good.len() {
+            let r = parse_reply(&good[..len], 9, n);
+            assert!(matches!(r, Err(ParseError::Malformed(_))), "{len}: {r:?}");
+        }
+        // A pointer loop in an answer's name.
+        let mut looped = reply(9, n, OK, &[(1, &[1, 2, 3, 4])]);
+        let at = encode_query(9, n).expect("q").len();
+        looped[at..at + 2].copy_from_slice(&[0xC0, at as u8]);
+        assert!(matches!(
+            parse_reply(&looped, 9, n),
+            Err(ParseError::Malformed(_))
+        ));
+        // An A record of 5 bytes.
+        let bad = reply(9, n, OK, &[(1, &[1, 2, 3, 4, 5])]);
+        assert!(matches!(
+            parse_reply(&bad, 9, n),
+            Err(ParseError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn resolv_conf_nameservers() {
+        let text = "# generated\nsearch ns.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\n\
+                    nameserver  fe80::1%eth0 # link-local\noptions ndots:5\nnameserver bogus\n";
+        assert_eq!(
+            parse_resolv_conf(text),
+            vec![
+                "10.96.0.10:53".parse::<SocketAddr>().expect("addr"),
+                "[fe80::1]:53".parse().expect("addr"),
+            ]
+        );
+        assert!(parse_resolv_conf("").is_empty());
+    }
+
+    #[test]
+    fn server_flag_values() {
+        assert_eq!(
+            parse_server("10.96.0.10"),
+            Ok("10.96.0.10:53".parse().expect("a"))
+        );
+        assert_eq!(
+            parse_server("127.0.0.1:5353"),
+            Ok("127.0.0.1:5353".parse().expect("a"))
+        );
+        assert_eq!(parse_server("::1"), Ok("[::1]:53".parse().expect("a")));
+        assert!(parse_server("kube-dns.kube-system").is_err());
+    }
+
+    #[tokio::test]
+    async fn ip_literals_resolve_without_a_server() {
+        let r = Resolver::new(vec![], Duration::from_millis(10));
+        assert_eq!(
+            r.lookup_a("10.1.2.3").await.expect("literal"),
+            Answer::Addresses(vec![Ipv4Addr::new(10, 1, 2, 3)])
+        );
+        let e = r.lookup_a("a.example.org").await.expect_err("no server");
+        assert!(e.is_unreachable(), "{e}");
+    }
+
+    #[tokio::test]
+    async fn asks_over_udp_and_falls_back_to_tcp_when_truncated() {
+        let name = "v1-0.v1-headless.ns.svc.cluster.local";
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+        let port = udp.local_addr().expect("addr").port();
+        let tcp = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("tcp on the same port");
+        let server = tokio::spawn(async move {
+            // UDP: say it is truncated.
+            let mut buf = [0u8; 512];
+            let (_, from) = udp.recv_from(&mut buf).await.expect("recv");
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            udp.send_to(&reply(id, name, OK | 0x0200, &[]), from)
+                .await
+                .expect("send");
+            // TCP: the full answer.
+            let (mut s, _) = tcp.accept().await.expect("accept");
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).await.expect("len");
+            let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut q).await.expect("query");
+            let id = u16::from_be_bytes([q[0], q[1]]);
+            let m = reply(id, name, OK, &[(1, &[10, 0, 0, 9])]);
+            s.write_all(&(m.len() as u16).to_be_bytes())
+                .await
+                .expect("w");
+            s.write_all(&m).await.expect("w");
+        });
+        let r = Resolver::new(
+            vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))],
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            r.lookup_a(name).await.expect("answer"),
+            Answer::Addresses(vec![Ipv4Addr::new(10, 0, 0, 9)])
+        );
+        server.await.expect("server");
+    }
+
+    /// A TCP-only server (a `kubectl port-forward`): UDP gets no answer, TCP does.
+    #[tokio::test]
+    async fn a_tcp_only_server_is_asked_over_tcp() {
+        let name = "kubernetes.default.svc.cluster.local";
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("tcp");
+        let port = tcp.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = tcp.accept().await.expect("accept");
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).await.expect("len");
+            let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut q).await.expect("query");
+            let id = u16::from_be_bytes([q[0], q[1]]);
+            let m = reply(id, name, OK, &[(1, &[10, 96, 0, 1])]);
+            s.write_all(&(m.len() as u16).to_be_bytes())
+                .await
+                .expect("w");
+            s.write_all(&m).await.expect("w");
+        });
+        let r = Resolver::new(
+            vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))],
+            Duration::from_millis(500),
+        );
+        assert_eq!(
+            r.lookup_a(name).await.expect("answer"),
+            Answer::Addresses(vec![Ipv4Addr::new(10, 96, 0, 1)])
+        );
+        server.await.expect("server");
+    }
+}
