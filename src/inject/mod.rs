@@ -9,7 +9,7 @@ pub mod yaml;
 use std::sync::Arc;
 
 use crate::peers::{Lookup, PeerList, PeerSnapshot};
-use review::{PodView, RequestView};
+use review::{Object, PodView, RequestView};
 
 /// Label every operator-made pod carries.
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
@@ -235,9 +235,9 @@ pub fn decide(
         return Decision::Skip(SkipReason::NotPod);
     }
     let parsed;
-    let pod: &PodView<'_> = match (&req.pod, req.object) {
-        (Some(p), _) => p,
-        (None, Some(raw)) => match serde_json::from_str(raw.get()) {
+    let pod: &PodView<'_> = match &req.object {
+        Some(Object::Pod(p)) => p,
+        Some(Object::Raw(raw)) => match serde_json::from_str(raw.get()) {
             Ok(p) => {
                 parsed = p;
                 &parsed
@@ -251,7 +251,7 @@ pub fn decide(
                 };
             }
         },
-        (None, None) => {
+        None => {
             return Decision::Deny {
                 reason: DenyReason::MalformedPod,
                 message: "stellar-peer-injector: the Pod CREATE request carries no object"
