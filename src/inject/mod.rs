@@ -101,9 +101,26 @@ fn dir_of(p: &str) -> &str {
     p.rsplit_once('/').map_or("/", |(d, _)| d)
 }
 
+/// Why [`InjectSettings`] cannot be used; each names the flag to fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{flag} {path:?} must be an absolute file path inside a directory, like {example}")]
+    NotAFilePath {
+        flag: &'static str,
+        path: String,
+        example: &'static str,
+    },
+    #[error(
+        "--mount-path and --merged-config-path must be in different directories (both in {dir})"
+    )]
+    SameDirectory { dir: String },
+    #[error("--container must not be empty")]
+    NoContainer,
+}
+
 impl InjectSettings {
     /// Checks that `mount_path` is an absolute file path below a directory other than `/`.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingsError> {
         for (flag, p, example) in [
             (
                 "--mount-path",
@@ -122,19 +139,20 @@ impl InjectSettings {
             ),
         ] {
             if !is_file_path(p) {
-                return Err(format!(
-                    "{flag} {p:?} must be an absolute file path inside a directory, like {example}"
-                ));
+                return Err(SettingsError::NotAFilePath {
+                    flag,
+                    path: p.clone(),
+                    example,
+                });
             }
         }
         if self.mount_dir() == self.merged_dir() {
-            return Err(format!(
-                "--mount-path and --merged-config-path must be in different directories (both in {})",
-                self.mount_dir()
-            ));
+            return Err(SettingsError::SameDirectory {
+                dir: self.mount_dir().to_owned(),
+            });
         }
         if self.container.is_empty() {
-            return Err("--container must not be empty".to_owned());
+            return Err(SettingsError::NoContainer);
         }
         Ok(())
     }

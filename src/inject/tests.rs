@@ -2,7 +2,7 @@ use serde_json::{Value, json};
 
 use super::review::{ReviewError, parse_review};
 use super::*;
-use crate::nodes::{NodeKind, NodeRecord};
+use crate::nodes::{Defect, NodeKind, NodeRecord};
 use crate::peers::{PeerSettings, PeerSnapshot};
 
 const REVIEW: &str = include_str!("../../tests/fixtures/validator-pod-review.json");
@@ -13,7 +13,7 @@ fn node(ns: &str, name: &str, kind: NodeKind, net: &str) -> NodeRecord {
 
 fn snapshot() -> PeerSnapshot {
     let mut bad = node("stellar", "broken", NodeKind::Validator, "testnet");
-    bad.problem = Some("spec.network must be a string".into());
+    bad.problem = Some(Defect::NetworkObject.into());
     PeerSnapshot::build(
         1,
         &[
