@@ -204,7 +204,7 @@ pub async fn run(
             )
             .await;
             metrics.rollout(action.network(), outcome);
-            state.record(Instant::now(), &action, outcome != "failed");
+            state.record(Instant::now(), &action, outcome != RolloutOutcome::Failed);
         }
     }
 }
@@ -285,6 +285,30 @@ fn reference(key: &WorkloadKey) -> ObjectReference {
     }
 }
 
+/// What became of one rollout action (label `outcome` of `rollouts_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RolloutOutcome {
+    /// The template was annotated or the stale pod deleted.
+    Started,
+    /// `--rollout=dry-run`: logged only.
+    DryRun,
+    /// OnDelete policy `event`: only an Event was recorded.
+    EventOnly,
+    /// The write failed; retried on the next pass.
+    Failed,
+}
+
+impl RolloutOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::DryRun => "dry_run",
+            Self::EventOnly => "event_only",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 async fn execute(
     client: &Client,
     recorder: &Recorder,
@@ -293,7 +317,7 @@ async fn execute(
     history: &History,
     workloads: &[WorkloadState],
     action: &Action,
-) -> &'static str {
+) -> RolloutOutcome {
     let key = action.key();
     let instance = workloads
         .iter()
@@ -302,7 +326,7 @@ async fn execute(
         .unwrap_or_default();
     let list = match snap.lookup(&key.namespace, &instance) {
         Lookup::Found(l) => l,
-        _ => return "failed",
+        _ => return RolloutOutcome::Failed,
     };
     let dry = s.mode == Mode::DryRun;
     let (reason, note, result): (&str, String, Result<(), kube::Error>) = match action {
@@ -361,10 +385,10 @@ async fn execute(
     };
     if let Err(e) = &result {
         tracing::warn!(workload = %key, error = %e, "rollout action failed; retrying on the next pass. Check the injector's RBAC for patching workloads and deleting pods");
-        return "failed";
+        return RolloutOutcome::Failed;
     }
     if dry {
-        return "dry_run";
+        return RolloutOutcome::DryRun;
     }
     let ev = Event {
         type_: EventType::Normal,
@@ -377,8 +401,8 @@ async fn execute(
         tracing::debug!(error = %e, "cannot record Event");
     }
     match action {
-        Action::Notify { .. } => "event_only",
-        _ => "started",
+        Action::Notify { .. } => RolloutOutcome::EventOnly,
+        _ => RolloutOutcome::Started,
     }
 }
 

@@ -15,7 +15,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::metrics::{Metrics, ResultLabels};
+use crate::metrics::{Metrics, ReloadResult};
 
 /// Why the certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -194,10 +194,7 @@ impl CertWatcher {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read TLS files; still serving the previous certificate");
-                metrics
-                    .tls_reloads
-                    .get_or_create(&ResultLabels { result: "error" })
-                    .inc();
+                metrics.tls_reload(ReloadResult::Error);
                 return false;
             }
         };
@@ -208,19 +205,13 @@ impl CertWatcher {
             Ok(ck) => {
                 self.resolver.current.store(Arc::new(ck));
                 self.last = (c, k);
-                metrics
-                    .tls_reloads
-                    .get_or_create(&ResultLabels { result: "success" })
-                    .inc();
+                metrics.tls_reload(ReloadResult::Success);
                 tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
                 true
             }
             Err(e) => {
                 // Mid-rotation the two files may briefly not match; the next poll retries.
-                metrics
-                    .tls_reloads
-                    .get_or_create(&ResultLabels { result: "error" })
-                    .inc();
+                metrics.tls_reload(ReloadResult::Error);
                 tracing::warn!(error = %e, "new TLS files not usable yet; still serving the previous certificate");
                 false
             }
