@@ -2,7 +2,7 @@
 SHELL := bash
 TESTBED := tests/testbed/testbed
 
-.PHONY: test demo deps deny-deps fetch build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status crowd-start crowd-stop crowd-status
+.PHONY: test demo deps deny-deps machete-deps fetch build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status crowd-start crowd-stop crowd-status
 
 ## Installs what the project needs on a fresh Debian machine with Go and Rust.
 deps:
@@ -11,10 +11,11 @@ deps:
 build:
 	cargo build --release --locked
 
-lint: deny-deps fetch
+lint: deny-deps machete-deps fetch
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 	cargo deny --offline check licenses bans sources
+	cargo machete --skip-target-dir
 
 ## Downloads every locked crate, for every platform in Cargo.lock: `cargo metadata`
 ## (and so cargo-deny) needs them all, while build and test fetch only this platform's.
@@ -24,6 +25,10 @@ fetch:
 
 deny-deps:
 	command -v cargo-deny >/dev/null || cargo install cargo-deny --version 0.20.2 --locked
+
+## Unused dependencies (offline: it reads the sources, not the registry).
+machete-deps:
+	command -v cargo-machete >/dev/null || cargo install cargo-machete --version 0.9.2 --locked
 
 unit:
 	cargo test --locked --lib --bins

@@ -2,7 +2,7 @@
 //!
 //! Each watched namespace (or the whole cluster) has its own kube-runtime watcher.
 //! Objects are kept as lenient [`NodeRecord`]s, so a malformed StellarNode is
-//! skipped alone. A re-list (after a watch expires or kube-apiserver restarts) is
+//! skipped alone (see [`WatchedNode`] for why not kube's `DeserializeGuard`). A re-list (after a watch expires or kube-apiserver restarts) is
 //! buffered until it completes, so readers keep the last good snapshot meanwhile and
 //! never see an empty or partial one.
 
@@ -21,11 +21,22 @@ use kube::{Api, Client, Resource};
 use serde::{Deserialize, Deserializer};
 use tokio::sync::watch;
 
+use crate::crd::StellarNode;
 use crate::metrics::Metrics;
 use crate::nodes::NodeRecord;
 use crate::peers::{PeerSettings, PeerSnapshot};
 
 /// A StellarNode as the watcher decodes it: minimal metadata and a lenient record.
+///
+/// Its API names (group, version, kind, plural, scope) are those of the one
+/// definition, the derived [`StellarNode`]; only the decoding differs. Decoding never
+/// fails: every defect of the spec becomes the record's `problem`, field by field
+/// ([`NodeRecord::from_json`]), so one bad object is one problem and the rest of a list
+/// still loads. kube's `DeserializeGuard<StellarNode>` would isolate failures too, but
+/// it keeps only serde's message without the field's path (a user would read `invalid
+/// type: integer`, not `spec.nodeType must be a string`), so the record would need this
+/// reader anyway for its per-field problems; and it buffers and clones every object
+/// before the typed decode, on the start-up list of 10,000 StellarNodes.
 #[derive(Clone, Debug)]
 pub struct WatchedNode {
     metadata: ObjectMeta,
@@ -54,21 +65,22 @@ impl<'de> Deserialize<'de> for WatchedNode {
     }
 }
 
+/// Every name from [`StellarNode`]'s derive (`crate::crd`).
 impl Resource for WatchedNode {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
+    type DynamicType = <StellarNode as Resource>::DynamicType;
+    type Scope = <StellarNode as Resource>::Scope;
 
-    fn kind(_: &()) -> Cow<'_, str> {
-        "StellarNode".into()
+    fn kind(dt: &Self::DynamicType) -> Cow<'_, str> {
+        StellarNode::kind(dt)
     }
-    fn group(_: &()) -> Cow<'_, str> {
-        "stellar.org".into()
+    fn group(dt: &Self::DynamicType) -> Cow<'_, str> {
+        StellarNode::group(dt)
     }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1alpha1".into()
+    fn version(dt: &Self::DynamicType) -> Cow<'_, str> {
+        StellarNode::version(dt)
     }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "stellarnodes".into()
+    fn plural(dt: &Self::DynamicType) -> Cow<'_, str> {
+        StellarNode::plural(dt)
     }
     fn meta(&self) -> &ObjectMeta {
         &self.metadata
@@ -326,6 +338,20 @@ mod tests {
         assert!(s.apply(Event::Apply(wn("a", "mainnet"))));
         assert!(s.apply(Event::Delete(wn("a", "mainnet"))));
         assert!(!s.apply(Event::Delete(wn("a", "mainnet"))));
+    }
+
+    #[test]
+    fn api_names_are_the_crds() {
+        use kube::CustomResourceExt;
+        let crd = StellarNode::crd();
+        assert_eq!(WatchedNode::group(&()), crd.spec.group);
+        assert_eq!(WatchedNode::plural(&()), crd.spec.names.plural);
+        assert_eq!(WatchedNode::kind(&()), crd.spec.names.kind);
+        assert_eq!(WatchedNode::version(&()), crd.spec.versions[0].name);
+        assert_eq!(
+            WatchedNode::url_path(&(), Some("ns")),
+            "/apis/stellar.org/v1alpha1/namespaces/ns/stellarnodes"
+        );
     }
 
     #[test]

@@ -15,10 +15,6 @@ pub const CA_CERT: &str = "ca.crt";
 pub const TLS_CERT: &str = "tls.crt";
 pub const TLS_KEY: &str = "tls.key";
 
-fn err(e: impl std::fmt::Display) -> Error {
-    Error::Config(format!("certificate generation failed: {e}"))
-}
-
 /// Writes `ca.crt`, `tls.crt` and `tls.key` into `out` for the given DNS names and IPs.
 pub fn generate(out: &Path, hosts: &[String], ips: &[IpAddr]) -> Result<(), Error> {
     if hosts.is_empty() && ips.is_empty() {
@@ -26,17 +22,17 @@ pub fn generate(out: &Path, hosts: &[String], ips: &[IpAddr]) -> Result<(), Erro
             "certs: give at least one --host or --ip".to_owned(),
         ));
     }
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(Error::Certs)?;
     let mut ca = CertificateParams::default();
     ca.distinguished_name
         .push(DnType::CommonName, "stellar-peer-injector development CA");
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    let ca_cert = ca.self_signed(&ca_key).map_err(Error::Certs)?;
     let issuer = Issuer::new(ca, &ca_key);
 
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
-    let mut leaf = CertificateParams::new(hosts.to_vec()).map_err(err)?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(Error::Certs)?;
+    let mut leaf = CertificateParams::new(hosts.to_vec()).map_err(Error::Certs)?;
     leaf.subject_alt_names
         .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
     leaf.distinguished_name.push(
@@ -45,7 +41,7 @@ pub fn generate(out: &Path, hosts: &[String], ips: &[IpAddr]) -> Result<(), Erro
     );
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let cert = leaf.signed_by(&key, &issuer).map_err(err)?;
+    let cert = leaf.signed_by(&key, &issuer).map_err(Error::Certs)?;
 
     std::fs::create_dir_all(out)?;
     write(out, CA_CERT, ca_cert.pem().as_bytes())?;

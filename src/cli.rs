@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::error::Error;
+use crate::error::{Error, InputError, KubeConfigError};
 use crate::inject::InjectSettings;
 use crate::peers::{ExtraPeers, PeerSettings};
 
@@ -67,14 +67,12 @@ impl PeerArgs {
         let extra = match &self.extra_peers {
             None => ExtraPeers::default(),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| Error::Input {
+                let input = |source: InputError| Error::Input {
                     path: p.display().to_string(),
-                    message: e.to_string(),
-                })?;
-                ExtraPeers::parse(&text).map_err(|e| Error::Input {
-                    path: p.display().to_string(),
-                    message: e.to_string(),
-                })?
+                    source,
+                };
+                let text = std::fs::read_to_string(p).map_err(|e| input(e.into()))?;
+                ExtraPeers::parse(&text).map_err(|e| input(e.into()))?
             }
         };
         if self.cluster_domain.is_empty() || self.cluster_domain.contains(['/', ':', ' ']) {
@@ -150,7 +148,7 @@ impl PatchArgs {
             base_config: self.base_config.clone(),
             merged_path: self.merged_config_path.clone(),
         };
-        s.validate().map_err(Error::Config)?;
+        s.validate()?;
         Ok(s)
     }
 }
@@ -192,14 +190,14 @@ impl KubeArgs {
         let config = match &self.kubeconfig {
             Some(path) => {
                 let kc = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| Error::KubeConfig(e.to_string()))?;
+                    .map_err(|e| Error::KubeConfig(e.into()))?;
                 kube::Config::from_custom_kubeconfig(kc, &Default::default())
                     .await
-                    .map_err(|e| Error::KubeConfig(e.to_string()))?
+                    .map_err(|e| Error::KubeConfig(e.into()))?
             }
             None => kube::Config::infer()
                 .await
-                .map_err(|e| Error::KubeConfig(e.to_string()))?,
+                .map_err(|e| Error::KubeConfig(KubeConfigError::from(e)))?,
         };
         kube::Client::try_from(config).map_err(Error::Kube)
     }
@@ -389,22 +387,40 @@ pub struct CertsArgs {
     pub ips: Vec<IpAddr>,
 }
 
+/// Why a duration flag value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?} is not a duration like 500ms, 5s or 2m")]
+    NotANumber(String),
+    #[error("{0:?}: unit must be ms, s or m")]
+    Unit(String),
+    #[error("{value:?}: {source}")]
+    Range {
+        value: String,
+        #[source]
+        source: std::time::TryFromFloatSecsError,
+    },
+}
+
 /// Parses `500ms`, `5s`, `2m` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map_or((s, "s"), |i| (&s[..i], &s[i..]));
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
+        .map_err(|_| DurationError::NotANumber(s.to_owned()))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+        _ => return Err(DurationError::Unit(s.to_owned())),
     };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+    Duration::try_from_secs_f64(secs).map_err(|source| DurationError::Range {
+        value: s.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -2,9 +2,11 @@
 //! Stellar-K8s operator's CRD: the fields the injector reads are typed, everything
 //! else is preserved (`x-kubernetes-preserve-unknown-fields`).
 //!
-//! The watch cache does not deserialize into these types (see [`crate::nodes`]), so a
-//! malformed object never breaks the watch; they serve the `crd` subcommand, tests
-//! and the examples.
+//! This is the one definition of the resource: its group, version, kind, plural and
+//! scope are also the watch cache's ([`crate::cache::WatchedNode`] takes them from
+//! here). The cache does not deserialize into these types but reads each object
+//! leniently ([`crate::nodes`]), so a malformed object never breaks the watch; the
+//! types serve the `crd` subcommand, tests and the examples.
 
 use kube::CustomResource;
 use schemars::JsonSchema;

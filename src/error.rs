@@ -1,10 +1,14 @@
 //! The one error type of the edges.
+//!
+//! An [`Error`] stops a command (the process exits with its message), so it is never
+//! counted in a metric; failures of background work that is retried are counted in
+//! `errors_total{kind}` by [`crate::metrics::ErrorKind`] instead.
 
 /// Everything that can stop a command.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] crate::server::tls::TlsError),
     #[error("cannot bind {addr}: {source}; pick another address with the flag or free the port")]
     Bind {
         addr: String,
@@ -16,11 +20,25 @@ pub enum Error {
     #[error(
         "cannot build a Kubernetes client: {0}; pass --kubeconfig, set KUBECONFIG, or run in a pod with a ServiceAccount"
     )]
-    KubeConfig(String),
+    KubeConfig(#[source] KubeConfigError),
+    /// A flag (or a combination of flags) that cannot be used, said in one sentence
+    /// that names it; there is no underlying error.
     #[error("{0}")]
     Config(String),
-    #[error("{path}: {message}")]
-    Input { path: String, message: String },
+    #[error(transparent)]
+    Settings(#[from] crate::inject::SettingsError),
+    #[error("certificate generation failed: {0}")]
+    Certs(#[source] rcgen::Error),
+    #[error("{0}")]
+    Crd(#[source] serde_yaml::Error),
+    #[error("{path}: {source}")]
+    Input {
+        path: String,
+        #[source]
+        source: InputError,
+    },
+    #[error(transparent)]
+    Inject(#[from] crate::inject::offline::InjectErrors),
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(
@@ -33,20 +51,36 @@ pub enum Error {
     Dns(#[from] crate::dns::DnsError),
 }
 
-impl Error {
-    /// A short label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Self::Tls(_) => "tls",
-            Self::Bind { .. } => "bind",
-            Self::Kube(_) => "kube",
-            Self::KubeConfig(_) => "kubeconfig",
-            Self::Config(_) => "config",
-            Self::Input { .. } => "input",
-            Self::Io(_) => "io",
-            Self::TaskEnded(_) => "task_ended",
-            Self::RenderConfig(_) => "render_config",
-            Self::Dns(_) => "dns",
-        }
-    }
+/// Why no Kubernetes client configuration could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeConfigError {
+    /// `--kubeconfig` (or `KUBECONFIG`) could not be read or used.
+    #[error(transparent)]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// Neither a kubeconfig nor the in-cluster ServiceAccount was found.
+    #[error(transparent)]
+    Infer(#[from] kube::config::InferConfigError),
+}
+
+/// Why an input file (`--nodes`, `-f`, `--extra-peers`) could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    #[error("document {document}: {source}")]
+    Yaml {
+        /// 1-based.
+        document: usize,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("document {document}: {source}")]
+    Json {
+        /// 1-based.
+        document: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    ExtraPeers(#[from] crate::peers::extra::ExtraPeersError),
 }

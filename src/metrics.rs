@@ -1,21 +1,116 @@
 //! One Prometheus registry for the process; names carry the `stellar_peer_injector_` prefix.
 
-use prometheus_client::encoding::EncodeLabelSet;
+//!
+//! Labels are typed: every label value is an enum (or a network or task name), written
+//! by its `as_str`. prometheus-client's `EncodeLabelValue` derive writes a variant's
+//! Rust name (`DryRun`), so the values the README documents (`dry_run`, `not-create`)
+//! are written by [`label_values!`] instead; the label sets are derived.
+
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::inject::{DenyReason, SkipReason};
 use crate::peers::PeerSnapshot;
+use crate::rollout::controller::RolloutOutcome;
 
-/// Labels of `admission_requests_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    /// `injected`, `skipped`, `denied`, `not_ready` or `error`.
-    pub outcome: &'static str,
-    /// Why, for skips, denials and errors; empty for injections.
-    pub reason: &'static str,
+/// `EncodeLabelValue` through each type's `as_str`.
+macro_rules! label_values {
+    ($($ty:ty),+ $(,)?) => {$(
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+                EncodeLabelValue::encode(&self.as_str(), encoder)
+            }
+        }
+    )+};
+}
+
+label_values!(
+    SkipReason,
+    DenyReason,
+    RequestFailure,
+    RolloutOutcome,
+    CacheResult,
+    ReloadResult,
+    ErrorKind,
+);
+
+/// How an admission request was answered: the labels `outcome` and `reason` of
+/// `admission_requests_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Admission {
+    /// `injected`, with an empty reason.
+    Injected,
+    /// `skipped`: allowed without a patch.
+    Skipped(SkipReason),
+    /// `denied`: a Stellar pod refused.
+    Denied(DenyReason),
+    /// `not_ready`, reason `cache-not-synced`: answered 503.
+    NotReady,
+    /// `error`: the request could not be answered.
+    Error(RequestFailure),
+}
+
+impl Admission {
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Self::Injected => "injected",
+            Self::Skipped(_) => "skipped",
+            Self::Denied(_) => "denied",
+            Self::NotReady => "not_ready",
+            Self::Error(_) => "error",
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Injected => "",
+            Self::Skipped(r) => r.as_str(),
+            Self::Denied(r) => r.as_str(),
+            Self::NotReady => "cache-not-synced",
+            Self::Error(r) => r.as_str(),
+        }
+    }
+}
+
+/// Not derived: the two labels come from one enum, so that an outcome never carries
+/// another outcome's reason.
+impl EncodeLabelSet for Admission {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+        let labels: &[(&str, &str)] = &[("outcome", self.outcome()), ("reason", self.reason())];
+        labels.encode(encoder)
+    }
+}
+
+/// Why an admission request got an error answer (reason of `outcome="error"`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RequestFailure {
+    ContentType,
+    TooLarge,
+    BodyTimeout,
+    BodyRead,
+    BadReview,
+    PatchEncode,
+    ResponseEncode,
+}
+
+impl RequestFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ContentType => "content-type",
+            Self::TooLarge => "too-large",
+            Self::BodyTimeout => "body-timeout",
+            Self::BodyRead => "body-read",
+            Self::BadReview => "bad-review",
+            Self::PatchEncode => "patch-encode",
+            Self::ResponseEncode => "response-encode",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,19 +121,57 @@ pub struct NetworkLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RolloutLabels {
     pub network: String,
-    /// `started`, `dry_run`, `event_only` or `failed`.
-    pub outcome: &'static str,
+    pub outcome: RolloutOutcome,
 }
 
+/// Labels of `patch_cache_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: &'static str,
+pub struct CacheLabels {
+    pub result: CacheResult,
+}
+
+/// Whether an injection's patch was already encoded.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CacheResult {
+    Hit,
+    Miss,
+}
+
+impl CacheResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+        }
+    }
+}
+
+/// Labels of `tls_certificate_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: ReloadResult,
+}
+
+/// How a certificate reload went.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReloadResult {
+    Success,
+    Error,
+}
+
+impl ReloadResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Error => "error",
+        }
+    }
 }
 
 /// Labels of `errors_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    pub kind: &'static str,
+    pub kind: ErrorKind,
 }
 
 /// Labels of `task_restarts_total`.
@@ -48,7 +181,7 @@ pub struct TaskLabels {
 }
 
 /// Failures of background work that is retried (each shows in the log too).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Creating or reading a governing Service failed.
     ServiceCreate,
@@ -79,15 +212,15 @@ pub struct WaitLabels {
 /// Every metric the injector exports.
 pub struct Metrics {
     registry: Registry,
-    pub admission_requests: Family<OutcomeLabels, Counter>,
+    pub admission_requests: Family<Admission, Counter>,
     pub admission_duration: Histogram,
     pub peers: Family<NetworkLabels, Gauge>,
     pub cache_synced: Gauge,
     pub cache_nodes: Gauge,
     pub cache_invalid_nodes: Gauge,
     pub snapshot_version: Gauge,
-    pub tls_reloads: Family<ResultLabels, Counter>,
-    pub patch_cache: Family<ResultLabels, Counter>,
+    pub tls_reloads: Family<ReloadLabels, Counter>,
+    pub patch_cache: Family<CacheLabels, Counter>,
     pub rollouts: Family<RolloutLabels, Counter>,
     pub rollouts_pending: Family<NetworkLabels, Gauge>,
     pub rollouts_waiting: Family<WaitLabels, Gauge>,
@@ -109,7 +242,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("stellar_peer_injector");
-        let admission_requests = Family::<OutcomeLabels, Counter>::default();
+        let admission_requests = Family::<Admission, Counter>::default();
         registry.register(
             "admission_requests",
             "Admission requests answered, by outcome (injected, skipped, denied, not_ready, error) and reason",
@@ -153,13 +286,13 @@ impl Metrics {
             "Version of the current peer snapshot (increments on every change)",
             snapshot_version.clone(),
         );
-        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        let tls_reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "tls_certificate_reloads",
             "TLS certificate reloads from disk, by result",
             tls_reloads.clone(),
         );
-        let patch_cache = Family::<ResultLabels, Counter>::default();
+        let patch_cache = Family::<CacheLabels, Counter>::default();
         registry.register(
             "patch_cache",
             "Injections answered with a patch already encoded for this snapshot, StellarNode and pod shape (hit) or encoded for it (miss)",
@@ -254,18 +387,26 @@ impl Metrics {
     }
 
     /// Counts one admission answer.
-    pub fn admission(&self, outcome: &'static str, reason: &'static str) {
-        self.admission_requests
-            .get_or_create(&OutcomeLabels { outcome, reason })
-            .inc();
+    pub fn admission(&self, how: Admission) {
+        self.admission_requests.get_or_create(&how).inc();
     }
 
     /// Counts one injection by whether its patch came from the cache.
     pub fn patch_cache(&self, hit: bool) {
+        let result = if hit {
+            CacheResult::Hit
+        } else {
+            CacheResult::Miss
+        };
         self.patch_cache
-            .get_or_create(&ResultLabels {
-                result: if hit { "hit" } else { "miss" },
-            })
+            .get_or_create(&CacheLabels { result })
+            .inc();
+    }
+
+    /// Counts one certificate reload.
+    pub fn tls_reload(&self, result: ReloadResult) {
+        self.tls_reloads
+            .get_or_create(&ReloadLabels { result })
             .inc();
     }
 
@@ -276,15 +417,11 @@ impl Metrics {
 
     /// Counts one failed background operation.
     pub fn errors(&self, kind: ErrorKind) {
-        self.errors
-            .get_or_create(&ErrorLabels {
-                kind: kind.as_str(),
-            })
-            .inc();
+        self.errors.get_or_create(&ErrorLabels { kind }).inc();
     }
 
     /// Counts one rollout action.
-    pub fn rollout(&self, network: &str, outcome: &'static str) {
+    pub fn rollout(&self, network: &str, outcome: RolloutOutcome) {
         self.rollouts
             .get_or_create(&RolloutLabels {
                 network: network.to_owned(),
@@ -333,5 +470,40 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_labels_write_the_documented_values() {
+        let m = Metrics::new();
+        m.admission(Admission::Injected);
+        m.admission(Admission::Skipped(SkipReason::NotCreate));
+        m.admission(Admission::Denied(DenyReason::InvalidNode));
+        m.admission(Admission::NotReady);
+        m.admission(Admission::Error(RequestFailure::TooLarge));
+        m.rollout("testnet", RolloutOutcome::DryRun);
+        m.rollout("testnet", RolloutOutcome::EventOnly);
+        m.patch_cache(false);
+        m.tls_reload(ReloadResult::Success);
+        m.errors(ErrorKind::ServiceCreate);
+        let text = m.encode();
+        for line in [
+            r#"stellar_peer_injector_admission_requests_total{outcome="injected",reason=""} 1"#,
+            r#"stellar_peer_injector_admission_requests_total{outcome="skipped",reason="not-create"} 1"#,
+            r#"stellar_peer_injector_admission_requests_total{outcome="denied",reason="invalid-node"} 1"#,
+            r#"stellar_peer_injector_admission_requests_total{outcome="not_ready",reason="cache-not-synced"} 1"#,
+            r#"stellar_peer_injector_admission_requests_total{outcome="error",reason="too-large"} 1"#,
+            r#"stellar_peer_injector_rollouts_total{network="testnet",outcome="dry_run"} 1"#,
+            r#"stellar_peer_injector_rollouts_total{network="testnet",outcome="event_only"} 1"#,
+            r#"stellar_peer_injector_patch_cache_total{result="miss"} 1"#,
+            r#"stellar_peer_injector_tls_certificate_reloads_total{result="success"} 1"#,
+            r#"stellar_peer_injector_errors_total{kind="service_create"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

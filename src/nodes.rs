@@ -65,14 +65,14 @@ pub struct NodeRecord {
     /// Value of the `stellar.org/peer-address` annotation, if set.
     pub peer_address: Option<String>,
     /// Why this object cannot be used, if it cannot. Such a node is never a peer.
-    pub problem: Option<String>,
+    pub problem: Option<NodeProblem>,
     /// `metadata.uid` (owner of the governing Service the injector creates).
     pub uid: Option<String>,
     /// The user's own peers from `spec.validatorConfig.knownPeers`, normalised.
     pub user_peers: UserPeers,
     /// Why `spec.validatorConfig.knownPeers` could not be used. Only this node's own
     /// extra peers are dropped; the node itself stays usable.
-    pub user_peers_problem: Option<String>,
+    pub user_peers_problem: Option<UserPeersError>,
     /// The `stellar.org/peers-config-mode` annotation, if set.
     pub config_mode: Option<String>,
     /// The `stellar.org/rollout` annotation (pause, skip-wait).
@@ -84,6 +84,51 @@ pub struct NodeRecord {
 }
 
 pub use crate::config::UserPeers;
+use crate::config::UserPeersError;
+
+/// One defect of a StellarNode's spec.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Defect {
+    #[error("spec is missing")]
+    NoSpec,
+    #[error("spec.{field} is missing")]
+    Missing { field: &'static str },
+    #[error("spec.{field} must be {expected}, found {found}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("spec.network object must be {{\"custom\": \"<name>\"}}")]
+    NetworkObject,
+    #[error("spec.network is empty")]
+    EmptyNetwork,
+}
+
+/// Why a StellarNode cannot be used: every defect found, in the order of the spec's
+/// fields (never empty).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeProblem(pub Vec<Defect>);
+
+impl From<Defect> for NodeProblem {
+    fn from(d: Defect) -> Self {
+        Self(vec![d])
+    }
+}
+
+impl std::fmt::Display for NodeProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for NodeProblem {}
 
 impl NodeRecord {
     /// A well-formed node that is not suspended and has no peer-address annotation.
@@ -146,20 +191,21 @@ impl NodeRecord {
         let mut problems = Vec::new();
         let spec = obj.get("spec");
         if spec.is_none() {
-            problems.push("spec is missing".to_owned());
+            problems.push(Defect::NoSpec);
         }
         let kind = match spec.and_then(|s| s.get("nodeType")) {
             Some(Value::String(s)) => NodeKind::parse(s),
             Some(other) => {
-                problems.push(format!(
-                    "spec.nodeType must be a string, found {}",
-                    json_type(other)
-                ));
+                problems.push(Defect::WrongType {
+                    field: "nodeType",
+                    expected: "a string",
+                    found: json_type(other),
+                });
                 NodeKind::Other(String::new())
             }
             None => {
                 if spec.is_some() {
-                    problems.push("spec.nodeType is missing".to_owned());
+                    problems.push(Defect::Missing { field: "nodeType" });
                 }
                 NodeKind::Other(String::new())
             }
@@ -174,7 +220,7 @@ impl NodeRecord {
             },
             None => {
                 if spec.is_some() {
-                    problems.push("spec.network is missing".to_owned());
+                    problems.push(Defect::Missing { field: "network" });
                 }
                 String::new()
             }
@@ -183,18 +229,15 @@ impl NodeRecord {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
             Some(other) => {
-                problems.push(format!(
-                    "spec.suspended must be a boolean, found {}",
-                    json_type(other)
-                ));
+                problems.push(Defect::WrongType {
+                    field: "suspended",
+                    expected: "a boolean",
+                    found: json_type(other),
+                });
                 false
             }
         };
-        let problem = if problems.is_empty() {
-            None
-        } else {
-            Some(problems.join("; "))
-        };
+        let problem = (!problems.is_empty()).then_some(NodeProblem(problems));
         let (user_peers, user_peers_problem) = match spec
             .and_then(|s| s.get("validatorConfig"))
             .and_then(|c| c.get("knownPeers"))
@@ -202,14 +245,13 @@ impl NodeRecord {
             None | Some(Value::Null) => (UserPeers::default(), None),
             Some(Value::String(raw)) => match crate::config::parse_user_peers(raw) {
                 Ok(p) => (p, None),
-                Err(e) => (UserPeers::default(), Some(e.to_string())),
+                Err(e) => (UserPeers::default(), Some(e)),
             },
             Some(other) => (
                 UserPeers::default(),
-                Some(format!(
-                    "spec.validatorConfig.knownPeers must be a string of TOML, found {}",
-                    json_type(other)
-                )),
+                Some(UserPeersError::NotAString {
+                    found: json_type(other),
+                }),
             ),
         };
         Some(Self {
@@ -244,23 +286,24 @@ fn json_type(v: &Value) -> &'static str {
 
 /// `spec.network` as the operator writes it: a string (`mainnet`, `Testnet`, `my-net`)
 /// or the externally tagged custom form `{"custom": "..."}` / `{"Custom": "..."}`.
-fn network_from_json(v: &Value) -> Result<String, String> {
+fn network_from_json(v: &Value) -> Result<String, Defect> {
     let raw = match v {
         Value::String(s) => s.as_str(),
         Value::Object(map) if map.len() == 1 => match map.iter().next() {
             Some((k, Value::String(s))) if k.eq_ignore_ascii_case("custom") => s.as_str(),
-            _ => return Err("spec.network object must be {\"custom\": \"<name>\"}".to_owned()),
+            _ => return Err(Defect::NetworkObject),
         },
         other => {
-            return Err(format!(
-                "spec.network must be a string, found {}",
-                json_type(other)
-            ));
+            return Err(Defect::WrongType {
+                field: "network",
+                expected: "a string",
+                found: json_type(other),
+            });
         }
     };
     let n = normalize_network(raw);
     if n.is_empty() {
-        return Err("spec.network is empty".to_owned());
+        return Err(Defect::EmptyNetwork);
     }
     Ok(n)
 }
@@ -324,18 +367,19 @@ mod tests {
         let r = rec(
             json!({"metadata": {"name": "a"}, "spec": {"nodeType": 7, "network": ["x"], "suspended": "yes"}}),
         );
-        let p = r.problem.clone().expect("problem");
+        let p = r.problem.clone().expect("problem").to_string();
         assert!(p.contains("spec.nodeType must be a string"), "{p}");
         assert!(p.contains("spec.network must be a string"), "{p}");
         assert!(p.contains("spec.suspended must be a boolean"), "{p}");
         assert!(!r.is_peer());
         let r = rec(json!({"metadata": {"name": "a"}}));
-        assert_eq!(r.problem.as_deref(), Some("spec is missing"));
+        assert_eq!(r.problem, Some(Defect::NoSpec.into()));
         let r = rec(json!({"metadata": {"name": "a"}, "spec": {"network": "  "}}));
         assert!(
             r.problem
                 .expect("problem")
-                .contains("spec.network is empty")
+                .0
+                .contains(&Defect::EmptyNetwork)
         );
     }
 

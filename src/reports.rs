@@ -190,7 +190,7 @@ pub async fn run_resolution_checks(
                 metrics
                     .errors
                     .get_or_create(&crate::metrics::ErrorLabels {
-                        kind: ErrorKind::Dns.as_str(),
+                        kind: ErrorKind::Dns,
                     })
                     .inc_by(round.failed as u64);
             }

@@ -35,10 +35,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             peers(a).await
         }
         Command::Crd => {
-            print!(
-                "{}",
-                crate::crd::crd_yaml().map_err(|e| Error::Config(e.to_string()))?
-            );
+            print!("{}", crate::crd::crd_yaml().map_err(Error::Crd)?);
             Ok(())
         }
         Command::Certs(CertsArgs { out, hosts, ips }) => {
@@ -462,7 +459,7 @@ fn read_input(path: &str) -> Result<String, Error> {
     } else {
         s = std::fs::read_to_string(path).map_err(|e| Error::Input {
             path: path.to_owned(),
-            message: e.to_string(),
+            source: e.into(),
         })?;
     }
     Ok(s)

@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use stellar_peer_injector::inject::patch::build_patch;
 use stellar_peer_injector::inject::review::parse_review;
 use stellar_peer_injector::inject::{Decision, InjectSettings, decide};
-use stellar_peer_injector::nodes::{NodeKind, NodeRecord};
+use stellar_peer_injector::nodes::{Defect, NodeKind, NodeRecord};
 use stellar_peer_injector::peers::{PeerSettings, PeerSnapshot};
 
 fn snapshot() -> &'static PeerSnapshot {
@@ -17,7 +17,7 @@ fn snapshot() -> &'static PeerSnapshot {
     S.get_or_init(|| {
         let rec = NodeRecord::new;
         let mut bad = rec("stellar", "broken", NodeKind::Validator, "testnet");
-        bad.problem = Some("spec.network must be a string".into());
+        bad.problem = Some(Defect::NetworkObject.into());
         let nodes = vec![
             rec("stellar", "validator-1", NodeKind::Validator, "testnet"),
             rec("stellar", "validator-2", NodeKind::Validator, "testnet"),

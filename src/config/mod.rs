@@ -29,14 +29,19 @@ pub const PREFERRED_PEERS: &str = "PREFERRED_PEERS";
 
 /// A TOML syntax error (duplicate keys included), with where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not valid TOML at line {line} column {column} ({message})")]
+#[error("not valid TOML at line {line} column {column} ({})", one_line(source.message()))]
 pub struct TomlError {
     /// 1-based; 0 when the parser gave no position.
     pub line: usize,
     /// 1-based, in characters.
     pub column: usize,
-    /// The parser's message on one line.
-    pub message: String,
+    /// The parser's error (its message is shown on one line).
+    #[source]
+    pub source: Box<toml::de::Error>,
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl TomlError {
@@ -52,11 +57,10 @@ impl TomlError {
             }
             None => (0, 0),
         };
-        let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
         Self {
             line,
             column,
-            message,
+            source: Box::new(e.clone()),
         }
     }
 }

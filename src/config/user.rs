@@ -40,6 +40,8 @@ pub enum UserPeersError {
         #[source]
         source: AddressError,
     },
+    #[error("spec.validatorConfig.knownPeers must be a string of TOML, found {found}")]
+    NotAString { found: &'static str },
 }
 
 /// Reads `spec.validatorConfig.knownPeers`.

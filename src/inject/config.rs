@@ -42,6 +42,51 @@ pub struct MergePlan {
     pub args: Vec<String>,
 }
 
+/// Why a pod that merge mode was wanted for (explicitly, or `auto` for a validator)
+/// gets env vars and the snippet only. The message says what to do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoMerge {
+    #[error("merge mode applies to validators only; this pod gets env vars and the snippet")]
+    NotAValidator,
+    #[error(
+        "merge mode needs the init container image (--init-image, Helm value config.initImage); env vars and the snippet injected only"
+    )]
+    NoInitImage,
+    #[error(
+        "container {container:?}: {why}; left alone (peers only as env vars and the snippet). Use `--conf` with stellar-core directly, or set {CONFIG_MODE_ANNOTATION}=env"
+    )]
+    LeftAlone {
+        container: String,
+        #[source]
+        why: NotUnderstood,
+    },
+}
+
+/// What about a container merge mode does not understand.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotUnderstood {
+    #[error("its command {0:?} is not stellar-core")]
+    Command(Vec<String>),
+    #[error("its args {0:?} do not start with a stellar-core subcommand")]
+    NoSubcommand(Vec<String>),
+    #[error("its --conf has no value")]
+    ConfWithoutValue,
+    #[error("it passes --conf more than once")]
+    ConfTwice,
+    #[error("it reads its config from stdin (--conf -)")]
+    ConfFromStdin,
+    #[error("its --conf already names {merged} but the base config is unknown")]
+    BaseUnknown { merged: String },
+    #[error(
+        "volume {volume:?} is already mounted at {dir}, where the merged config goes; change --merged-config-path"
+    )]
+    MergedDirTaken { volume: String, dir: String },
+    #[error(
+        "no volume is mounted at its config {base}, so an init container cannot read it; mount the config from a ConfigMap or Secret (or set --base-config)"
+    )]
+    BaseNotMounted { base: String },
+}
+
 /// The mode that applies: the pod's annotation, else its StellarNode's, else the flag.
 /// An unknown annotation value is ignored with a warning.
 pub fn resolve_mode(
@@ -80,27 +125,19 @@ pub fn plan(
     pod: &PodView<'_>,
     container: &ContainerView<'_>,
     settings: &InjectSettings,
-) -> Result<Option<MergePlan>, String> {
+) -> Result<Option<MergePlan>, NoMerge> {
     let validator = node.is_some_and(|n| n.kind == NodeKind::Validator);
     match mode {
         ConfigMode::Env => return Ok(None),
         ConfigMode::Auto if !validator => return Ok(None),
-        ConfigMode::Merge if !validator => {
-            return Err(
-                "merge mode applies to validators only; this pod gets env vars and the snippet"
-                    .into(),
-            );
-        }
+        ConfigMode::Merge if !validator => return Err(NoMerge::NotAValidator),
         _ => {}
     }
     if settings.init_image.is_empty() {
         if mode == ConfigMode::Auto {
             return Ok(None); // auto: merge only where it can be done
         }
-        return Err(
-            "merge mode needs the init container image (--init-image, Helm value config.initImage); env vars and the snippet injected only"
-                .into(),
-        );
+        return Err(NoMerge::NoInitImage);
     }
     rewrite(container, pod.config_base_annotation(), settings).map(Some)
 }
@@ -120,20 +157,21 @@ fn rewrite(
     container: &ContainerView<'_>,
     base_annotation: Option<&str>,
     settings: &InjectSettings,
-) -> Result<MergePlan, String> {
+) -> Result<MergePlan, NoMerge> {
     let merged = settings.merged_path.as_str();
     let command: Vec<&str> = container.command.iter().flatten().map(|s| &**s).collect();
     let args: Vec<&str> = container.args.iter().flatten().map(|s| &**s).collect();
-    let leave = |why: String| {
-        Err(format!(
-            "container {:?}: {why}; left alone (peers only as env vars and the snippet). Use `--conf` with stellar-core directly, or set {CONFIG_MODE_ANNOTATION}=env",
-            container.name
-        ))
+    let leave = |why: NotUnderstood| {
+        Err(NoMerge::LeftAlone {
+            container: container.name.to_string(),
+            why,
+        })
     };
+    let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
     match command.as_slice() {
         [] => {}
         [one] if is_stellar_core(one) => {}
-        _ => return leave(format!("its command {command:?} is not stellar-core")),
+        _ => return leave(NotUnderstood::Command(owned(&command))),
     }
     let workdir = container
         .working_dir
@@ -156,9 +194,7 @@ fn rewrite(
         )
     } else {
         if !is_subcommand(args[0]) {
-            return leave(format!(
-                "its args {args:?} do not start with a stellar-core subcommand"
-            ));
+            return leave(NotUnderstood::NoSubcommand(owned(&args)));
         }
         let mut out: Vec<String> = Vec::with_capacity(args.len() + 2);
         let mut base = None;
@@ -169,7 +205,7 @@ fn rewrite(
                 i += 1;
                 match args.get(i) {
                     Some(v) => Some(*v),
-                    None => return leave("its --conf has no value".into()),
+                    None => return leave(NotUnderstood::ConfWithoutValue),
                 }
             } else {
                 a.strip_prefix("--conf=")
@@ -177,18 +213,18 @@ fn rewrite(
             match value {
                 Some(v) => {
                     if base.is_some() {
-                        return leave("it passes --conf more than once".into());
+                        return leave(NotUnderstood::ConfTwice);
                     }
                     if v == "-" {
-                        return leave("it reads its config from stdin (--conf -)".into());
+                        return leave(NotUnderstood::ConfFromStdin);
                     }
                     base = Some(if absolute(v) == merged {
                         match base_annotation {
                             Some(b) => b.to_owned(),
                             None => {
-                                return leave(format!(
-                                    "its --conf already names {merged} but the base config is unknown"
-                                ));
+                                return leave(NotUnderstood::BaseUnknown {
+                                    merged: merged.to_owned(),
+                                });
                             }
                         }
                     } else {
@@ -217,10 +253,10 @@ fn rewrite(
     if let Some(m) = mounts.iter().find(|m| {
         m.mount_path.trim_end_matches('/') == merged_dir && m.name != super::MERGED_VOLUME_NAME
     }) {
-        return leave(format!(
-            "volume {:?} is already mounted at {merged_dir}, where the merged config goes; change --merged-config-path",
-            m.name
-        ));
+        return leave(NotUnderstood::MergedDirTaken {
+            volume: m.name.to_string(),
+            dir: merged_dir.to_owned(),
+        });
     }
     let covering = mounts
         .iter()
@@ -234,9 +270,7 @@ fn rewrite(
         })
         .max_by_key(|m| m.mount_path.len());
     let Some(m) = covering else {
-        return leave(format!(
-            "no volume is mounted at its config {base}, so an init container cannot read it; mount the config from a ConfigMap or Secret (or set --base-config)"
-        ));
+        return leave(NotUnderstood::BaseNotMounted { base });
     };
     Ok(MergePlan {
         base,
@@ -266,7 +300,7 @@ mod tests {
         serde_json::from_str(text).expect("container")
     }
 
-    fn rw(v: serde_json::Value, base_ann: Option<&str>) -> Result<MergePlan, String> {
+    fn rw(v: serde_json::Value, base_ann: Option<&str>) -> Result<MergePlan, NoMerge> {
         rewrite(&container(v), base_ann, &settings())
     }
 
@@ -396,7 +430,7 @@ mod tests {
                 "already mounted",
             ),
         ] {
-            let e = rw(c.clone(), None).expect_err("left alone");
+            let e = rw(c.clone(), None).expect_err("left alone").to_string();
             assert!(e.contains(why), "{c}: {e}");
             assert!(e.contains("left alone"), "{e}");
         }
@@ -451,6 +485,7 @@ mod tests {
             Ok(None)
         );
         let e = plan(ConfigMode::Merge, Some(&v), &pod, &c, &no_image).expect_err("no image");
-        assert!(e.contains("--init-image"), "{e}");
+        assert_eq!(e, NoMerge::NoInitImage);
+        assert!(e.to_string().contains("--init-image"), "{e}");
     }
 }

@@ -9,7 +9,7 @@ pub mod yaml;
 use std::sync::Arc;
 
 use crate::peers::{Lookup, PeerList, PeerSnapshot};
-use review::{PodView, RequestView};
+use review::{Object, PodView, RequestView};
 
 /// Label every operator-made pod carries.
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
@@ -101,9 +101,26 @@ fn dir_of(p: &str) -> &str {
     p.rsplit_once('/').map_or("/", |(d, _)| d)
 }
 
+/// Why [`InjectSettings`] cannot be used; each names the flag to fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{flag} {path:?} must be an absolute file path inside a directory, like {example}")]
+    NotAFilePath {
+        flag: &'static str,
+        path: String,
+        example: &'static str,
+    },
+    #[error(
+        "--mount-path and --merged-config-path must be in different directories (both in {dir})"
+    )]
+    SameDirectory { dir: String },
+    #[error("--container must not be empty")]
+    NoContainer,
+}
+
 impl InjectSettings {
     /// Checks that `mount_path` is an absolute file path below a directory other than `/`.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingsError> {
         for (flag, p, example) in [
             (
                 "--mount-path",
@@ -122,19 +139,20 @@ impl InjectSettings {
             ),
         ] {
             if !is_file_path(p) {
-                return Err(format!(
-                    "{flag} {p:?} must be an absolute file path inside a directory, like {example}"
-                ));
+                return Err(SettingsError::NotAFilePath {
+                    flag,
+                    path: p.clone(),
+                    example,
+                });
             }
         }
         if self.mount_dir() == self.merged_dir() {
-            return Err(format!(
-                "--mount-path and --merged-config-path must be in different directories (both in {})",
-                self.mount_dir()
-            ));
+            return Err(SettingsError::SameDirectory {
+                dir: self.mount_dir().to_owned(),
+            });
         }
         if self.container.is_empty() {
-            return Err("--container must not be empty".to_owned());
+            return Err(SettingsError::NoContainer);
         }
         Ok(())
     }
@@ -214,7 +232,7 @@ pub enum Decision {
         warnings: Vec<String>,
         /// Merge mode was wanted but cannot be applied to this pod: why (also among
         /// `warnings`). Worth an Event on the StellarNode.
-        config_problem: Option<String>,
+        config_problem: Option<config::NoMerge>,
     },
     /// Refuse, with a message for whoever created the pod.
     Deny { reason: DenyReason, message: String },
@@ -238,9 +256,9 @@ pub fn decide(
         return Decision::Skip(SkipReason::NotPod);
     }
     let parsed;
-    let pod: &PodView<'_> = match (&req.pod, req.object) {
-        (Some(p), _) => p,
-        (None, Some(raw)) => match serde_json::from_str(raw.get()) {
+    let pod: &PodView<'_> = match &req.object {
+        Some(Object::Pod(p)) => p,
+        Some(Object::Raw(raw)) => match serde_json::from_str(raw.get()) {
             Ok(p) => {
                 parsed = p;
                 &parsed
@@ -254,7 +272,7 @@ pub fn decide(
                 };
             }
         },
-        (None, None) => {
+        None => {
             return Decision::Deny {
                 reason: DenyReason::MalformedPod,
                 message: "stellar-peer-injector: the Pod CREATE request carries no object"

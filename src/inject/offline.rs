@@ -6,26 +6,76 @@ use serde_json::Value;
 
 use super::patch::build_patch;
 use super::review::PodView;
-use super::{Decision, InjectSettings, decide_pod};
-use crate::error::Error;
+use super::{Decision, DenyReason, InjectSettings, decide_pod};
+use crate::error::{Error, InputError};
 use crate::peers::PeerSnapshot;
+
+/// Why one document was not injected.
+#[derive(Debug, thiserror::Error)]
+pub enum NotInjected {
+    #[error("cannot read the pod: {0}")]
+    ReadPod(#[source] serde_json::Error),
+    /// The webhook would refuse this pod; `message` is its answer.
+    #[error("{message}")]
+    Denied { reason: DenyReason, message: String },
+    #[error("no peer snapshot")]
+    NotReady,
+    #[error("patch did not apply: {0}")]
+    Patch(#[source] json_patch::PatchError),
+}
+
+/// One document that was not injected.
+#[derive(Debug, thiserror::Error)]
+#[error("document {document} ({kind} {namespace}/{name}): {source}")]
+pub struct DocumentError {
+    /// 1-based.
+    pub document: usize,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    #[source]
+    pub source: NotInjected,
+}
+
+/// Every document `inject` could not inject, one per line.
+#[derive(Debug)]
+pub struct InjectErrors(pub Vec<DocumentError>);
+
+impl std::fmt::Display for InjectErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for InjectErrors {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.first().map(|e| e as _)
+    }
+}
 
 /// Splits multi-document YAML into JSON values; `kind: List` is flattened.
 pub fn yaml_documents(text: &str, path: &str) -> Result<Vec<Value>, Error> {
     use serde::Deserialize;
+    let input = |source| Error::Input {
+        path: path.to_owned(),
+        source,
+    };
     let mut out = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let v = serde_yaml::Value::deserialize(doc).map_err(|e| Error::Input {
-            path: path.to_owned(),
-            message: format!("document {}: {e}", i + 1),
-        })?;
+        let document = i + 1;
+        let v = serde_yaml::Value::deserialize(doc)
+            .map_err(|source| input(InputError::Yaml { document, source }))?;
         if v.is_null() {
             continue;
         }
-        let j: Value = serde_json::to_value(v).map_err(|e| Error::Input {
-            path: path.to_owned(),
-            message: format!("document {}: {e}", i + 1),
-        })?;
+        let j: Value = serde_json::to_value(v)
+            .map_err(|source| input(InputError::Json { document, source }))?;
         if j.get("kind").and_then(Value::as_str) == Some("List") {
             out.extend(
                 j.get("items")
@@ -72,9 +122,15 @@ pub fn inject_documents(
             _ => None,
         };
         if let Some(target) = target
-            && let Err(e) = inject_one(target, &ns, snap, settings)
+            && let Err(source) = inject_one(target, &ns, snap, settings)
         {
-            errors.push(format!("document {} ({kind} {ns}/{name}): {e}", i + 1));
+            errors.push(DocumentError {
+                document: i + 1,
+                kind,
+                namespace: ns,
+                name,
+                source,
+            });
         }
         out.push_str("---\n");
         out.push_str(&super::yaml::to_yaml(&doc));
@@ -82,7 +138,7 @@ pub fn inject_documents(
     if errors.is_empty() {
         Ok(out)
     } else {
-        Err(Error::Config(errors.join("\n")))
+        Err(InjectErrors(errors).into())
     }
 }
 
@@ -91,10 +147,10 @@ fn inject_one(
     namespace: &str,
     snap: &PeerSnapshot,
     settings: &InjectSettings,
-) -> Result<(), String> {
+) -> Result<(), NotInjected> {
     let patch = {
         let view = <PodView<'_> as serde::Deserialize>::deserialize(&*target)
-            .map_err(|e| format!("cannot read the pod: {e}"))?;
+            .map_err(NotInjected::ReadPod)?;
         match decide_pod(&view, Some(namespace), Some(snap), settings) {
             Decision::Inject {
                 shape,
@@ -108,11 +164,13 @@ fn inject_one(
                 build_patch(&shape, &list, settings)
             }
             Decision::Skip(_) => return Ok(()),
-            Decision::Deny { message, .. } => return Err(message),
-            Decision::NotReady => return Err("no peer snapshot".to_owned()),
+            Decision::Deny { reason, message } => {
+                return Err(NotInjected::Denied { reason, message });
+            }
+            Decision::NotReady => return Err(NotInjected::NotReady),
         }
     };
-    json_patch::patch(target, &patch.0).map_err(|e| format!("patch did not apply: {e}"))
+    json_patch::patch(target, &patch.0).map_err(NotInjected::Patch)
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! A small borrowed view of an AdmissionReview: only what the decision needs.
 //!
-//! Strings borrow from the request body where JSON allows it; the pod object stays
-//! raw until the request turns out to be a Pod CREATE, and then only labels,
-//! annotations, container, env, mount and volume names are read from it.
+//! Strings borrow from the request body where JSON allows it. The usual request is
+//! read in one pass, its object straight into a [`PodView`] (only labels, annotations,
+//! container, env, mount and volume names are kept). An object that does not fit the
+//! view (not a pod, wrong types) is kept raw instead, so that only a Stellar pod
+//! CREATE fails on it. Both readings are the same [`Request`] type, differing only in
+//! how the object is read.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -19,12 +22,16 @@ use crate::nodes::CONFIG_MODE_ANNOTATION;
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
 
 /// Why a body is not an AdmissionReview the webhook can answer (HTTP 400).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
+    #[error(
+        "body is not a JSON AdmissionReview (the body is not UTF-8: {0}); the webhook expects admission.k8s.io/v1 AdmissionReview objects from kube-apiserver"
+    )]
+    Utf8(#[source] std::str::Utf8Error),
     #[error(
         "body is not a JSON AdmissionReview ({0}); the webhook expects admission.k8s.io/v1 AdmissionReview objects from kube-apiserver"
     )]
-    Json(String),
+    Json(#[source] serde_json::Error),
     #[error(
         "apiVersion {0:?} is not supported; set admissionReviewVersions: [v1] in the MutatingWebhookConfiguration"
     )]
@@ -37,20 +44,22 @@ pub enum ReviewError {
     NoRequest,
 }
 
+/// The AdmissionReview envelope, its object read as `O`.
 #[derive(Deserialize)]
-struct ReviewView<'a> {
+#[serde(bound = "O: Deserialize<'de>")]
+struct Review<'a, O> {
     #[serde(borrow, default, rename = "apiVersion", deserialize_with = "opt_text")]
     api_version: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "opt_text")]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    request: Option<RequestView<'a>>,
+    request: Option<Request<'a, O>>,
 }
 
-/// The fields of an AdmissionRequest the webhook reads.
+/// The fields of an AdmissionRequest the webhook reads, its object read as `O`.
 #[derive(Deserialize, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct RequestView<'a> {
+#[serde(rename_all = "camelCase", bound = "O: Deserialize<'de>")]
+pub struct Request<'a, O> {
     #[serde(borrow)]
     pub uid: Cow<'a, str>,
     #[serde(borrow)]
@@ -63,42 +72,34 @@ pub struct RequestView<'a> {
     pub operation: Cow<'a, str>,
     #[serde(default)]
     pub dry_run: Option<bool>,
-    /// The object, kept raw (slow path: the pod did not fit [`PodView`] in one pass).
-    #[serde(borrow, default)]
-    pub object: Option<&'a RawValue>,
-    /// The object already read as a pod (fast path: one pass over the body).
-    #[serde(skip)]
-    pub pod: Option<PodView<'a>>,
+    #[serde(default = "Option::default")]
+    pub object: Option<O>,
 }
 
-/// One pass: the object is read straight into a [`PodView`].
-#[derive(Deserialize)]
-struct FastReview<'a> {
-    #[serde(borrow, default, rename = "apiVersion", deserialize_with = "opt_text")]
-    api_version: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "opt_text")]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    request: Option<FastRequest<'a>>,
+/// The request as [`parse_review`] returns it.
+pub type RequestView<'a> = Request<'a, Object<'a>>;
+
+/// `request.object`, as far as it was read.
+#[derive(Debug)]
+pub enum Object<'a> {
+    /// Read in the one pass over the body (the usual request).
+    Pod(PodView<'a>),
+    /// Kept raw: it did not fit [`PodView`]; read again only for a Stellar pod CREATE.
+    Raw(&'a RawValue),
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FastRequest<'a> {
-    #[serde(borrow)]
-    uid: Cow<'a, str>,
-    #[serde(borrow)]
-    kind: KindView<'a>,
-    #[serde(borrow, default, deserialize_with = "opt_text")]
-    sub_resource: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "opt_text")]
-    namespace: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    operation: Cow<'a, str>,
-    #[serde(default)]
-    dry_run: Option<bool>,
-    #[serde(borrow, default)]
-    object: Option<PodView<'a>>,
+impl<'a, O> Request<'a, O> {
+    fn map_object<P>(self, f: impl FnOnce(O) -> P) -> Request<'a, P> {
+        Request {
+            uid: self.uid,
+            kind: self.kind,
+            sub_resource: self.sub_resource,
+            namespace: self.namespace,
+            operation: self.operation,
+            dry_run: self.dry_run,
+            object: self.object.map(f),
+        }
+    }
 }
 
 /// `request.kind`.
@@ -112,14 +113,18 @@ pub struct KindView<'a> {
     pub kind: Cow<'a, str>,
 }
 
-fn check_envelope(api_version: Option<&str>, kind: Option<&str>) -> Result<(), ReviewError> {
-    match api_version {
-        Some(ADMISSION_API_VERSION) => {}
-        other => return Err(ReviewError::Version(other.unwrap_or("").to_owned())),
-    }
-    match kind {
-        Some("AdmissionReview") => Ok(()),
-        other => Err(ReviewError::Kind(other.unwrap_or("").to_owned())),
+impl<'a, O> Review<'a, O> {
+    /// Checks the envelope and returns the request.
+    fn into_request(self) -> Result<Request<'a, O>, ReviewError> {
+        match self.api_version.as_deref() {
+            Some(ADMISSION_API_VERSION) => {}
+            other => return Err(ReviewError::Version(other.unwrap_or("").to_owned())),
+        }
+        match self.kind.as_deref() {
+            Some("AdmissionReview") => {}
+            other => return Err(ReviewError::Kind(other.unwrap_or("").to_owned())),
+        }
+        self.request.ok_or(ReviewError::NoRequest)
     }
 }
 
@@ -131,26 +136,12 @@ fn check_envelope(api_version: Option<&str>, kind: Option<&str>) -> Result<(), R
 pub fn parse_review(body: &[u8]) -> Result<RequestView<'_>, ReviewError> {
     // JSON is UTF-8: checking it once up front (vectorised) lets serde_json read
     // strings without checking each one again.
-    let body = std::str::from_utf8(body)
-        .map_err(|e| ReviewError::Json(format!("the body is not UTF-8: {e}")))?;
-    if let Ok(fast) = serde_json::from_str::<FastReview<'_>>(body) {
-        check_envelope(fast.api_version.as_deref(), fast.kind.as_deref())?;
-        let r = fast.request.ok_or(ReviewError::NoRequest)?;
-        return Ok(RequestView {
-            uid: r.uid,
-            kind: r.kind,
-            sub_resource: r.sub_resource,
-            namespace: r.namespace,
-            operation: r.operation,
-            dry_run: r.dry_run,
-            object: None,
-            pod: r.object,
-        });
+    let body = std::str::from_utf8(body).map_err(ReviewError::Utf8)?;
+    if let Ok(review) = serde_json::from_str::<Review<'_, PodView<'_>>>(body) {
+        return Ok(review.into_request()?.map_object(Object::Pod));
     }
-    let review: ReviewView<'_> =
-        serde_json::from_str(body).map_err(|e| ReviewError::Json(e.to_string()))?;
-    check_envelope(review.api_version.as_deref(), review.kind.as_deref())?;
-    review.request.ok_or(ReviewError::NoRequest)
+    let review: Review<'_, &RawValue> = serde_json::from_str(body).map_err(ReviewError::Json)?;
+    Ok(review.into_request()?.map_object(Object::Raw))
 }
 
 /// The parts of a Pod (or pod template) the decision and the patch depend on.

@@ -2,7 +2,7 @@ use serde_json::{Value, json};
 
 use super::review::{ReviewError, parse_review};
 use super::*;
-use crate::nodes::{NodeKind, NodeRecord};
+use crate::nodes::{Defect, NodeKind, NodeRecord};
 use crate::peers::{PeerSettings, PeerSnapshot};
 
 const REVIEW: &str = include_str!("../../tests/fixtures/validator-pod-review.json");
@@ -13,7 +13,7 @@ fn node(ns: &str, name: &str, kind: NodeKind, net: &str) -> NodeRecord {
 
 fn snapshot() -> PeerSnapshot {
     let mut bad = node("stellar", "broken", NodeKind::Validator, "testnet");
-    bad.problem = Some("spec.network must be a string".into());
+    bad.problem = Some(Defect::NetworkObject.into());
     PeerSnapshot::build(
         1,
         &[
@@ -498,10 +498,10 @@ fn review_errors_are_explained() {
     let noreq = review_with(|v| {
         v.as_object_mut().map(|o| o.remove("request"));
     });
-    assert_eq!(
-        parse_review(noreq.as_bytes()).map(|_| ()),
+    assert!(matches!(
+        parse_review(noreq.as_bytes()),
         Err(ReviewError::NoRequest)
-    );
+    ));
     let nouid = review_with(|v| {
         v["request"].as_object_mut().map(|o| o.remove("uid"));
     });
@@ -608,7 +608,9 @@ fn body_must_be_utf8() {
         .position(|w| w == b"stellar-")
         .expect("text");
     body[i] = 0xff;
-    assert!(matches!(parse_review(&body), Err(ReviewError::Json(m)) if m.contains("UTF-8")));
+    let e = parse_review(&body).expect_err("not UTF-8");
+    assert!(matches!(e, ReviewError::Utf8(_)), "{e:?}");
+    assert!(e.to_string().contains("UTF-8"), "{e}");
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use sha2::{Digest, Sha256};
 
 pub use self::extra::{ExtraPeer, ExtraPeers};
-use crate::nodes::{NodeKind, NodeRecord};
+use crate::nodes::{NodeKind, NodeProblem, NodeRecord};
 pub use snippet::render_config;
 
 /// Settings that shape every snapshot.
@@ -113,7 +113,7 @@ impl NodeEntry {
 pub enum Lookup {
     Found(Arc<PeerList>),
     /// The node is in the cache, but its object is malformed.
-    Invalid(String),
+    Invalid(NodeProblem),
     /// No such StellarNode.
     Unknown,
 }
@@ -221,7 +221,7 @@ impl PeerSnapshot {
                 problems.push(Problem {
                     node: node(),
                     kind: ProblemKind::Invalid,
-                    message: p.clone(),
+                    message: p.to_string(),
                 });
             }
             if let Some(p) = &rec.user_peers_problem {

@@ -434,7 +434,7 @@ mod tests {
         let mut off = NodeRecord::new("ns", "off", NodeKind::Validator, "testnet");
         off.suspended = true;
         let mut bad = NodeRecord::new("ns", "bad", NodeKind::Validator, "testnet");
-        bad.problem = Some("spec.network is missing".into());
+        bad.problem = Some(crate::nodes::Defect::Missing { field: "network" }.into());
         bad.user_peers.known = vec!["never.example.org:11625".into()];
         let m = NodeRecord::new("main", "m1", NodeKind::Validator, "mainnet");
         PeerSnapshot::build(1, &[v1, v2, h, off, bad, m], &settings())

@@ -101,7 +101,7 @@ mod tests {
         let mut suspended = NodeRecord::new("ns", "v4", NodeKind::Validator, "testnet");
         suspended.suspended = true;
         let mut broken = NodeRecord::new("ns", "v5", NodeKind::Validator, "testnet");
-        broken.problem = Some("x".into());
+        broken.problem = Some(crate::nodes::Defect::NoSpec.into());
         let h = NodeRecord::new("ns", "h", NodeKind::Horizon, "testnet");
         let s = PeerSnapshot::build(
             1,

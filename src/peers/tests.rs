@@ -1,5 +1,6 @@
 use super::*;
-use crate::nodes::NodeKind;
+use crate::config::UserPeersError;
+use crate::nodes::{Defect, NodeKind};
 
 fn node(ns: &str, name: &str, kind: NodeKind, net: &str) -> NodeRecord {
     NodeRecord::new(ns, name, kind, net)
@@ -90,7 +91,7 @@ fn suspended_and_invalid_validators_are_excluded() {
     let mut sus = v("a", "v3", "testnet");
     sus.suspended = true;
     let mut bad = v("a", "v4", "testnet");
-    bad.problem = Some("spec.network must be a string".into());
+    bad.problem = Some(Defect::NetworkObject.into());
     let s = snap(&[v("a", "v1", "testnet"), v("a", "v2", "testnet"), sus, bad]);
     assert_eq!(
         known(&s, "a", "v1"),
@@ -106,7 +107,7 @@ fn suspended_and_invalid_validators_are_excluded() {
     );
     assert_eq!(
         s.lookup("a", "v4"),
-        Lookup::Invalid("spec.network must be a string".into())
+        Lookup::Invalid(Defect::NetworkObject.into())
     );
     assert_eq!(s.lookup("a", "nope"), Lookup::Unknown);
     assert_eq!(s.lookup("zz", "v1"), Lookup::Unknown);
@@ -427,7 +428,7 @@ fn user_known_peers_join_their_node_only_and_escape_the_bound() {
 #[test]
 fn a_bad_known_peers_field_is_a_problem_of_that_node_alone() {
     let mut a = v("a", "v1", "testnet");
-    a.user_peers_problem = Some("spec.validatorConfig.knownPeers: not TOML".into());
+    a.user_peers_problem = Some(UserPeersError::NotAString { found: "a number" });
     let s = snap(&[a, v("a", "v2", "testnet")]);
     assert!(matches!(s.lookup("a", "v1"), Lookup::Found(_)));
     assert_eq!(
@@ -441,18 +442,20 @@ fn a_bad_known_peers_field_is_a_problem_of_that_node_alone() {
 #[test]
 fn each_distinct_problem_is_told_once_while_it_lasts() {
     let mut a = v("a", "v1", "testnet");
-    a.user_peers_problem = Some("spec.validatorConfig.knownPeers: not TOML".into());
+    a.user_peers_problem = Some(crate::config::UserPeersError::NotAString { found: "a number" });
     let s = snap(&[a.clone(), v("a", "v2", "testnet")]);
     let p = &s.problems[0];
     assert_eq!(p.node_key(), ("a", "v1"));
     assert_eq!(p.kind.event_reason(), "InvalidKnownPeers");
-    assert!(p.note().contains("not TOML"), "{}", p.note());
+    assert!(p.note().contains("a number"), "{}", p.note());
     let mut told = std::collections::BTreeSet::new();
     assert_eq!(untold_problems(&told, &s.problems), [p]);
     told.extend(s.problems.iter().cloned());
     assert!(untold_problems(&told, &s.problems).is_empty());
     // Another mistake in the same field is another problem.
-    a.user_peers_problem = Some("spec.validatorConfig.knownPeers: other".into());
+    a.user_peers_problem = Some(crate::config::UserPeersError::UnknownKey {
+        key: "OTHER".into(),
+    });
     let s2 = snap(&[a, v("a", "v2", "testnet")]);
     assert_eq!(untold_problems(&told, &s2.problems).len(), 1);
 }

@@ -284,7 +284,7 @@ pub async fn run(
             )
             .await;
             metrics.rollout(action.network(), outcome);
-            state.record(Instant::now(), &action, outcome != "failed");
+            state.record(Instant::now(), &action, outcome != RolloutOutcome::Failed);
         }
     }
 }
@@ -365,6 +365,30 @@ fn reference(key: &WorkloadKey) -> ObjectReference {
     }
 }
 
+/// What became of one rollout action (label `outcome` of `rollouts_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RolloutOutcome {
+    /// The template was annotated or the stale pod deleted.
+    Started,
+    /// `--rollout=dry-run`: logged only.
+    DryRun,
+    /// OnDelete policy `event`: only an Event was recorded.
+    EventOnly,
+    /// The write failed; retried on the next pass.
+    Failed,
+}
+
+impl RolloutOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::DryRun => "dry_run",
+            Self::EventOnly => "event_only",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 async fn execute(
     client: &Client,
     events: &EventSink,
@@ -373,7 +397,7 @@ async fn execute(
     history: &History,
     workloads: &[WorkloadState],
     action: &Action,
-) -> &'static str {
+) -> RolloutOutcome {
     let key = action.key();
     let instance = workloads
         .iter()
@@ -382,7 +406,7 @@ async fn execute(
         .unwrap_or_default();
     let list = match snap.lookup(&key.namespace, &instance) {
         Lookup::Found(l) => l,
-        _ => return "failed",
+        _ => return RolloutOutcome::Failed,
     };
     let dry = s.mode == Mode::DryRun;
     let (reason, note, result): (&'static str, String, Result<(), kube::Error>) = match action {
@@ -434,7 +458,7 @@ async fn execute(
                 tracing::info!(workload = %key, "{note}");
             }
             if dry {
-                return "dry_run";
+                return RolloutOutcome::DryRun;
             }
             // Told once per report by the rollout state; never deduplicated here.
             events.send(Notice {
@@ -445,7 +469,7 @@ async fn execute(
                 note,
                 dedup: false,
             });
-            return "event_only";
+            return RolloutOutcome::EventOnly;
         }
         Action::Notify {
             hash, stale_pods, ..
@@ -462,10 +486,10 @@ async fn execute(
     };
     if let Err(e) = &result {
         tracing::warn!(workload = %key, error = %e, "rollout action failed; retrying on the next pass. Check the injector's RBAC for patching workloads and deleting pods");
-        return "failed";
+        return RolloutOutcome::Failed;
     }
     if dry {
-        return "dry_run";
+        return RolloutOutcome::DryRun;
     }
     // Each action is its own Event: never deduplicated.
     events.send(Notice {
@@ -477,8 +501,8 @@ async fn execute(
         dedup: false,
     });
     match action {
-        Action::Notify { .. } => "event_only",
-        _ => "started",
+        Action::Notify { .. } => RolloutOutcome::EventOnly,
+        _ => RolloutOutcome::Started,
     }
 }
 

@@ -18,7 +18,7 @@ use crate::events::{EventSink, Notice};
 use crate::inject::patch::{PatchShape, build_patch};
 use crate::inject::review::parse_review;
 use crate::inject::{Decision, InjectSettings, decide};
-use crate::metrics::Metrics;
+use crate::metrics::{Admission, Metrics, RequestFailure};
 use crate::peers::PeerList;
 
 /// Largest accepted request body (kube-apiserver sends well under 1 MiB for pods).
@@ -161,14 +161,14 @@ pub async fn mutate(State(state): State<Arc<AdmissionState>>, request: Request<B
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !json {
-        m.admission("error", "content-type");
+        m.admission(Admission::Error(RequestFailure::ContentType));
         return text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type must be application/json: send an admission.k8s.io/v1 AdmissionReview",
         );
     }
     let too_big = || {
-        m.admission("error", "too-large");
+        m.admission(Admission::Error(RequestFailure::TooLarge));
         text(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body exceeds {MAX_BODY_BYTES} bytes"),
@@ -189,7 +189,7 @@ pub async fn mutate(State(state): State<Arc<AdmissionState>>, request: Request<B
     .await
     {
         Err(_) => {
-            m.admission("error", "body-timeout");
+            m.admission(Admission::Error(RequestFailure::BodyTimeout));
             return text(
                 StatusCode::REQUEST_TIMEOUT,
                 "request body not received in time",
@@ -202,7 +202,7 @@ pub async fn mutate(State(state): State<Arc<AdmissionState>>, request: Request<B
             return too_big();
         }
         Ok(Err(e)) => {
-            m.admission("error", "body-read");
+            m.admission(Admission::Error(RequestFailure::BodyRead));
             return text(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read request body: {e}"),
@@ -223,7 +223,7 @@ pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
     let req = match parse_review(body) {
         Ok(r) => r,
         Err(e) => {
-            m.admission("error", "bad-review");
+            m.admission(Admission::Error(RequestFailure::BadReview));
             return text(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
@@ -232,12 +232,12 @@ pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
     let uid: &str = &req.uid;
     let resp = match decision {
         Decision::Skip(reason) => {
-            m.admission("skipped", reason.as_str());
+            m.admission(Admission::Skipped(reason));
             tracing::debug!(%uid, reason = reason.as_str(), "allowed without patch");
             Answer::allow(uid)
         }
         Decision::NotReady => {
-            m.admission("not_ready", "cache-not-synced");
+            m.admission(Admission::NotReady);
             tracing::warn!(%uid, "StellarNode cache not synced yet: answering 503 so failurePolicy decides");
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -245,7 +245,7 @@ pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
             );
         }
         Decision::Deny { reason, message } => {
-            m.admission("denied", reason.as_str());
+            m.admission(Admission::Denied(reason));
             tracing::warn!(%uid, reason = reason.as_str(), %message, "pod refused");
             return encode(
                 &Answer {
@@ -278,7 +278,7 @@ pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
                     b
                 }
                 Err(e) => {
-                    m.admission("error", "patch-encode");
+                    m.admission(Admission::Error(RequestFailure::PatchEncode));
                     tracing::error!(%uid, error = %e, "cannot encode patch");
                     return text(
                         StatusCode::INTERNAL_SERVER_ERROR,
@@ -286,14 +286,14 @@ pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
                     );
                 }
             };
-            m.admission("injected", "");
+            m.admission(Admission::Injected);
             let dry_run = req.dry_run.unwrap_or(false);
             tracing::info!(%uid, %node, network = %list.network, peers = list.known.len(), hash = %list.hash,
                 dry_run, "peers injected");
             // A dry run must have no side effects (the webhook declares sideEffects: None).
             if let (Some(why), Some(sink), false) = (config_problem, &state.events, dry_run) {
                 tracing::warn!(%uid, %node, problem = %why, "merge mode not applied to this pod");
-                sink.send(config_notice(&node, snapshot.as_deref(), &why));
+                sink.send(config_notice(&node, snapshot.as_deref(), &why.to_string()));
             }
             return encode_patched(uid, &patch, &warnings, m);
         }
@@ -384,7 +384,7 @@ fn encode_patched(uid: &str, patch_b64: &[u8], warnings: &[String], m: &Metrics)
         )
             .into_response(),
         Err(e) => {
-            m.admission("error", "response-encode");
+            m.admission(Admission::Error(RequestFailure::ResponseEncode));
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot encode response: {e}"),
@@ -407,7 +407,7 @@ fn encode(answer: &Answer<'_>, m: &Metrics) -> Response {
         )
             .into_response(),
         Err(e) => {
-            m.admission("error", "response-encode");
+            m.admission(Admission::Error(RequestFailure::ResponseEncode));
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot encode response: {e}"),

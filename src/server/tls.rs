@@ -15,8 +15,57 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::error::Error;
-use crate::metrics::{Metrics, ResultLabels};
+use crate::metrics::{Metrics, ReloadResult};
+
+/// Why the certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {flag} {}: {source}", path.display())]
+    Read {
+        flag: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a PEM certificate chain: {source}", path.display())]
+    NotPemCertificates {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: no certificate found; expected a PEM CERTIFICATE block", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: not a PEM private key", path.display())]
+    NotPemKey {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: no private key found; expected a PEM PRIVATE KEY block", path.display())]
+    NoPrivateKey { path: PathBuf },
+    #[error(
+        "{}: unsupported private key type; use ECDSA P-256/P-384, Ed25519 or RSA",
+        path.display()
+    )]
+    KeyType {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error(
+        "{} and {} do not belong together: the key does not match the certificate",
+        cert.display(),
+        key.display()
+    )]
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("{0}")]
+    Config(#[source] rustls::Error),
+}
 
 /// The current certificate, swapped atomically.
 #[derive(Debug)]
@@ -68,42 +117,38 @@ pub fn load_certified_key(
     key: &[u8],
     cert_path: &Path,
     key_path: &Path,
-) -> Result<CertifiedKey, Error> {
+) -> Result<CertifiedKey, TlsError> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut &cert[..])
         .collect::<Result<_, _>>()
-        .map_err(|e| {
-            Error::Tls(format!(
-                "{}: not a PEM certificate chain: {e}",
-                cert_path.display()
-            ))
+        .map_err(|source| TlsError::NotPemCertificates {
+            path: cert_path.to_owned(),
+            source,
         })?;
     if certs.is_empty() {
-        return Err(Error::Tls(format!(
-            "{}: no certificate found; expected a PEM CERTIFICATE block",
-            cert_path.display()
-        )));
+        return Err(TlsError::NoCertificate {
+            path: cert_path.to_owned(),
+        });
     }
     let key = rustls_pemfile::private_key(&mut &key[..])
-        .map_err(|_| Error::Tls(format!("{}: not a PEM private key", key_path.display())))?
-        .ok_or_else(|| {
-            Error::Tls(format!(
-                "{}: no private key found; expected a PEM PRIVATE KEY block",
-                key_path.display()
-            ))
+        .map_err(|source| TlsError::NotPemKey {
+            path: key_path.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::NoPrivateKey {
+            path: key_path.to_owned(),
         })?;
-    let signing = provider().key_provider.load_private_key(key).map_err(|_| {
-        Error::Tls(format!(
-            "{}: unsupported private key type; use ECDSA P-256/P-384, Ed25519 or RSA",
-            key_path.display()
-        ))
-    })?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|source| TlsError::KeyType {
+            path: key_path.to_owned(),
+            source,
+        })?;
     let ck = CertifiedKey::new(certs, signing);
-    ck.keys_match().map_err(|_| {
-        Error::Tls(format!(
-            "{} and {} do not belong together: the key does not match the certificate",
-            cert_path.display(),
-            key_path.display()
-        ))
+    ck.keys_match().map_err(|source| TlsError::Mismatch {
+        cert: cert_path.to_owned(),
+        key: key_path.to_owned(),
+        source,
     })?;
     Ok(ck)
 }
@@ -118,7 +163,7 @@ pub struct CertWatcher {
 
 impl CertWatcher {
     /// Loads the files once; fails when they cannot be used.
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, Error> {
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
         let (c, k) = read_pair(cert_path, key_path)?;
         let ck = load_certified_key(&c, &k, cert_path, key_path)?;
         Ok(Self {
@@ -133,10 +178,10 @@ impl CertWatcher {
 
     /// A rustls server configuration using the reloading resolver: TLS 1.2 and 1.3,
     /// ring's modern cipher suites (AEAD only), HTTP/1.1.
-    pub fn server_config(&self) -> Result<Arc<ServerConfig>, Error> {
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
         let mut cfg = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| Error::Tls(e.to_string()))?
+            .map_err(TlsError::Config)?
             .with_no_client_auth()
             .with_cert_resolver(self.resolver.clone());
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -149,10 +194,7 @@ impl CertWatcher {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read TLS files; still serving the previous certificate");
-                metrics
-                    .tls_reloads
-                    .get_or_create(&ResultLabels { result: "error" })
-                    .inc();
+                metrics.tls_reload(ReloadResult::Error);
                 return false;
             }
         };
@@ -163,19 +205,13 @@ impl CertWatcher {
             Ok(ck) => {
                 self.resolver.current.store(Arc::new(ck));
                 self.last = (c, k);
-                metrics
-                    .tls_reloads
-                    .get_or_create(&ResultLabels { result: "success" })
-                    .inc();
+                metrics.tls_reload(ReloadResult::Success);
                 tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
                 true
             }
             Err(e) => {
                 // Mid-rotation the two files may briefly not match; the next poll retries.
-                metrics
-                    .tls_reloads
-                    .get_or_create(&ResultLabels { result: "error" })
-                    .inc();
+                metrics.tls_reload(ReloadResult::Error);
                 tracing::warn!(error = %e, "new TLS files not usable yet; still serving the previous certificate");
                 false
             }
@@ -193,10 +229,13 @@ impl CertWatcher {
     }
 }
 
-fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), Error> {
-    let c = std::fs::read(cert)
-        .map_err(|e| Error::Tls(format!("cannot read --tls-cert {}: {e}", cert.display())))?;
-    let k = std::fs::read(key)
-        .map_err(|e| Error::Tls(format!("cannot read --tls-key {}: {e}", key.display())))?;
-    Ok((c, k))
+fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+    let read = |flag, path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            flag,
+            path: path.to_owned(),
+            source,
+        })
+    };
+    Ok((read("--tls-cert", cert)?, read("--tls-key", key)?))
 }
