@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -172,6 +173,7 @@ pub async fn run(
         ..StateSettings::new(s.plan, s.debounce)
     });
     let mut history = History::default();
+    let mut told = Told::default();
     let mut wake = Duration::ZERO;
     loop {
         let tick = if s.debounce.is_zero() {
@@ -191,6 +193,7 @@ pub async fn run(
             continue;
         };
         history.remember(&snap);
+        told.tell_control_problems(&snap, &stores);
         if !*leader.borrow() {
             state.see_snapshot(Instant::now(), &snap);
             metrics.rollout_leader.set(0);
@@ -286,6 +289,64 @@ pub async fn run(
             metrics.rollout(action.network(), outcome);
             state.record(Instant::now(), &action, outcome != RolloutOutcome::Failed);
         }
+    }
+}
+
+/// Rollout annotations that were not understood, each logged once while it stays.
+#[derive(Default)]
+struct Told {
+    version: Option<u64>,
+    told: std::collections::HashSet<String>,
+}
+
+impl Told {
+    fn tell_control_problems(&mut self, snap: &PeerSnapshot, stores: &Stores) {
+        let mut now = std::collections::HashSet::new();
+        if self.version != Some(snap.version) {
+            self.version = Some(snap.version);
+            for e in snap.nodes() {
+                if let Some(p) = &e.record.rollout_problem {
+                    now.insert(format!(
+                        "StellarNode {}/{}: {p}",
+                        e.record.namespace, e.record.name
+                    ));
+                }
+            }
+        } else {
+            now.extend(
+                self.told
+                    .iter()
+                    .filter(|t| t.starts_with("StellarNode "))
+                    .cloned(),
+            );
+        }
+        let mut check = |kind: &str, meta: &ObjectMeta| {
+            let value = meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(super::controls::ANNOTATION_ROLLOUT));
+            if let (_, Some(p)) = super::controls::Control::parse(value.map(String::as_str)) {
+                let name = meta.name.as_deref().unwrap_or_default();
+                let what = match &meta.namespace {
+                    Some(ns) => format!("{kind} {ns}/{name}"),
+                    None => format!("{kind} {name}"),
+                };
+                now.insert(format!("{what}: {p}"));
+            }
+        };
+        for s in stores.sts.iter().flat_map(Store::state) {
+            check("StatefulSet", &s.metadata);
+        }
+        for d in stores.deploy.iter().flat_map(Store::state) {
+            check("Deployment", &d.metadata);
+        }
+        for n in stores.namespaces.iter().flat_map(Store::state) {
+            check("Namespace", &n.metadata);
+        }
+        for t in now.difference(&self.told) {
+            tracing::warn!("rollout annotation ignored: {t}");
+        }
+        self.told = now;
     }
 }
 
