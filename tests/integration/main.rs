@@ -120,6 +120,7 @@ macro_rules! trials {
 }
 
 fn main() {
+    testkit::use_injector(env!("CARGO_BIN_EXE_stellar-peer-injector"));
     let args = Arguments::from_args();
     let trials = trials! {
         "testbed" => testbed_tests {
