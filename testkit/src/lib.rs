@@ -20,11 +20,13 @@
 
 pub mod assert;
 pub mod bed;
+pub mod discover;
 pub mod dns;
 pub mod http;
 pub mod injector;
 pub mod ns;
 pub mod objects;
+pub mod registry;
 pub mod wait;
 pub mod webhook;
 

@@ -56,6 +56,7 @@ async fn wait_dry_run_peers(ns: &TestNs, instance: &str, want: &str, secs: u64) 
 }
 
 pub async fn apiserver_and_etcd_restarts_keep_the_last_good_peers() -> TestResult {
+    exclusive!(); // runs alone: it stops and restarts parts of the bed
     let ns = TestNs::new("restart").await?;
     let n = ns.name.clone();
     for v in ["v1", "v2"] {

@@ -354,6 +354,7 @@ pub async fn coredns_resolves_statefulset_pod_names() -> TestResult {
 /// machine: another bed came up) moves it to a free port, saves that in ports.env and on its
 /// command line, and the component is healthy and working there.
 pub async fn restart_moves_a_component_off_a_taken_port() -> TestResult {
+    exclusive!(); // runs alone: it stops and restarts parts of the bed
     const KCM: &str = "kube-controller-manager";
     let old = bed_port("KCM_PORT")?;
     tokio::task::spawn_blocking(|| stop_component(KCM))
