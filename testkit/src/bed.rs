@@ -8,7 +8,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, CustomResourceDefinitionCondition,
+};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt};
 
@@ -95,14 +97,16 @@ impl Bed {
         Ok(())
     }
 
-    /// Stops the bed if this process started it, unless `keep_var` is set in the environment.
-    pub fn down_if_started(&self, keep_var: &str) {
-        if self.started_here
-            && std::env::var_os(keep_var).is_none()
-            && let Err(e) = self.run(&["down"])
-        {
+    /// Stops the bed if this process started it, unless `keep_var` is set in the
+    /// environment; true when it stopped it.
+    pub fn down_if_started(&self, keep_var: &str) -> bool {
+        if !self.started_here || std::env::var_os(keep_var).is_some() {
+            return false;
+        }
+        if let Err(e) = self.run(&["down"]) {
             eprintln!("warning: {e}");
         }
+        true
     }
 
     /// A client with the bed's admin kubeconfig.
@@ -231,13 +235,12 @@ pub async fn install_crd(client: &Client, field_manager: &str) -> Result<(), Str
     wait_for(Duration::from_secs(30), "CRD established", || {
         let api = api.clone();
         async move {
-            let c = api.get("stellarnodes.stellar.org").await.ok()?;
-            let ok = c
-                .status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            ok.then_some(())
+            let crd = api.get("stellarnodes.stellar.org").await.ok()?;
+            let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+            let established = |c: &CustomResourceDefinitionCondition| {
+                c.type_ == "Established" && c.status == "True"
+            };
+            conditions.iter().any(established).then_some(())
         }
     })
     .await

@@ -282,10 +282,21 @@ pub fn render(found: &[Found]) -> String {
 mod tests {
     use super::*;
 
-    fn names(found: &[Found]) -> Vec<(&str, &str, bool)> {
-        found
-            .iter()
-            .map(|f| (f.function.as_str(), f.name.as_str(), f.exclusive))
+    /// `(function, name, exclusive)` of each trial of `src` as module `module`.
+    fn scan(module: &str, src: &str) -> Vec<(String, String, bool)> {
+        trials_in(module, src)
+            .expect("scan")
+            .into_iter()
+            .map(|f| (f.function, f.name, f.exclusive))
+            .collect()
+    }
+
+    /// `(function, name, exclusive)`.
+    type Row<'a> = (&'a str, &'a str, bool);
+
+    fn want(rows: &[Row]) -> Vec<(String, String, bool)> {
+        rows.iter()
+            .map(|(f, n, x)| (f.to_string(), n.to_string(), *x))
             .collect()
     }
 
@@ -316,35 +327,46 @@ pub async fn a_very_long_trial_name_that_rustfmt_put_the_return_type_of_on_its_o
     Ok(())
 }
 "##;
-        let found = trials_in("rollout_tests", src).expect("scan");
+        let long = "a_very_long_trial_name_that_rustfmt_put_the_return_type_of_on_its_own_line";
         assert_eq!(
-            names(&found),
-            [
-                ("first_trial", "first_trial", false),
-                (
-                    "a_very_long_trial_name_that_rustfmt_put_the_return_type_of_on_its_own_line",
-                    "a_very_long_trial_name_that_rustfmt_put_the_return_type_of_on_its_own_line",
-                    false
-                ),
-            ]
+            scan("rollout_tests", src),
+            want(&[("first_trial", "first_trial", false), (long, long, false)])
         );
+        let found = trials_in("rollout_tests", src).expect("scan");
         assert!(found.iter().all(|f| f.module == "rollout_tests"));
     }
 
+    /// `exclusive!();` opening the body marks a trial; a leading group name is dropped
+    /// from the trial's name (only a whole word of it, and never the whole name).
     #[test]
-    fn exclusive_opens_the_body() {
-        let src = "pub async fn restarts() -> TestResult {\n    exclusive!(); // alone\n    Ok(())\n}\n\
-                   pub async fn also() -> TestResult {\n    testkit::exclusive!();\n    Ok(())\n}\n\
-                   pub async fn shared() -> TestResult {\n    Ok(())\n}\n";
-        let found = trials_in("fault_tests", src).expect("scan");
-        assert_eq!(
-            names(&found),
-            [
-                ("restarts", "restarts", true),
-                ("also", "also", true),
-                ("shared", "shared", false)
-            ]
-        );
+    fn exclusive_marks_and_group_names() {
+        let cases: [(&str, &str, &[Row]); 2] = [
+            (
+                "fault_tests",
+                "pub async fn restarts() -> TestResult {\n    exclusive!(); // alone\n    Ok(())\n}\n\
+                 pub async fn also() -> TestResult {\n    testkit::exclusive!();\n    Ok(())\n}\n\
+                 pub async fn shared() -> TestResult {\n    Ok(())\n}\n",
+                &[
+                    ("restarts", "restarts", true),
+                    ("also", "also", true),
+                    ("shared", "shared", false),
+                ],
+            ),
+            (
+                "chart_tests",
+                "pub async fn chart_lints() -> TestResult { Ok(()) }\n\
+                 pub async fn chart_() -> TestResult { Ok(()) }\n\
+                 pub async fn charted() -> TestResult { Ok(()) }\n",
+                &[
+                    ("chart_lints", "lints", false),
+                    ("chart_", "chart_", false),
+                    ("charted", "charted", false),
+                ],
+            ),
+        ];
+        for (module, src, rows) in cases {
+            assert_eq!(scan(module, src), want(rows), "{module}");
+        }
     }
 
     #[test]
@@ -354,22 +376,6 @@ pub async fn a_very_long_trial_name_that_rustfmt_put_the_return_type_of_on_its_o
         assert!(
             err.starts_with("tests/integration/fault_tests.rs:3: `exclusive!()` must be the first"),
             "{err}"
-        );
-    }
-
-    #[test]
-    fn a_leading_group_name_is_dropped() {
-        let src = "pub async fn chart_lints() -> TestResult { Ok(()) }\n\
-                   pub async fn chart_() -> TestResult { Ok(()) }\n\
-                   pub async fn charted() -> TestResult { Ok(()) }\n";
-        let found = trials_in("chart_tests", src).expect("scan");
-        assert_eq!(
-            names(&found),
-            [
-                ("chart_lints", "lints", false),
-                ("chart_", "chart_", false),
-                ("charted", "charted", false)
-            ]
         );
     }
 

@@ -49,13 +49,11 @@ pub fn make_certs(tag: &str) -> Result<PathBuf, String> {
         .args(["--ip", "127.0.0.1", "--host", "localhost"])
         .output()
         .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "certs failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(dir)
+    let stderr = || String::from_utf8_lossy(&out.stderr).into_owned();
+    out.status
+        .success()
+        .then_some(dir)
+        .ok_or_else(|| format!("certs failed: {}", stderr()))
 }
 
 /// How to start `stellar-peer-injector serve`: on free loopback ports, with fresh
