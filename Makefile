@@ -11,10 +11,11 @@ deps:
 build:
 	cargo build --release --locked
 
+## The workspace: the injector and its dev-only test kit (testkit/).
 lint: deny-deps fetch
-	cargo fmt --check
-	cargo clippy --locked --all-targets -- -D warnings
-	cargo deny --offline check licenses bans sources
+	cargo fmt --all --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+	cargo deny --offline --workspace check licenses bans sources
 
 ## Downloads every locked crate, for every platform in Cargo.lock: `cargo metadata`
 ## (and so cargo-deny) needs them all, while build and test fetch only this platform's.
@@ -26,7 +27,7 @@ deny-deps:
 	command -v cargo-deny >/dev/null || cargo install cargo-deny --version 0.20.2 --locked
 
 unit:
-	cargo test --locked --lib --bins
+	cargo test --locked --workspace --lib --bins
 
 ## Unit and integration tests; the integration tests bring the real control plane up and down.
 integration: deps
@@ -34,7 +35,7 @@ integration: deps
 
 ## The test command: lint, unit tests, integration tests on the real control plane, a short fuzz run.
 test: deps lint
-	cargo test --locked --all-targets
+	cargo test --locked --workspace --all-targets
 	$(MAKE) fuzz-short
 
 # Fuzzing (cargo fuzz, libFuzzer). Works on stable Rust with --sanitizer none; the build is
