@@ -11,10 +11,11 @@ deps:
 build:
 	cargo build --release --locked
 
+## The workspace: the injector and its dev-only test kit (testkit/).
 lint: deny-deps machete-deps fetch
-	cargo fmt --check
-	cargo clippy --locked --all-targets -- -D warnings
-	cargo deny --offline check licenses bans sources
+	cargo fmt --all --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+	cargo deny --offline --workspace check licenses bans sources
 	cargo machete --skip-target-dir
 
 ## Downloads every locked crate, for every platform in Cargo.lock: `cargo metadata`
@@ -31,7 +32,7 @@ machete-deps:
 	command -v cargo-machete >/dev/null || cargo install cargo-machete --version 0.9.2 --locked
 
 unit:
-	cargo test --locked --lib --bins
+	cargo test --locked --workspace --lib --bins
 
 ## Unit and integration tests; the integration tests bring the real control plane up and down.
 integration: deps
@@ -39,7 +40,7 @@ integration: deps
 
 ## The test command: lint, unit tests, integration tests on the real control plane, a short fuzz run.
 test: deps lint
-	cargo test --locked --all-targets
+	cargo test --locked --workspace --all-targets
 	$(MAKE) fuzz-short
 
 # Fuzzing (cargo fuzz, libFuzzer). Works on stable Rust with --sanitizer none; the build is

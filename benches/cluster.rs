@@ -19,312 +19,68 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, CustomResourceExt};
+use kube::{Api, Client};
 use serde_json::{Value, json};
 use stellar_peer_injector::crd::StellarNode;
 use stellar_peer_injector::nodes::{NodeKind, NodeRecord};
 use stellar_peer_injector::peers::{Lookup, PeerSettings, PeerSnapshot};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use stellar_peer_injector::rollout::observe;
+use testkit::{
+    Bed, Injector, Serve, TestNs, delete_webhook, install_crd, register_webhook, review_for,
+    stellar_node, template_hash, wait_for_every,
+};
 
 use common::*;
 
-const HASH: &str = "stellar.org/peers-hash";
+/// How often the bench polls what its watch has seen (its latencies come from the watch's
+/// own timestamps, not from the polling).
+const POLL: Duration = Duration::from_millis(50);
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_stellar-peer-injector")
-}
+// ---------------------------------------------------------------- the bed and the injector
 
-// ---------------------------------------------------------------- the bed
-
-struct Bed {
-    script: PathBuf,
-    kubeconfig: PathBuf,
-    logs: PathBuf,
-    started_here: bool,
-}
-
-fn run_script(script: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(script)
-        .args(args)
-        .env("TESTBED_TIMEOUT", "120")
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(stdout)
+/// The bed the bench runs on: a private copy of tests/testbed under target/bench-bed
+/// (its own state dir and ports), or with `BENCH_BED=shared` the repository's; up.
+fn bench_bed() -> Result<Bed, String> {
+    let mut bed = if std::env::var("BENCH_BED").is_ok_and(|v| v == "shared") {
+        Bed::shared()
     } else {
-        Err(format!(
-            "`{} {}` failed: {stdout}\n{}",
-            script.display(),
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-impl Bed {
-    fn up() -> Result<Self, String> {
-        let shared = std::env::var("BENCH_BED").is_ok_and(|v| v == "shared");
-        let root = if shared {
-            repo_root()
-        } else {
-            // A private copy of the bed: same script and pins, its own state and ports.
-            let root = repo_root().join("target/bench-bed");
-            std::fs::create_dir_all(root.join("tests")).map_err(|e| e.to_string())?;
-            let st = Command::new("cp")
-                .args(["-a", "--"])
-                .arg(repo_root().join("tests/testbed"))
-                .arg(root.join("tests/"))
-                .status()
-                .map_err(|e| e.to_string())?;
-            if !st.success() {
-                return Err("cannot copy tests/testbed".into());
-            }
-            root
-        };
-        let script = root.join("tests/testbed/testbed");
-        let already = run_script(&script, &["status"]).is_ok();
-        if !already {
-            eprintln!("cluster: starting the bed ({})", script.display());
-            run_script(&script, &["up"])?;
-        }
-        let logs = repo_root().join("target/bench-logs");
-        std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
-        Ok(Self {
-            kubeconfig: root.join("target/testbed/kubeconfig"),
-            script,
-            logs,
-            started_here: !already,
-        })
-    }
-
-    async fn client(&self) -> Result<Client, String> {
-        let kc =
-            kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(|e| e.to_string())?;
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
+        // A private copy of the bed: same script and pins, its own state and ports.
+        let root = repo_root().join("target/bench-bed");
+        std::fs::create_dir_all(root.join("tests")).map_err(|e| e.to_string())?;
+        let st = std::process::Command::new("cp")
+            .args(["-a", "--"])
+            .arg(repo_root().join("tests/testbed"))
+            .arg(root.join("tests/"))
+            .status()
             .map_err(|e| e.to_string())?;
-        Client::try_from(cfg).map_err(|e| e.to_string())
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        if self.started_here && std::env::var_os("BENCH_KEEP_BED").is_none() {
-            eprintln!("cluster: stopping the bed");
-            if let Err(e) = run_script(&self.script, &["down"]) {
-                eprintln!("warning: {e}");
-            }
+        if !st.success() {
+            return Err("cannot copy tests/testbed".into());
         }
+        Bed::new(&root, root.join("target/testbed"))
     }
+    .with_timeout(120);
+    eprintln!(
+        "cluster: bringing the bed up unless it is ({})",
+        bed.script.display()
+    );
+    bed.up()?;
+    Ok(bed)
 }
 
-async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("timed out after {timeout:?} waiting for {what}"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn install_crd(client: &Client) -> Result<(), String> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let pp = PatchParams::apply("stellar-peer-injector-bench").force();
-    api.patch(
-        "stellarnodes.stellar.org",
-        &pp,
-        &Patch::Apply(&StellarNode::crd()),
-    )
-    .await
-    .map_err(|e| format!("install CRD: {e}"))?;
-    wait_for(Duration::from_secs(30), "CRD established", || {
-        let api = api.clone();
-        async move {
-            let c = api.get("stellarnodes.stellar.org").await.ok()?;
-            c.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        }
-    })
-    .await
-}
-
-async fn create_namespace(client: &Client, name: &str) -> Result<(), String> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    api.create(&PostParams::default(), &ns)
-        .await
-        .map_err(|e| format!("create namespace {name}: {e}"))?;
-    let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    wait_for(Duration::from_secs(30), "default ServiceAccount", || {
-        let sa = sa.clone();
-        async move { sa.get_opt("default").await.ok().flatten() }
-    })
-    .await?;
-    Ok(())
-}
-
-async fn delete_namespace(client: &Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let _ = api.delete(name, &DeleteParams::background()).await;
-}
-
-// ---------------------------------------------------------------- the injector process
-
-struct Injector {
-    child: Child,
-    port: u16,
-    admin_port: u16,
-    certs: PathBuf,
-    started: Instant,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-impl Injector {
-    fn spawn(bed: &Bed, ns: &str, extra: &[&str], tag: &str) -> Result<Self, String> {
-        let certs = make_certs(&format!("cluster-{tag}"));
-        let port = free_port();
-        let admin_port = free_port();
-        let log = bed.logs.join(format!("injector-{tag}-{port}.log"));
-        let logf = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let started = Instant::now();
-        let child = Command::new(bin())
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-            .arg("--tls-cert")
-            .arg(certs.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(certs.join("tls.key"))
-            .arg("--kubeconfig")
-            .arg(&bed.kubeconfig)
-            .args(["--namespaces", ns, "--shutdown-delay", "0s"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .map_err(|e| format!("spawn injector: {e}"))?;
-        Ok(Self {
-            child,
-            port,
-            admin_port,
-            certs,
-            started,
-        })
-    }
-
-    /// Time from spawn to the first `/readyz` 200 (polled every 5 ms).
-    async fn wait_ready(&mut self, timeout: Duration) -> Result<Duration, String> {
-        let url = format!("127.0.0.1:{}", self.admin_port);
-        let deadline = self.started + timeout;
-        loop {
-            if let Ok((200, _)) = http_get(&url, "/readyz").await {
-                return Ok(self.started.elapsed());
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Err(format!("injector exited early: {st}"));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("injector not ready after {timeout:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    async fn metric(&self, name: &str) -> Option<f64> {
-        let (_, text) = http_get(&format!("127.0.0.1:{}", self.admin_port), "/metrics")
-            .await
-            .ok()?;
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-    }
-
-    /// `(VmHWM, VmRSS)` in KiB.
-    fn memory_kib(&self) -> (u64, u64) {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let get = |k: &str| {
-            s.lines()
-                .find(|l| l.starts_with(k))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (get("VmHWM:"), get("VmRSS:"))
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Minimal HTTP/1.1 GET over plain TCP on loopback: (status, body).
-async fn http_get(host: &str, path: &str) -> Result<(u16, String), String> {
-    let mut s = tokio::net::TcpStream::connect(host)
-        .await
-        .map_err(|e| e.to_string())?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad response: {text}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
+/// `serve` on `bed` for namespace `ns`, logging to target/bench-logs/injector-<tag>-<port>.log.
+fn spawn_injector(bed: &Bed, ns: &str, extra: &[&str], tag: &str) -> Result<Injector, String> {
+    Serve::new(ns, &bed.kubeconfig)
+        .args(extra)
+        .log(&repo_root().join("target/bench-logs"), tag)
+        .spawn()
 }
 
 fn mib(kib: u64) -> f64 {
@@ -333,6 +89,8 @@ fn mib(kib: u64) -> f64 {
 
 // ---------------------------------------------------------------- memory and start-up
 
+/// A StellarNode as the operator's users write it, labelled with its network, with an
+/// optional `stellar.org/peer-address`.
 fn stellar_node_json(
     name: &str,
     kind: &str,
@@ -340,12 +98,8 @@ fn stellar_node_json(
     suspended: bool,
     addr: Option<&str>,
 ) -> Value {
-    let mut v = json!({
-        "apiVersion": "stellar.org/v1alpha1", "kind": "StellarNode",
-        "metadata": {"name": name, "labels": {"stellar-network": network}},
-        "spec": {"nodeType": kind, "network": network, "version": "v22.1.0", "suspended": suspended,
-                 "storage": {"storageClass": "standard", "size": "100Gi"}}
-    });
+    let mut v = stellar_node(name, kind, network, suspended);
+    v["metadata"]["labels"] = json!({"stellar-network": network});
     if let Some(a) = addr {
         v["metadata"]["annotations"] = json!({ "stellar.org/peer-address": a });
     }
@@ -432,10 +186,7 @@ async fn list_timing(client: &Client, ns: &str) -> Result<Value, String> {
 
 /// The fixture review, for a pod of StellarNode `validator-1` in `ns`.
 fn fixture_in(ns: &str) -> Bytes {
-    let mut v: Value = serde_json::from_slice(FIXTURE).expect("fixture");
-    v["request"]["namespace"] = json!(ns);
-    v["request"]["object"]["metadata"]["namespace"] = json!(ns);
-    Bytes::from(serde_json::to_vec(&v).expect("json"))
+    Bytes::from(review_for(ns, FIXTURE_NODE))
 }
 
 /// Sends `n` admission requests over `conns` keep-alive connections; checks the patch.
@@ -474,8 +225,8 @@ async fn admission_load(
 async fn memory_bench(bed: &Bed, client: &Client) -> Result<Value, String> {
     let n = env_f64("BENCH_MEM_NODES", 10000.0) as usize;
     let runs = (env_f64("BENCH_STARTUP_RUNS", 3.0) as usize).max(1);
-    let ns = format!("bench-mem-{}", std::process::id());
-    create_namespace(client, &ns).await?;
+    let namespace = TestNs::with_client(client.clone(), "bench-mem").await?;
+    let ns = namespace.name.clone();
     eprintln!("cluster: creating {n} StellarNodes in {ns}");
     let took = create_nodes(client, &ns, n).await?;
     eprintln!("cluster: created in {:.1} s", took.as_secs_f64());
@@ -496,15 +247,11 @@ async fn memory_bench(bed: &Bed, client: &Client) -> Result<Value, String> {
             )))
             .collect();
     for (i, (mode, args)) in modes.iter().enumerate() {
-        let mut inj = Injector::spawn(bed, &ns, args, &format!("mem-{mode}-{i}"))?;
-        let ready = inj.wait_ready(Duration::from_secs(60)).await;
-        let ready = match ready {
-            Ok(r) => r,
-            Err(e) => {
-                inj.stop();
-                return Err(e);
-            }
-        };
+        let inj = spawn_injector(bed, &ns, args, &format!("mem-{mode}-{i}"))?;
+        // Time from spawn to the first `/readyz` 200, polled every 5 ms.
+        let ready = inj
+            .wait_ready(Duration::from_secs(60), Duration::from_millis(5))
+            .await?;
         let cached = inj.metric("stellar_peer_injector_cache_nodes").await;
         let (hwm_ready, rss_ready) = inj.memory_kib();
         // Let the rollout loop (when on) compute every node's list, then serve requests.
@@ -521,7 +268,7 @@ async fn memory_bench(bed: &Bed, client: &Client) -> Result<Value, String> {
             mib(rss),
             cached,
         );
-        inj.stop();
+        drop(inj);
         load?;
         results.push(json!({
             "rollout": mode,
@@ -535,7 +282,7 @@ async fn memory_bench(bed: &Bed, client: &Client) -> Result<Value, String> {
         }));
     }
     let listing = list_timing(client, &ns).await?;
-    delete_namespace(client, &ns).await;
+    drop(namespace);
     let off: Vec<&Value> = results.iter().filter(|r| r["rollout"] == "off").collect();
     let mut ready: Vec<f64> = off.iter().filter_map(|r| r["ready_s"].as_f64()).collect();
     ready.sort_by(f64::total_cmp);
@@ -569,70 +316,10 @@ async fn memory_bench(bed: &Bed, client: &Client) -> Result<Value, String> {
 
 // ---------------------------------------------------------------- propagation
 
-fn operator_labels(name: &str, kind: &str, network: &str) -> Value {
-    json!({
-        "app.kubernetes.io/name": "stellar-node",
-        "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/component": if kind == "Validator" { "validator" } else { "horizon" },
-        "app.kubernetes.io/managed-by": "stellar-operator",
-        "stellar.org/node-type": kind,
-        "stellar-network": network,
-    })
-}
-
 /// The StatefulSet the operator makes for a StellarNode (one replica).
 fn operator_statefulset(name: &str, kind: &str, network: &str) -> StatefulSet {
-    let labels = operator_labels(name, kind, network);
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "serviceName": format!("{name}-headless"),
-            "selector": {"matchLabels": {"app.kubernetes.io/name": "stellar-node", "app.kubernetes.io/instance": name}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [
-                    {"name": "stellar-health-check", "image": "stellar/health-check:v0.3.1"},
-                    {"name": "stellar-node", "image": "stellar/stellar-core:22.1.0",
-                     "ports": [{"name": "peer", "containerPort": 11625}],
-                     "env": [{"name": "STELLAR_CORE_SEED", "value": "SXXX"}]}
-                ]}
-            }
-        }
-    }))
-    .expect("statefulset")
-}
-
-async fn register_webhook(client: &Client, ns: &str, inj: &Injector) -> Result<String, String> {
-    use base64::Engine;
-    let ca = std::fs::read(inj.certs.join("ca.crt")).map_err(|e| e.to_string())?;
-    let name = format!("spi-bench-{ns}");
-    let cfg: MutatingWebhookConfiguration = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [{
-            "name": "peers.stellar.org",
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-            "timeoutSeconds": 5,
-            "failurePolicy": "Fail",
-            "reinvocationPolicy": "IfNeeded",
-            "clientConfig": {"url": format!("https://127.0.0.1:{}/mutate", inj.port),
-                             "caBundle": base64::engine::general_purpose::STANDARD.encode(ca)},
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
-            "objectSelector": {"matchLabels": {"app.kubernetes.io/name": "stellar-node"}},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}]
-        }]
-    }))
-    .map_err(|e| e.to_string())?;
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    api.create(&PostParams::default(), &cfg)
-        .await
-        .map_err(|e| format!("create webhook config: {e}"))?;
-    // The apiserver picks new configurations up asynchronously.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    Ok(name)
+    serde_json::from_value(testkit::operator_statefulset(name, kind, network, 1))
+        .expect("statefulset")
 }
 
 /// What the bench's StatefulSet watch has seen.
@@ -643,28 +330,9 @@ struct Seen {
     latest: HashMap<String, StatefulSet>,
 }
 
-fn template_hash(s: &StatefulSet) -> Option<String> {
-    s.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(HASH)
-        .cloned()
-}
-
-/// Same rule as the rollout loop: the controller has finished with it.
+/// The rollout loop's own rule (`rollout::observe`): the controller has finished with it.
 fn settled(s: &StatefulSet) -> bool {
-    let replicas = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let Some(st) = s.status.as_ref() else {
-        return false;
-    };
-    st.observed_generation.unwrap_or(0) >= s.metadata.generation.unwrap_or(0)
-        && st.ready_replicas.unwrap_or(0) == replicas
-        && st.updated_replicas.unwrap_or(0) == replicas
-        && st.current_revision == st.update_revision
+    observe::sts_state(s).is_some_and(|w| w.settled)
 }
 
 fn watch_statefulsets(
@@ -760,8 +428,8 @@ async fn propagation_bench(bed: &Bed, client: &Client) -> Result<Value, String> 
     let changes = env_f64("BENCH_CHANGES", 36.0) as usize;
     let nets = ["testnet", "mainnet", "futurenet"];
     let validators_per_net = 4;
-    let ns = format!("bench-prop-{}", std::process::id());
-    create_namespace(client, &ns).await?;
+    let namespace = TestNs::with_client(client.clone(), "bench-prop").await?;
+    let ns = namespace.name.clone();
     let nodes_api: Api<StellarNode> = Api::namespaced(client.clone(), &ns);
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let mut model: BTreeMap<String, NodeRecord> = BTreeMap::new();
@@ -789,7 +457,7 @@ async fn propagation_bench(bed: &Bed, client: &Client) -> Result<Value, String> 
     }
     let statefulsets = model.len();
     let max_concurrent = (statefulsets + changes).to_string();
-    let mut inj = Injector::spawn(
+    let inj = spawn_injector(
         bed,
         &ns,
         &[
@@ -804,8 +472,9 @@ async fn propagation_bench(bed: &Bed, client: &Client) -> Result<Value, String> 
         ],
         "propagation",
     )?;
-    inj.wait_ready(Duration::from_secs(60)).await?;
-    let hook = register_webhook(client, &ns, &inj).await?;
+    inj.wait_ready(Duration::from_secs(60), Duration::from_millis(5))
+        .await?;
+    let hook = register_webhook(client, &ns, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
     let (seen, watch_task) = watch_statefulsets(client, &ns);
     for r in model.values() {
         sts_api
@@ -818,10 +487,9 @@ async fn propagation_bench(bed: &Bed, client: &Client) -> Result<Value, String> 
     }
     let result = run_changes(client, &ns, &mut model, &seen, changes, &nets).await;
     watch_task.abort();
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let _ = api.delete(&hook, &DeleteParams::default()).await;
-    inj.stop();
-    delete_namespace(client, &ns).await;
+    delete_webhook(client, &hook).await;
+    drop(inj);
+    drop(namespace);
     let mut v = result?;
     v["setup"] = json!({
         "networks": nets,
@@ -846,7 +514,8 @@ async fn run_changes(
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
     // Wait for the initial rollout: every StatefulSet settled.
     let names: Vec<String> = model.keys().cloned().collect();
-    wait_for(
+    wait_for_every(
+        POLL,
         Duration::from_secs(180),
         "initial StatefulSets settled",
         || {
@@ -884,12 +553,17 @@ async fn run_changes(
             .map(|r| r.name.clone())
             .collect();
         let last = last_annotation.get(net).copied();
-        wait_for(Duration::from_secs(180), &format!("{net} quiet"), || {
-            let g = seen.lock().expect("lock");
-            let ok = members.iter().all(|n| g.latest.get(n).is_some_and(settled))
-                && last.is_none_or(|t| t.elapsed() > Duration::from_millis(5500));
-            async move { ok.then_some(()) }
-        })
+        wait_for_every(
+            POLL,
+            Duration::from_secs(180),
+            &format!("{net} quiet"),
+            || {
+                let g = seen.lock().expect("lock");
+                let ok = members.iter().all(|n| g.latest.get(n).is_some_and(settled))
+                    && last.is_none_or(|t| t.elapsed() > Duration::from_millis(5500));
+                async move { ok.then_some(()) }
+            },
+        )
         .await?;
         let before = expected(model);
         match change {
@@ -949,7 +623,7 @@ async fn run_changes(
         let api_ms = t0.elapsed().as_secs_f64() * 1e3;
         call.map_err(|e| format!("{} {extra}: {e}", change.as_str()))?;
         // Every affected StatefulSet carries its new hash (first transition after t0).
-        let found = wait_for(Duration::from_secs(30), "annotations", || {
+        let found = wait_for_every(POLL, Duration::from_secs(30), "annotations", || {
             let g = seen.lock().expect("lock");
             let times: Option<Vec<(String, f64)>> = affected
                 .iter()
@@ -985,7 +659,7 @@ async fn run_changes(
             .fold(0.0, f64::max);
         // The rollout itself (kwok pods, 1 s delete delay): until all settled again.
         let affected_names: Vec<String> = affected.iter().map(|(n, _)| n.clone()).collect();
-        let settle = wait_for(Duration::from_secs(120), "rollout settled", || {
+        let settle = wait_for_every(POLL, Duration::from_secs(120), "rollout settled", || {
             let g = seen.lock().expect("lock");
             let ok = affected_names
                 .iter()
@@ -1069,7 +743,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let bed = match Bed::up() {
+    testkit::use_injector(env!("CARGO_BIN_EXE_stellar-peer-injector"));
+    let bed = match bench_bed() {
         Ok(b) => b,
         Err(e) => {
             eprintln!("cluster: cannot bring the bed up: {e}");
@@ -1078,7 +753,7 @@ fn main() {
     };
     let out = rt.block_on(async {
         let client = bed.client().await?;
-        install_crd(&client).await?;
+        install_crd(&client, "stellar-peer-injector-bench").await?;
         let memory = if std::env::var_os("BENCH_SKIP_MEMORY").is_some() {
             Value::Null
         } else {
@@ -1093,7 +768,9 @@ fn main() {
     });
     let busy = busy.stop();
     rt.shutdown_timeout(Duration::from_secs(5));
-    drop(bed);
+    if bed.down_if_started("BENCH_KEEP_BED") {
+        eprintln!("cluster: stopped the bed");
+    }
     let (memory, propagation) = match out {
         Ok(x) => x,
         Err(e) => {

@@ -168,7 +168,11 @@ fn one<'a>(docs: &'a [Value], kind: &str) -> Result<&'a Value, String> {
 fn hook(docs: &[Value]) -> Result<Value, String> {
     let cfg = one(docs, "MutatingWebhookConfiguration")?;
     let hooks = cfg["webhooks"].as_array().ok_or("no webhooks")?;
-    ensure(hooks.len() == 1, || format!("{} webhooks", hooks.len()))?;
+    ensure_eq!(
+        hooks.len(),
+        1,
+        "webhooks of the MutatingWebhookConfiguration"
+    )?;
     Ok(hooks[0].clone())
 }
 
@@ -194,17 +198,16 @@ fn b64(s: &str) -> String {
 
 fn check_common(docs: &[Value], ns: &str) -> TestResult {
     let h = hook(docs)?;
-    ensure(h["name"] == "peers.stellar.org", || format!("{h}"))?;
-    ensure(h["admissionReviewVersions"] == json!(["v1"]), || {
-        format!("{h}")
-    })?;
-    ensure(h["sideEffects"] == "None", || format!("{h}"))?;
-    ensure(h["reinvocationPolicy"] == "IfNeeded", || format!("{h}"))?;
-    ensure(h["failurePolicy"] == "Fail", || format!("{h}"))?;
-    ensure(h["timeoutSeconds"] == 5, || format!("{h}"))?;
-    ensure(
-        h["objectSelector"] == json!({"matchLabels": {"app.kubernetes.io/name": "stellar-node"}}),
-        || format!("objectSelector: {}", h["objectSelector"]),
+    ensure_eq!(h["name"], "peers.stellar.org", "webhook {h}")?;
+    ensure_eq!(h["admissionReviewVersions"], json!(["v1"]), "webhook {h}")?;
+    ensure_eq!(h["sideEffects"], "None", "webhook {h}")?;
+    ensure_eq!(h["reinvocationPolicy"], "IfNeeded", "webhook {h}")?;
+    ensure_eq!(h["failurePolicy"], "Fail", "webhook {h}")?;
+    ensure_eq!(h["timeoutSeconds"], 5, "webhook {h}")?;
+    ensure_eq!(
+        h["objectSelector"],
+        json!({"matchLabels": {"app.kubernetes.io/name": "stellar-node"}}),
+        "the webhook's objectSelector"
     )?;
     ensure(
         h["namespaceSelector"]["matchExpressions"][0]
@@ -356,11 +359,12 @@ pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
         std::fs::read_to_string(chart_dir().join("crds-optional/stellarnodes.stellar.org.yaml"))
             .map_err(|e| e.to_string())?;
     let crd_now = stellar_peer_injector::crd::crd_yaml().map_err(|e| e.to_string())?;
-    ensure(crd_file == crd_now, || {
+    ensure_eq!(
+        crd_file,
+        crd_now,
         "charts/stellar-peer-injector/crds-optional/stellarnodes.stellar.org.yaml differs from \
          `stellar-peer-injector crd`; regenerate it with `cargo run -q -- crd > ...`"
-            .into()
-    })?;
+    )?;
 
     // helm: the chart generates the certificate into a Secret and the CA bundle from it.
     let helm_yaml = render(&dir, release, &n, "helm", &json!({}))?;
@@ -716,9 +720,7 @@ pub async fn chart_rbac_is_enough_for_the_injector() -> TestResult {
             ),
         ] {
             let got = can_i(&sa_user, ns, verb, resource)?;
-            ensure(got == want, || {
-                format!("{sa_user} can-i {verb} {resource} -n {ns}: {got}, want {want}")
-            })?;
+            ensure_eq!(got, want, "{sa_user} can-i {verb} {resource} -n {ns}")?;
         }
 
         // A token of the chart's ServiceAccount (TokenRequest) and a kubeconfig with it.

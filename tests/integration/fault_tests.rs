@@ -17,10 +17,11 @@ async fn direct(inj: &Injector, ns: &str, instance: &str, want: &str) -> TestRes
     ensure(code == 200, || {
         format!("direct admission answered {code}: {v}")
     })?;
-    let got = injected_peers(&v);
-    ensure(got.as_deref() == Some(want), || {
-        format!("injected {got:?}, want {want}")
-    })
+    ensure_eq!(
+        injected_peers(&v).as_deref(),
+        Some(want),
+        "the peers the injector answered with"
+    )
 }
 
 fn probe_pod(instance: &str) -> Result<Pod, String> {
@@ -56,6 +57,7 @@ async fn wait_dry_run_peers(ns: &TestNs, instance: &str, want: &str, secs: u64) 
 }
 
 pub async fn apiserver_and_etcd_restarts_keep_the_last_good_peers() -> TestResult {
+    exclusive!(); // runs alone: it stops and restarts parts of the bed
     let ns = TestNs::new("restart").await?;
     let n = ns.name.clone();
     for v in ["v1", "v2"] {
@@ -245,7 +247,7 @@ pub async fn sigterm_goes_unready_first_then_drains() -> TestResult {
         )
     })?;
     let exit = inj.wait_exit(Duration::from_secs(10));
-    ensure(exit == Some(0), || format!("exit status {exit:?}"))?;
+    ensure_eq!(exit, Some(0), "the SIGTERMed injector's exit status")?;
     ensure(
         tokio::net::TcpStream::connect(("127.0.0.1", inj.port))
             .await

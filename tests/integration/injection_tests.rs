@@ -72,13 +72,11 @@ pub async fn controller_made_pods_get_their_networks_peers() -> TestResult {
 
         let v1 = first_pod(&ns, "v1").await?;
         let want_v1 = [svc("v2", &n), svc("v3", &n)].join(",");
-        ensure(env_get(&v1, "stellar-node", "STELLAR_PEERS").as_deref() == Some(&want_v1), || {
-            format!("v1 peers {:?}, want {want_v1}\n{}", env_get(&v1, "stellar-node", "STELLAR_PEERS"), inj.log_text())
-        })?;
-        ensure(env_get(&v1, "stellar-node", "STELLAR_PEER_COUNT").as_deref() == Some("2"), || "v1 count".into())?;
-        ensure(env_get(&v1, "stellar-node", "STELLAR_NETWORK").as_deref() == Some("testnet"), || "v1 network".into())?;
+        ensure_eq!(env_get(&v1, "stellar-node", "STELLAR_PEERS"), Some(want_v1), "v1's peers; injector log:\n{}", inj.log_text())?;
+        ensure_eq!(env_get(&v1, "stellar-node", "STELLAR_PEER_COUNT").as_deref(), Some("2"), "v1's peer count")?;
+        ensure_eq!(env_get(&v1, "stellar-node", "STELLAR_NETWORK").as_deref(), Some("testnet"), "v1's network")?;
         ensure(env_get(&v1, "stellar-health-check", "STELLAR_PEERS").is_none(), || "sidecar got peers".into())?;
-        ensure(env_get(&v1, "stellar-node", "STELLAR_CORE_SEED").as_deref() == Some("SXXX"), || "seed env lost".into())?;
+        ensure_eq!(env_get(&v1, "stellar-node", "STELLAR_CORE_SEED").as_deref(), Some("SXXX"), "v1's own env")?;
         let hash = annotation(&v1, "stellar.org/peers-hash");
         ensure(hash.is_some() && hash == env_get(&v1, "stellar-node", "STELLAR_PEERS_HASH"), || "hash annotation != env".into())?;
         ensure(annotation(&v1, "stellar.org/peer-count").as_deref() == Some("2"), || "peer-count annotation".into())?;
@@ -97,19 +95,15 @@ pub async fn controller_made_pods_get_their_networks_peers() -> TestResult {
 
         let v3 = first_pod(&ns, "v3").await?;
         let want_v3 = [svc("v1", &n), svc("v2", &n)].join(",");
-        ensure(env_get(&v3, "stellar-node", "STELLAR_PEERS").as_deref() == Some(&want_v3), || "v3 peers".into())?;
+        ensure_eq!(env_get(&v3, "stellar-node", "STELLAR_PEERS"), Some(want_v3), "v3's peers")?;
 
         let m1 = first_pod(&ns, "m1").await?;
-        ensure(env_get(&m1, "stellar-node", "STELLAR_PEERS") == Some(svc("m2", &n)), || {
-            format!("m1 peers {:?}", env_get(&m1, "stellar-node", "STELLAR_PEERS"))
-        })?;
-        ensure(env_get(&m1, "stellar-node", "STELLAR_NETWORK").as_deref() == Some("mainnet"), || "m1 network".into())?;
+        ensure_eq!(env_get(&m1, "stellar-node", "STELLAR_PEERS"), Some(svc("m2", &n)), "m1's peers")?;
+        ensure_eq!(env_get(&m1, "stellar-node", "STELLAR_NETWORK").as_deref(), Some("mainnet"), "m1's network")?;
 
         let h1 = first_pod(&ns, "h1").await?;
         let want_h1 = [svc("v1", &n), svc("v2", &n), svc("v3", &n)].join(",");
-        ensure(env_get(&h1, "stellar-node", "STELLAR_PEERS").as_deref() == Some(&want_h1), || {
-            format!("h1 peers {:?}, want {want_h1}", env_get(&h1, "stellar-node", "STELLAR_PEERS"))
-        })?;
+        ensure_eq!(env_get(&h1, "stellar-node", "STELLAR_PEERS"), Some(want_h1), "h1's peers")?;
 
         // A pod of another app is sent to the webhook (no objectSelector here) and left alone.
         let plain: Pod = ns

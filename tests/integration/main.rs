@@ -5,6 +5,9 @@
 //! found broken, the test that found it fails with the component and its log, and every
 //! later test fails at once with "test bed broken since <test>: <reason>" instead of timing
 //! out one by one.
+//!
+//! The plumbing is the test kit's (testkit/, through `support`), and so is the registry:
+//! no list of test names is kept here.
 
 mod chart_tests;
 mod config_tests;
@@ -86,85 +89,28 @@ where
     Trial::test(name, move || run_trial(name, f, exclusive))
 }
 
-macro_rules! exclusive {
-    (shared) => {
-        false
-    };
-    (exclusive) => {
-        true
-    };
-}
-
-macro_rules! trial_name {
-    ($test:ident) => {
-        stringify!($test)
-    };
-    ($test:ident $alias:ident) => {
-        stringify!($alias)
-    };
-}
-
-/// The trials, one group per module: `"prefix" => module { shared|exclusive test [as name], ... }`.
-/// A trial is named `prefix::name`, where the name is the test function's unless `as` gives one.
-macro_rules! trials {
-    ($($prefix:literal => $module:ident {
-        $($kind:ident $test:ident $(as $alias:ident)?),* $(,)?
-    })*) => {
-        vec![$($(
-            make_trial(
-                concat!($prefix, "::", trial_name!($test $($alias)?)),
-                $module::$test,
-                exclusive!($kind),
-            ),
-        )*)*]
-    };
-}
-
 fn main() {
+    testkit::use_injector(env!("CARGO_BIN_EXE_stellar-peer-injector"));
     let args = Arguments::from_args();
-    let trials = trials! {
-        "testbed" => testbed_tests {
-            shared statefulset_reaches_ready,
-            shared rolling_update_replaces_pods_one_at_a_time,
-            shared apiserver_calls_a_loopback_webhook,
-            shared coredns_resolves_statefulset_pod_names,
-            exclusive restart_moves_a_component_off_a_taken_port,
-        }
-        "injection" => injection_tests {
-            shared controller_made_pods_get_their_networks_peers,
-            shared unsynced_webhook_follows_failure_policy,
-            shared inject_output_round_trips_through_kubectl,
-        }
-        "rollout" => rollout_tests {
-            shared peer_changes_roll_one_statefulset_at_a_time,
-            shared a_burst_within_the_debounce_window_rolls_once,
-            shared on_delete_statefulsets_and_leader_election,
-        }
-        "config" => config_tests {
-            shared operator_and_sdf_pods_read_a_merged_config,
-            shared injected_addresses_resolve_to_their_pods,
-            shared editing_known_peers_rolls_that_node_alone,
-            shared unresolvable_peers_are_reported_until_they_resolve,
-            shared user_problems_become_events_on_their_stellarnode,
-        }
-        "controls" => controls_tests {
-            shared pause_at_each_level_holds_the_rollout,
-            shared a_closed_window_queues_until_it_opens,
-            shared a_stuck_validator_is_reported_and_skip_wait_releases_the_others,
-        }
-        "chart" => chart_tests {
-            shared chart_lints_and_renders_in_every_cert_mode as lints_and_renders_in_every_cert_mode,
-            shared chart_rbac_is_enough_for_the_injector as rbac_is_enough_for_the_injector,
-        }
-        "faults" => fault_tests {
-            exclusive apiserver_and_etcd_restarts_keep_the_last_good_peers,
-            shared sigterm_goes_unready_first_then_drains,
-            shared malformed_stellarnodes_are_skipped_alone,
-            shared injector_killed_during_a_rollout_resumes_it_safely,
-            shared sigterm_hands_the_lease_over_quickly,
-            shared a_leader_that_lost_the_lease_during_the_debounce_never_patches,
-        }
+    // Every `pub async fn name() -> TestResult` of these modules is a trial `group::name`
+    // (build.rs finds them; `exclusive!();` opening the body makes one run alone). The
+    // modules are listed once, with their group names; a module left out fails the
+    // harness trial below.
+    let registry = testkit::trials! { make_trial;
+        "testbed" => testbed_tests,
+        "injection" => injection_tests,
+        "rollout" => rollout_tests,
+        "config" => config_tests,
+        "controls" => controls_tests,
+        "chart" => chart_tests,
+        "faults" => fault_tests,
     };
+    let listed = registry.check();
+    let mut trials = registry.trials;
+    trials.push(Trial::test(
+        "harness::every_test_module_is_listed",
+        move || listed.map_err(Failed::from),
+    ));
     let conclusion = libtest_mimic::run(&args, trials);
     support::teardown();
     conclusion.exit();

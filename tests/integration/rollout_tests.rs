@@ -15,18 +15,6 @@ use stellar_peer_injector::rollout::observe;
 
 use crate::support::*;
 
-fn template_hash(s: &StatefulSet) -> Option<String> {
-    s.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get("stellar.org/peers-hash")
-        .cloned()
-}
-
 /// Unavailable by the injector's own rule (`rollout::observe`): its controller has not
 /// observed, readied and (RollingUpdate) rolled it. An OnDelete StatefulSet whose
 /// template changed while its old pod is still ready is available; a new validator

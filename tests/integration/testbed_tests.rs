@@ -64,9 +64,7 @@ pub async fn statefulset_reaches_ready() -> TestResult {
         .list(&ListParams::default().labels("app=web"))
         .await
         .map_err(|e| e.to_string())?;
-    ensure(pods.items.len() == 3, || {
-        format!("{} pods", pods.items.len())
-    })?;
+    ensure_eq!(pods.items.len(), 3, "pods of the StatefulSet")?;
     for p in &pods.items {
         let node = p
             .spec
@@ -81,9 +79,7 @@ pub async fn statefulset_reaches_ready() -> TestResult {
             .as_ref()
             .and_then(|s| s.phase.clone())
             .unwrap_or_default();
-        ensure(phase == "Running", || {
-            format!("pod {:?} phase {phase}", p.metadata.name)
-        })?;
+        ensure_eq!(phase, "Running", "phase of pod {:?}", p.metadata.name)?;
     }
     Ok(())
 }
@@ -287,9 +283,11 @@ pub async fn apiserver_calls_a_loopback_webhook() -> TestResult {
         .unwrap_or_default()
         .get("probed")
         .cloned();
-    ensure(label.as_deref() == Some("yes"), || {
-        "the webhook's patch is not on the pod".to_owned()
-    })?;
+    ensure_eq!(
+        label.as_deref(),
+        Some("yes"),
+        "the pod's label `probed` (the webhook's patch)"
+    )?;
     ensure(calls.load(Ordering::SeqCst) >= 1, || {
         "the webhook was never called".to_owned()
     })?;
@@ -354,6 +352,7 @@ pub async fn coredns_resolves_statefulset_pod_names() -> TestResult {
 /// machine: another bed came up) moves it to a free port, saves that in ports.env and on its
 /// command line, and the component is healthy and working there.
 pub async fn restart_moves_a_component_off_a_taken_port() -> TestResult {
+    exclusive!(); // runs alone: it stops and restarts parts of the bed
     const KCM: &str = "kube-controller-manager";
     let old = bed_port("KCM_PORT")?;
     tokio::task::spawn_blocking(|| stop_component(KCM))
