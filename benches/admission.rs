@@ -34,7 +34,7 @@ use stellar_peer_injector::cache::PeerCache;
 use stellar_peer_injector::inject::InjectSettings;
 use stellar_peer_injector::metrics::Metrics;
 use stellar_peer_injector::peers::PeerSettings;
-use stellar_peer_injector::server::{self, AdmissionState, Timeouts, tls::CertWatcher};
+use stellar_peer_injector::server::{self, AdmissionState, tls::CertWatcher};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
@@ -105,14 +105,11 @@ fn serve_router(kind: &'static str, certs: &std::path::Path, router: axum::Route
     let addr = rt.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
-        tokio::spawn(server::serve_tls(
-            l,
-            tls,
-            router,
-            Timeouts::default(),
-            stop_rx,
-            Duration::from_secs(1),
-        ));
+        tokio::spawn(
+            server::TlsServer::new(l, tls, router)
+                .drain(Duration::from_secs(1))
+                .run(stop_rx),
+        );
         addr
     });
     Target {

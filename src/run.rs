@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::nodes::NodeRecord;
 use crate::peers::PeerSnapshot;
 use crate::runtime::{Runtime, Stop};
-use crate::server::{self, AdminState, AdmissionState, Timeouts, tls::CertWatcher};
+use crate::server::{self, AdminState, AdmissionState, tls::CertWatcher};
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<(), Error> {
@@ -199,14 +199,9 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     ));
     rt.spawn_critical(
         "https",
-        server::serve_tls(
-            https,
-            tls,
-            admission,
-            Timeouts::default(),
-            rt.stop_signal(),
-            args.drain_timeout,
-        ),
+        server::TlsServer::new(https, tls, admission)
+            .drain(args.drain_timeout)
+            .run(rt.stop_signal()),
     );
     let admin_router = server::admin_router(Arc::new(AdminState {
         cache,

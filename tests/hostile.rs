@@ -62,14 +62,12 @@ async fn start() -> Server {
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(server::serve_tls(
-        listener,
-        tls,
-        server::admission_router(state),
-        timeouts,
-        rx,
-        Duration::from_secs(1),
-    ));
+    tokio::spawn(
+        server::TlsServer::new(listener, tls, server::admission_router(state))
+            .timeouts(timeouts)
+            .drain(Duration::from_secs(1))
+            .run(rx),
+    );
     let ca = std::fs::read(dir.join("ca.crt")).expect("ca");
     Server {
         port,

@@ -12,7 +12,7 @@ use stellar_peer_injector::inject::InjectSettings;
 use stellar_peer_injector::metrics::Metrics;
 use stellar_peer_injector::nodes::{NodeKind, NodeRecord};
 use stellar_peer_injector::peers::PeerSettings;
-use stellar_peer_injector::server::{self, AdmissionState, Timeouts, tls::CertWatcher};
+use stellar_peer_injector::server::{self, AdmissionState, tls::CertWatcher};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -94,14 +94,11 @@ async fn rotation_under_load_loses_nothing() {
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(server::serve_tls(
-        listener,
-        tls,
-        server::admission_router(state),
-        Timeouts::default(),
-        stop_rx,
-        Duration::from_secs(1),
-    ));
+    tokio::spawn(
+        server::TlsServer::new(listener, tls, server::admission_router(state))
+            .drain(Duration::from_secs(1))
+            .run(stop_rx),
+    );
 
     // The client trusts both CAs, as the apiserver does while caBundle holds both.
     let mut roots = rustls::RootCertStore::empty();

@@ -117,16 +117,54 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     })
 }
 
-/// Serves HTTPS on `listener` until `stop` turns true, then drains connections
-/// (keep-alive connections are closed after their current request) for up to `drain`.
-pub async fn serve_tls(
+/// The HTTPS server that `serve`, the tests and the benchmarks start:
+/// `TlsServer::new(listener, tls, router).drain(d).run(stop)`.
+pub struct TlsServer {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
     timeouts: Timeouts,
-    mut stop: watch::Receiver<bool>,
     drain: Duration,
-) {
+}
+
+impl TlsServer {
+    /// Default handshake and header timeouts, and 10 s of drain (`--drain-timeout`).
+    pub fn new(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router: Router) -> Self {
+        Self {
+            listener,
+            tls,
+            router,
+            timeouts: Timeouts::default(),
+            drain: Duration::from_secs(10),
+        }
+    }
+
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// How long connections may finish their requests once stopped.
+    pub fn drain(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
+    }
+
+    /// Serves until `stop` turns true, then drains connections (keep-alive connections
+    /// are closed after their current request) for up to the drain time.
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        serve_tls(self, stop).await;
+    }
+}
+
+async fn serve_tls(server: TlsServer, mut stop: watch::Receiver<bool>) {
+    let TlsServer {
+        listener,
+        tls,
+        router,
+        timeouts,
+        drain,
+    } = server;
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     loop {

@@ -170,25 +170,38 @@ impl Injector {
         wait_ready: bool,
     ) -> Result<Self, String> {
         let lease_ns = namespaces.split(',').next().unwrap_or("default");
-        let inj = Serve::new(namespaces, kubeconfig)
-            .args([
-                "--tls-reload-interval",
-                "500ms",
-                "--lease-namespace",
-                lease_ns,
-            ])
-            .args(extra)
-            .rust_log("info,stellar_peer_injector=debug")
-            .spawn()?;
-        if wait_ready {
-            let r = inj
+        // The ports are found free and then released before the injector binds them, so
+        // on a busy machine another process can take one first: start again on new ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let inj = Serve::new(namespaces, kubeconfig)
+                .args([
+                    "--tls-reload-interval",
+                    "500ms",
+                    "--lease-namespace",
+                    lease_ns,
+                ])
+                .args(extra)
+                .rust_log("info,stellar_peer_injector=debug")
+                .spawn()?;
+            if !wait_ready {
+                return Ok(inj);
+            }
+            match inj
                 .wait_ready(Duration::from_secs(30), Duration::from_millis(200))
-                .await;
-            if let Err(e) = r {
-                return Err(format!("{e}\ninjector log:\n{}", inj.log_text()));
+                .await
+            {
+                Ok(_) => return Ok(inj),
+                Err(e) => {
+                    let log = inj.log_text();
+                    let taken = log.to_ascii_lowercase().contains("address already in use");
+                    if !(taken && attempt < 3) {
+                        return Err(format!("{e}\ninjector log:\n{log}"));
+                    }
+                }
             }
         }
-        Ok(inj)
     }
 
     /// Polls `/readyz` every `every` until it answers 200; the time since spawn. Fails

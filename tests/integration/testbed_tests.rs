@@ -215,7 +215,7 @@ pub async fn rolling_update_replaces_pods_one_at_a_time() -> TestResult {
 
 pub async fn apiserver_calls_a_loopback_webhook() -> TestResult {
     use axum::routing::post;
-    use stellar_peer_injector::server::{self, Timeouts, tls::CertWatcher};
+    use stellar_peer_injector::server::{self, tls::CertWatcher};
 
     let ns = TestNs::new("bed-hook").await?;
     let certs = make_certs("probe")?;
@@ -245,14 +245,11 @@ pub async fn apiserver_calls_a_loopback_webhook() -> TestResult {
         .map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(server::serve_tls(
-        listener,
-        tls,
-        router,
-        Timeouts::default(),
-        stop_rx,
-        Duration::from_secs(1),
-    ));
+    let task = tokio::spawn(
+        server::TlsServer::new(listener, tls, router)
+            .drain(Duration::from_secs(1))
+            .run(stop_rx),
+    );
     let ca = std::fs::read_to_string(certs.join("ca.crt")).map_err(|e| e.to_string())?;
     let hook = register_webhook(
         &ns.client,
