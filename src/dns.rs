@@ -624,17 +624,7 @@ mod tests {
                 .await
                 .expect("send");
             // TCP: the full answer.
-            let (mut s, _) = tcp.accept().await.expect("accept");
-            let mut len = [0u8; 2];
-            s.read_exact(&mut len).await.expect("len");
-            let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
-            s.read_exact(&mut q).await.expect("query");
-            let id = u16::from_be_bytes([q[0], q[1]]);
-            let m = reply(id, name, OK, &[(1, &[10, 0, 0, 9])]);
-            s.write_all(&(m.len() as u16).to_be_bytes())
-                .await
-                .expect("w");
-            s.write_all(&m).await.expect("w");
+            answer_one_tcp(&tcp, name, [10, 0, 0, 9]).await;
         });
         let r = Resolver::new(
             vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))],
@@ -647,6 +637,21 @@ mod tests {
         server.await.expect("server");
     }
 
+    /// Accepts one TCP query on `tcp` and answers it with one A record.
+    async fn answer_one_tcp(tcp: &tokio::net::TcpListener, name: &str, ip: [u8; 4]) {
+        let (mut s, _) = tcp.accept().await.expect("accept");
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).await.expect("len");
+        let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut q).await.expect("query");
+        let id = u16::from_be_bytes([q[0], q[1]]);
+        let m = reply(id, name, OK, &[(1, &ip)]);
+        s.write_all(&(m.len() as u16).to_be_bytes())
+            .await
+            .expect("w");
+        s.write_all(&m).await.expect("w");
+    }
+
     /// A TCP-only server (a `kubectl port-forward`): UDP gets no answer, TCP does.
     #[tokio::test]
     async fn a_tcp_only_server_is_asked_over_tcp() {
@@ -656,17 +661,7 @@ mod tests {
             .expect("tcp");
         let port = tcp.local_addr().expect("addr").port();
         let server = tokio::spawn(async move {
-            let (mut s, _) = tcp.accept().await.expect("accept");
-            let mut len = [0u8; 2];
-            s.read_exact(&mut len).await.expect("len");
-            let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
-            s.read_exact(&mut q).await.expect("query");
-            let id = u16::from_be_bytes([q[0], q[1]]);
-            let m = reply(id, name, OK, &[(1, &[10, 96, 0, 1])]);
-            s.write_all(&(m.len() as u16).to_be_bytes())
-                .await
-                .expect("w");
-            s.write_all(&m).await.expect("w");
+            answer_one_tcp(&tcp, name, [10, 96, 0, 1]).await;
         });
         let r = Resolver::new(
             vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))],

@@ -470,6 +470,7 @@ async fn execute(
         _ => return RolloutOutcome::Failed,
     };
     let dry = s.mode == Mode::DryRun;
+    let mut warning = false;
     let (reason, note, result): (&'static str, String, Result<(), kube::Error>) = match action {
         Action::Annotate {
             hash,
@@ -518,19 +519,9 @@ async fn execute(
             } else {
                 tracing::info!(workload = %key, "{note}");
             }
-            if dry {
-                return RolloutOutcome::DryRun;
-            }
-            // Told once per report by the rollout state; never deduplicated here.
-            events.send(Notice {
-                regarding: reference(key),
-                warning: warn,
-                reason,
-                action: "Rollout",
-                note,
-                dedup: false,
-            });
-            return RolloutOutcome::EventOnly;
+            // Told once per report by the rollout state.
+            warning = warn;
+            (reason, note, Ok(()))
         }
         Action::Notify {
             hash, stale_pods, ..
@@ -555,14 +546,14 @@ async fn execute(
     // Each action is its own Event: never deduplicated.
     events.send(Notice {
         regarding: reference(key),
-        warning: false,
+        warning,
         reason,
         action: "Rollout",
         note,
         dedup: false,
     });
     match action {
-        Action::Notify { .. } => RolloutOutcome::EventOnly,
+        Action::Notify { .. } | Action::Report { .. } => RolloutOutcome::EventOnly,
         _ => RolloutOutcome::Started,
     }
 }

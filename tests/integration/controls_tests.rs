@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
@@ -14,20 +13,12 @@ use stellar_peer_injector::crd::StellarNode;
 use crate::rollout_tests::{Monitor, add_validator, setup};
 use crate::support::*;
 
-/// The value of one sample of `/metrics` (name with its labels, as exposed).
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| {
-        let (name, value) = l.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().ok())?
-    })
-}
-
 /// Waits until a metric sample has this value.
 async fn wait_metric(inj: &Injector, series: &str, want: f64, secs: u64) -> TestResult {
     let r = wait_for(
         Duration::from_secs(secs),
         &format!("{series} = {want}"),
-        || async { (sample(&inj.metrics().await, series) == Some(want)).then_some(()) },
+        || async { (metric_value(&inj.metrics().await, series) == Some(want)).then_some(()) },
     )
     .await;
     match r {
@@ -44,39 +35,18 @@ async fn wait_metric(inj: &Injector, series: &str, want: f64, secs: u64) -> Test
     }
 }
 
-/// Reasons of the Events recorded on a workload.
-async fn event_reasons(ns: &TestNs, kind: &str, name: &str) -> Result<Vec<String>, String> {
-    let evs = ns
-        .api::<Event>()
-        .list(&Default::default())
+/// Waits until workload `kind`/`name` has an Event with `reason`.
+async fn wait_event(ns: &TestNs, kind: &str, name: &str, reason: &str, secs: u64) -> TestResult {
+    wait_event_about(ns, kind, name, reason, Duration::from_secs(secs))
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(evs
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.regarding
-                .as_ref()
-                .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
-        })
-        .filter_map(|e| e.reason)
-        .collect())
+        .map(|_| ())
 }
 
-async fn wait_event(ns: &TestNs, kind: &str, name: &str, reason: &str, secs: u64) -> TestResult {
-    wait_for(
-        Duration::from_secs(secs),
-        &format!("Event {reason} on {kind} {name}"),
-        || async {
-            event_reasons(ns, kind, name)
-                .await
-                .ok()?
-                .iter()
-                .any(|r| r == reason)
-                .then_some(())
-        },
-    )
-    .await
+/// Two testnet validators with each other's peers, settled: the start of every trial here.
+async fn two_validators(ns: &TestNs, monitor: &Monitor) -> TestResult {
+    setup(ns, &[("v1", "testnet"), ("v2", "testnet")], &[]).await?;
+    wait_peer_mesh(ns, &["v1", "v2"], &["v1", "v2"], 90).await?;
+    monitor.settle_and_reset(120).await
 }
 
 async fn annotate<K>(api: &Api<K>, name: &str, key: &str, value: Option<&str>) -> TestResult
@@ -119,9 +89,7 @@ pub async fn pause_at_each_level_holds_the_rollout() -> TestResult {
     let monitor = Monitor::start(&ns);
     let namespaces: Api<Namespace> = Api::all(ns.client.clone());
     let result = async {
-        setup(&ns, &[("v1", "testnet"), ("v2", "testnet")], &[]).await?;
-        wait_peer_mesh(&ns, &["v1", "v2"], &["v1", "v2"], 90).await?;
-        monitor.settle_and_reset(120).await?;
+        two_validators(&ns, &monitor).await?;
 
         // 1. The namespace is paused: adding v3 makes v1 and v2 stale, and both wait.
         annotate(&namespaces, &n, ROLLOUT, Some("paused")).await?;
@@ -195,9 +163,7 @@ pub async fn a_closed_window_queues_until_it_opens() -> TestResult {
     let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
     let monitor = Monitor::start(&ns);
     let result = async {
-        setup(&ns, &[("v1", "testnet"), ("v2", "testnet")], &[]).await?;
-        wait_peer_mesh(&ns, &["v1", "v2"], &["v1", "v2"], 90).await?;
-        monitor.settle_and_reset(120).await?;
+        two_validators(&ns, &monitor).await?;
         add_validator(&ns, "v3", "testnet").await?;
         // v3's own pod is injected at once, whatever the window.
         wait_peers(&ns, "v3", &[svc("v1", &n), svc("v2", &n)], 90).await?;
@@ -241,9 +207,7 @@ pub async fn a_stuck_validator_is_reported_and_skip_wait_releases_the_others() -
     let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
     let monitor = Monitor::start(&ns);
     let result = async {
-        setup(&ns, &[("v1", "testnet"), ("v2", "testnet")], &[]).await?;
-        wait_peer_mesh(&ns, &["v1", "v2"], &["v1", "v2"], 90).await?;
-        monitor.settle_and_reset(120).await?;
+        two_validators(&ns, &monitor).await?;
         // v3 can never be scheduled.
         ns.create::<StellarNode>(stellar_node("v3", "Validator", "testnet", false))
             .await?;

@@ -18,10 +18,11 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// The `events.k8s.io` Events in `ns` about StellarNode `node` with `reason`.
-pub async fn node_events(
+/// The `events.k8s.io` Events in `ns` about the object `kind`/`name` with `reason`.
+pub async fn events_about(
     ns: &TestNs,
-    node: &str,
+    kind: &str,
+    name: &str,
     reason: &str,
 ) -> Result<Vec<k8s_openapi::api::events::v1::Event>, String> {
     let api: Api<k8s_openapi::api::events::v1::Event> = ns.api();
@@ -35,10 +36,40 @@ pub async fn node_events(
         .filter(|e| {
             e.reason.as_deref() == Some(reason)
                 && e.regarding.as_ref().is_some_and(|r| {
-                    r.kind.as_deref() == Some("StellarNode") && r.name.as_deref() == Some(node)
+                    r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)
                 })
         })
         .collect())
+}
+
+/// Waits until the object `kind`/`name` has at least one Event with `reason`; returns them.
+pub async fn wait_event_about(
+    ns: &TestNs,
+    kind: &str,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+) -> Result<Vec<k8s_openapi::api::events::v1::Event>, String> {
+    wait_for(
+        timeout,
+        &format!("a {reason} Event on {kind} {name}"),
+        || async {
+            events_about(ns, kind, name, reason)
+                .await
+                .ok()
+                .filter(|e| !e.is_empty())
+        },
+    )
+    .await
+}
+
+/// The Events in `ns` about StellarNode `node` with `reason`.
+pub async fn node_events(
+    ns: &TestNs,
+    node: &str,
+    reason: &str,
+) -> Result<Vec<k8s_openapi::api::events::v1::Event>, String> {
+    events_about(ns, "StellarNode", node, reason).await
 }
 
 /// Waits until StellarNode `node` has at least one Event with `reason`; returns them.
@@ -48,17 +79,7 @@ pub async fn wait_node_event(
     reason: &str,
     timeout: Duration,
 ) -> Result<Vec<k8s_openapi::api::events::v1::Event>, String> {
-    wait_for(
-        timeout,
-        &format!("a {reason} Event on StellarNode {node}"),
-        || async {
-            node_events(ns, node, reason)
-                .await
-                .ok()
-                .filter(|e| !e.is_empty())
-        },
-    )
-    .await
+    wait_event_about(ns, "StellarNode", node, reason, timeout).await
 }
 
 /// How many times an Event was recorded (1 plus its series' repeats).
