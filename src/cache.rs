@@ -7,13 +7,15 @@
 //! never see an empty or partial one.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
+use futures::stream::{AbortHandle, BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -25,6 +27,7 @@ use crate::crd::StellarNode;
 use crate::metrics::Metrics;
 use crate::nodes::NodeRecord;
 use crate::peers::{PeerSettings, PeerSnapshot};
+use crate::remote::{Link, LinkOrigin};
 
 /// A StellarNode as the watcher decodes it: minimal metadata and a lenient record.
 ///
@@ -140,8 +143,18 @@ impl PeerCache {
         records: impl IntoIterator<Item = &'a NodeRecord>,
         settings: &PeerSettings,
     ) -> Arc<PeerSnapshot> {
+        self.publish_linked(records, std::iter::empty(), settings)
+    }
+
+    /// Builds and publishes a snapshot from this cluster's and linked clusters' records.
+    pub fn publish_linked<'a, 'c>(
+        &self,
+        local: impl IntoIterator<Item = &'a NodeRecord>,
+        remote: impl IntoIterator<Item = (&'c str, &'a NodeRecord)>,
+        settings: &PeerSettings,
+    ) -> Arc<PeerSnapshot> {
         let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
-        let snap = Arc::new(PeerSnapshot::build(version, records, settings));
+        let snap = Arc::new(PeerSnapshot::build_linked(version, local, remote, settings));
         self.current.store(Some(snap.clone()));
         self.tx.send_replace(Some(snap.clone()));
         snap
@@ -197,16 +210,303 @@ impl Scope {
     }
 }
 
-/// Runs the watchers forever, publishing a snapshot whenever the node set changes.
+/// Where the StellarNodes come from: this cluster, and the clusters linked to it.
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    /// Watched namespaces of this cluster (empty: all).
+    pub namespaces: Vec<String>,
+    /// The namespace whose labelled Secrets link clusters (`None`: no Secret watch).
+    pub link_namespace: Option<String>,
+    /// Links given as files (`--remote-kubeconfig NAME=PATH`), fixed for the process.
+    pub link_files: Vec<crate::remote::Link>,
+    /// How long the first snapshot waits for every linked cluster's first list.
+    pub first_sync_timeout: std::time::Duration,
+}
+
+/// One event for the loop, tagged with its source.
+enum Msg {
+    Local(usize, watcher::Result<Event<WatchedNode>>),
+    Secret(watcher::Result<Event<Secret>>),
+    /// From a linked cluster's watch: (cluster, link generation, event).
+    Remote(Arc<str>, u64, watcher::Result<Event<WatchedNode>>),
+}
+
+/// One linked cluster.
+struct Remote {
+    link: Link,
+    /// Bumped on every relink: events of an older watch are dropped.
+    generation: u64,
+    abort: AbortHandle,
+    scope: Scope,
+    /// Its last list or watch request succeeded.
+    healthy: bool,
+    last_sync: Option<i64>,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The loop's state: every source's objects, and what is linked.
+struct Feeds {
+    local: Vec<Scope>,
+    /// The link Secrets as listed (by name), with re-lists buffered like [`Scope`]'s.
+    secrets: HashMap<String, Secret>,
+    secrets_relist: Option<HashMap<String, Secret>>,
+    secrets_synced: bool,
+    remotes: BTreeMap<String, Remote>,
+    next_generation: u64,
+    /// Link errors already logged (text), so a broken Secret is told once per content.
+    told: BTreeSet<String>,
+}
+
+impl Feeds {
+    /// Starts or restarts the watch of a linked cluster, keeping its last known nodes
+    /// until the new watch has listed them (a relink never empties it).
+    async fn link(
+        &mut self,
+        link: Link,
+        events: &mut SelectAll<BoxStream<'static, Msg>>,
+        metrics: &Metrics,
+    ) {
+        let client = match link.client().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.tell_link_error(&e, metrics);
+                return;
+            }
+        };
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let cluster: Arc<str> = Arc::from(link.cluster.as_str());
+        let api: Api<WatchedNode> = Api::all(client);
+        let (stream, abort) = futures::stream::abortable(
+            watcher(api, watcher::Config::default().any_semantic()).default_backoff(),
+        );
+        events.push(
+            stream
+                .map(move |ev| Msg::Remote(cluster.clone(), generation, ev))
+                .boxed(),
+        );
+        let name = link.cluster.clone();
+        tracing::info!(cluster = %name, origin = %link.origin, "linking cluster");
+        match self.remotes.get_mut(&name) {
+            Some(r) => {
+                r.abort.abort();
+                r.link = link;
+                r.generation = generation;
+                r.abort = abort;
+            }
+            None => {
+                metrics.observe_remote(&name, false, 0, None);
+                self.remotes.insert(
+                    name,
+                    Remote {
+                        link,
+                        generation,
+                        abort,
+                        scope: Scope::default(),
+                        healthy: false,
+                        last_sync: None,
+                    },
+                );
+            }
+        }
+    }
+
+    fn tell_link_error(&mut self, e: &crate::remote::LinkError, metrics: &Metrics) {
+        metrics.errors(crate::metrics::ErrorKind::RemoteLink);
+        let text = crate::error::chain(e);
+        if self.told.insert(text.clone()) {
+            tracing::warn!(error = %text, "cannot link a cluster; fix the link Secret or file (a cluster linked before stays linked)");
+        }
+    }
+
+    /// Links, relinks and unlinks so that the Secret-made links are those the Secrets ask for.
+    async fn reconcile_links(
+        &mut self,
+        events: &mut SelectAll<BoxStream<'static, Msg>>,
+        metrics: &Metrics,
+    ) -> bool {
+        let previous: BTreeMap<String, Link> = self
+            .remotes
+            .iter()
+            .filter(|(_, r)| matches!(r.link.origin, LinkOrigin::Secret(_)))
+            .map(|(c, r)| (c.clone(), r.link.clone()))
+            .collect();
+        let (mut wanted, errors) = crate::remote::desired_links(self.secrets.values(), &previous);
+        for e in &errors {
+            self.tell_link_error(e, metrics);
+        }
+        // A file link names its cluster for good: a Secret naming the same one is ignored.
+        wanted.retain(|c, l| match self.remotes.get(c) {
+            Some(r) if matches!(r.link.origin, LinkOrigin::File(_)) => {
+                let e = format!(
+                    "{} names cluster {c}, which --remote-kubeconfig links already; it is ignored",
+                    l.origin
+                );
+                if self.told.insert(e.clone()) {
+                    tracing::warn!("{e}");
+                }
+                false
+            }
+            _ => true,
+        });
+        let mut changed = false;
+        for c in previous.keys() {
+            if !wanted.contains_key(c)
+                && let Some(r) = self.remotes.remove(c)
+            {
+                r.abort.abort();
+                metrics.forget_remote(c);
+                tracing::info!(cluster = %c, "unlinked cluster: its StellarNodes leave the peers");
+                changed = true;
+            }
+        }
+        for (c, l) in wanted {
+            let same = self
+                .remotes
+                .get(&c)
+                .is_some_and(|r| r.link.fingerprint == l.fingerprint && r.link.origin == l.origin);
+            if !same {
+                self.link(l, events, metrics).await;
+            }
+        }
+        changed
+    }
+
+    /// Every linked cluster has listed its StellarNodes once.
+    fn remotes_synced(&self) -> bool {
+        self.remotes.values().all(|r| r.scope.synced)
+    }
+
+    fn publish(&self, cache: &PeerCache, settings: &PeerSettings) -> Arc<PeerSnapshot> {
+        let remote = self
+            .remotes
+            .iter()
+            .flat_map(|(c, r)| r.scope.live.values().map(move |n| (c.as_str(), n)));
+        cache.publish_linked(
+            self.local.iter().flat_map(|s| s.live.values()),
+            remote,
+            settings,
+        )
+    }
+
+    /// Applies one event; returns whether the peers may have changed.
+    async fn handle(
+        &mut self,
+        msg: Msg,
+        events: &mut SelectAll<BoxStream<'static, Msg>>,
+        metrics: &Metrics,
+    ) -> bool {
+        match msg {
+            Msg::Local(i, ev) => handle(&mut self.local[i], ev),
+            Msg::Remote(cluster, generation, ev) => {
+                let Some(r) = self
+                    .remotes
+                    .get_mut(&*cluster)
+                    .filter(|r| r.generation == generation)
+                else {
+                    return false; // from a watch since replaced or unlinked
+                };
+                let changed = match ev {
+                    Ok(ev) => {
+                        let complete =
+                            matches!(ev, Event::InitDone | Event::Apply(_) | Event::Delete(_));
+                        let changed = r.scope.apply(ev);
+                        if complete {
+                            r.healthy = true;
+                            r.last_sync = Some(unix_now());
+                        }
+                        changed
+                    }
+                    Err(e) => {
+                        metrics.remote_error(&cluster);
+                        if r.healthy || !r.scope.synced {
+                            tracing::warn!(cluster = %cluster, error = %e, "linked cluster unreachable or refusing: keeping its last known peers and retrying with backoff. \
+                                Check its API server, and that the link's credentials are valid and may list and watch stellarnodes.stellar.org");
+                        }
+                        r.healthy = false;
+                        false
+                    }
+                };
+                metrics.observe_remote(
+                    &cluster,
+                    r.healthy && r.scope.synced,
+                    r.scope.live.len(),
+                    r.last_sync,
+                );
+                changed
+            }
+            Msg::Secret(ev) => {
+                let ev = match ev {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "link Secret watch failed; retrying with backoff and keeping the links. \
+                            Check that the injector may list and watch Secrets in its namespace");
+                        return false;
+                    }
+                };
+                let name = |s: &Secret| s.metadata.name.clone().unwrap_or_default();
+                let settled = match ev {
+                    Event::Init => {
+                        self.secrets_relist = Some(HashMap::new());
+                        false
+                    }
+                    Event::InitApply(s) => {
+                        if let Some(buf) = self.secrets_relist.as_mut() {
+                            buf.insert(name(&s), s);
+                        }
+                        false
+                    }
+                    Event::InitDone => {
+                        if let Some(buf) = self.secrets_relist.take() {
+                            self.secrets = buf;
+                        }
+                        self.secrets_synced = true;
+                        true
+                    }
+                    Event::Apply(s) => {
+                        self.secrets.insert(name(&s), s);
+                        self.secrets_synced
+                    }
+                    Event::Delete(s) => {
+                        self.secrets.remove(&name(&s));
+                        self.secrets_synced
+                    }
+                };
+                settled && self.reconcile_links(events, metrics).await
+            }
+        }
+    }
+}
+
+/// Runs the watchers forever, publishing a snapshot whenever the peers may have changed.
+///
+/// The first snapshot waits until this cluster's StellarNodes are listed, the link
+/// Secrets too, and every linked cluster's StellarNodes, but for linked clusters at
+/// most `first_sync_timeout`: a restart then does not inject short lists and roll
+/// again a moment later, and an unreachable linked cluster cannot keep the injector
+/// from serving.
 pub async fn run(
     client: Client,
-    namespaces: Vec<String>,
+    sources: Sources,
     settings: PeerSettings,
     cache: Arc<PeerCache>,
     metrics: Arc<Metrics>,
 ) {
-    let apis: Vec<Api<WatchedNode>> = scoped_apis(&client, &namespaces);
-    let mut scopes: Vec<Scope> = apis.iter().map(|_| Scope::default()).collect();
+    let apis: Vec<Api<WatchedNode>> = scoped_apis(&client, &sources.namespaces);
+    let mut feeds = Feeds {
+        local: apis.iter().map(|_| Scope::default()).collect(),
+        secrets: HashMap::new(),
+        secrets_relist: None,
+        secrets_synced: sources.link_namespace.is_none(),
+        remotes: BTreeMap::new(),
+        next_generation: 0,
+        told: BTreeSet::new(),
+    };
     let streams = apis.into_iter().enumerate().map(|(i, api)| {
         // Lists are served from the apiserver's watch cache (resourceVersion "0", what
         // client-go informers do): one response instead of pages read from etcd, about
@@ -214,30 +514,81 @@ pub async fn run(
         // change the cache had not seen yet.
         watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
-            .map(move |ev| (i, ev))
+            .map(move |ev| Msg::Local(i, ev))
             .boxed()
     });
-    let mut events = futures::stream::select_all(streams);
+    let mut events: SelectAll<BoxStream<'static, Msg>> = futures::stream::select_all(streams);
+    if let Some(ns) = &sources.link_namespace {
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let cfg = watcher::Config::default()
+            .labels(&format!("{}=true", crate::remote::REMOTE_LABEL))
+            .any_semantic();
+        events.push(
+            kube::runtime::watcher(api, cfg)
+                .default_backoff()
+                .map(Msg::Secret)
+                .boxed(),
+        );
+    }
+    for link in sources.link_files.clone() {
+        feeds.link(link, &mut events, &metrics).await;
+    }
+    let deadline = tokio::time::Instant::now() + sources.first_sync_timeout;
+    let mut waited_out = sources.first_sync_timeout.is_zero();
     let mut logged: BTreeSet<crate::peers::Problem> = BTreeSet::new();
+    let mut logged_remote: BTreeSet<crate::peers::RemoteProblem> = BTreeSet::new();
     let mut dirty = false;
-    while let Some((i, ev)) = events.next().await {
-        dirty |= handle(&mut scopes[i], ev);
-        // Take everything already waiting, then publish once.
-        while let Some(Some((i, ev))) = events.next().now_or_never() {
-            dirty |= handle(&mut scopes[i], ev);
+    loop {
+        let first = cache.snapshot().is_none();
+        let msg = if first && !waited_out {
+            tokio::select! {
+                m = events.next() => m,
+                () = tokio::time::sleep_until(deadline) => {
+                    waited_out = true;
+                    dirty = true;
+                    let late: Vec<&str> = feeds.remotes.iter().filter(|(_, r)| !r.scope.synced).map(|(c, _)| c.as_str()).collect();
+                    if !late.is_empty() {
+                        tracing::warn!(clusters = ?late, timeout = ?sources.first_sync_timeout,
+                            "linked clusters not listed in time: serving without their peers until they are (see --remote-sync-timeout)");
+                    }
+                    None
+                }
+            }
+        } else {
+            match events.next().await {
+                Some(m) => Some(m),
+                None => return,
+            }
+        };
+        if let Some(m) = msg {
+            dirty |= feeds.handle(m, &mut events, &metrics).await;
         }
-        if dirty && scopes.iter().all(|s| s.synced) {
+        // Take everything already waiting, then publish once.
+        while let Some(Some(m)) = events.next().now_or_never() {
+            dirty |= feeds.handle(m, &mut events, &metrics).await;
+        }
+        let ready = feeds.local.iter().all(|s| s.synced)
+            && feeds.secrets_synced
+            && (!first || waited_out || feeds.remotes_synced());
+        if dirty && ready {
             dirty = false;
-            let snap = cache.publish(scopes.iter().flat_map(|s| s.live.values()), &settings);
+            let snap = feeds.publish(&cache, &settings);
             metrics.observe_snapshot(&snap);
             let now: BTreeSet<crate::peers::Problem> = snap.problems.iter().cloned().collect();
             for p in now.difference(&logged) {
                 tracing::warn!(node = %p.node, kind = ?p.kind, problem = %p.message, "StellarNode skipped or corrected; fix the object to clear this warning");
             }
             logged = now;
+            let now: BTreeSet<crate::peers::RemoteProblem> =
+                snap.remote_problems.iter().cloned().collect();
+            for p in now.difference(&logged_remote) {
+                tracing::warn!(cluster = %p.cluster, node = %p.node, problem = %p.message, "validator of a linked cluster left out; fix the object in that cluster");
+            }
+            logged_remote = now;
             tracing::info!(
                 version = snap.version,
                 nodes = snap.node_count(),
+                linked_clusters = snap.remotes.len(),
                 networks = snap.networks().count(),
                 "peer snapshot published"
             );
@@ -248,7 +599,7 @@ pub async fn run(
 fn watcher(
     api: Api<WatchedNode>,
     cfg: watcher::Config,
-) -> impl futures::Stream<Item = watcher::Result<Event<WatchedNode>>> {
+) -> impl futures::Stream<Item = watcher::Result<Event<WatchedNode>>> + Send + 'static {
     watcher::watcher(api, cfg)
 }
 
@@ -291,6 +642,46 @@ pub async fn list_once(
         out.extend(list.items.into_iter().filter_map(|n| n.record));
     }
     Ok(out)
+}
+
+/// Lists the linked clusters' StellarNodes once (for the `peers` command): the links
+/// are the files and, with `link_namespace`, the link Secrets there. A cluster that
+/// cannot be listed is left out, with its error.
+pub async fn list_linked(
+    client: &Client,
+    sources: &Sources,
+) -> Result<(Vec<(String, Vec<NodeRecord>)>, Vec<String>), kube::Error> {
+    let mut links: BTreeMap<String, Link> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for l in &sources.link_files {
+        links.insert(l.cluster.clone(), l.clone());
+    }
+    if let Some(ns) = &sources.link_namespace {
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let lp = kube::api::ListParams::default()
+            .labels(&format!("{}=true", crate::remote::REMOTE_LABEL));
+        let secrets = api.list(&lp).await?;
+        let (wanted, errs) = crate::remote::desired_links(&secrets.items, &BTreeMap::new());
+        errors.extend(errs.iter().map(|e| crate::error::chain(e)));
+        for (c, l) in wanted {
+            links.entry(c).or_insert(l);
+        }
+    }
+    let mut out = Vec::new();
+    for (cluster, link) in links {
+        let listed = match link.client().await {
+            Ok(c) => list_once(c, &[]).await.map_err(|e| e.to_string()),
+            Err(e) => Err(crate::error::chain(&e)),
+        };
+        match listed {
+            Ok(records) => out.push((cluster, records)),
+            Err(e) => errors.push(format!(
+                "cluster {cluster} ({}): {e}; its peers are not shown",
+                link.origin
+            )),
+        }
+    }
+    Ok((out, errors))
 }
 
 #[cfg(test)]

@@ -211,6 +211,58 @@ impl KubeArgs {
     }
 }
 
+/// Links to other clusters whose validators join the peers: shared by `serve` and `peers`.
+#[derive(Args, Debug, Clone)]
+pub struct RemoteArgs {
+    /// Link the clusters of the Secrets labelled `stellar.org/remote-cluster=true` in this
+    /// namespace (the injector's own), watched: adding, changing or deleting one links,
+    /// relinks or unlinks its cluster. Off when empty.
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_REMOTE_SECRET_NAMESPACE",
+        value_name = "NAMESPACE"
+    )]
+    pub remote_secret_namespace: Option<String>,
+    /// Link a cluster by kubeconfig file, `NAME=PATH` (repeatable, or comma-separated);
+    /// for running outside a cluster.
+    #[arg(long = "remote-kubeconfig", env = "STELLAR_PEER_INJECTOR_REMOTE_KUBECONFIGS",
+          value_name = "NAME=PATH", value_delimiter = ',', value_parser = parse_remote_kubeconfig)]
+    pub remote_kubeconfigs: Vec<(String, PathBuf)>,
+}
+
+fn parse_remote_kubeconfig(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?}: expected NAME=PATH, e.g. eu-west=/etc/links/eu-west.kubeconfig")
+    })?;
+    let name = name.trim();
+    if !crate::remote::valid_cluster_name(name) {
+        return Err(format!(
+            "{name:?}: a cluster name is 1-63 lower-case letters, digits or '-'"
+        ));
+    }
+    if path.trim().is_empty() {
+        return Err(format!("{s:?}: the PATH is empty"));
+    }
+    Ok((name.to_owned(), PathBuf::from(path.trim())))
+}
+
+impl RemoteArgs {
+    /// The file links, read now (a file that cannot be read stops the command).
+    pub fn file_links(&self) -> Result<Vec<crate::remote::Link>, Error> {
+        self.remote_kubeconfigs
+            .iter()
+            .map(|(n, p)| crate::remote::Link::from_file(n, p).map_err(Error::Link))
+            .collect()
+    }
+
+    pub fn secret_namespace(&self) -> Option<String> {
+        self.remote_secret_namespace
+            .as_ref()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// HTTPS address of the admission endpoint (POST /mutate).
@@ -324,6 +376,12 @@ pub struct ServeArgs {
     pub resolve_grace: Duration,
     #[command(flatten)]
     pub dns: DnsArgs,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// At start, how long the first snapshot (and so readiness) waits for the linked
+    /// clusters' first list, so that a restart does not inject short lists and roll.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_REMOTE_SYNC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub remote_sync_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -372,6 +430,8 @@ pub struct PeersArgs {
     pub kube: KubeArgs,
     #[command(flatten)]
     pub peers: PeerArgs,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 #[derive(Args, Debug)]

@@ -60,6 +60,23 @@ pub struct ValidatorConfig {
     /// Raw TOML the operator puts in the node's config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_peers: Option<String>,
+    /// The validator's public DNS name: linked clusters reach it by `hostname` on port
+    /// 11625 when it has no `stellar.org/peer-address` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_dns: Option<ExternalDns>,
+}
+
+/// `spec.validatorConfig.externalDns`: only `hostname` is read.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+pub struct ExternalDns {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 /// Status written by the operator; the injector does not read it.

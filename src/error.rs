@@ -27,6 +27,8 @@ pub enum Error {
     Config(String),
     #[error(transparent)]
     Settings(#[from] crate::inject::SettingsError),
+    #[error("{}", chain(.0))]
+    Link(#[source] crate::remote::LinkError),
     #[error("certificate generation failed: {0}")]
     Certs(#[source] rcgen::Error),
     #[error("{0}")]
@@ -83,4 +85,20 @@ pub enum InputError {
     },
     #[error(transparent)]
     ExtraPeers(#[from] crate::peers::extra::ExtraPeersError),
+}
+
+/// An error and all its sources, joined with `": "`, for one log line.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        // Some errors repeat their source's text in their own.
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
 }

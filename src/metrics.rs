@@ -190,6 +190,8 @@ pub enum ErrorKind {
     /// A peer-resolution round could not ask the DNS server (no answer, or an error
     /// answer such as SERVFAIL): those addresses were not judged.
     Dns,
+    /// A link Secret (or `--remote-kubeconfig` file) could not be read or used.
+    RemoteLink,
 }
 
 impl ErrorKind {
@@ -198,8 +200,15 @@ impl ErrorKind {
             Self::ServiceCreate => "service_create",
             Self::EventPublish => "event_publish",
             Self::Dns => "dns",
+            Self::RemoteLink => "remote_link",
         }
     }
+}
+
+/// Labels of the per-linked-cluster metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
 }
 
 /// Labels of `rollouts_waiting`.
@@ -230,6 +239,11 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub task_restarts: Family<TaskLabels, Counter>,
     pub peers_unresolvable: Family<NetworkLabels, Gauge>,
+    pub remote_synced: Family<ClusterLabels, Gauge>,
+    pub remote_nodes: Family<ClusterLabels, Gauge>,
+    pub remote_last_sync: Family<ClusterLabels, Gauge>,
+    pub remote_errors: Family<ClusterLabels, Counter>,
+    pub remote_excluded: Family<ClusterLabels, Gauge>,
     pub events_dropped: Counter,
 }
 
@@ -352,6 +366,36 @@ impl Metrics {
             "Peer addresses pods are given that do not resolve in DNS (NXDOMAIN or no A record), by network",
             peers_unresolvable.clone(),
         );
+        let remote_synced = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "remote_cluster_synced",
+            "1 while the linked cluster's StellarNodes are listed and its watch is healthy; 0 while it fails (its last known peers are kept)",
+            remote_synced.clone(),
+        );
+        let remote_nodes = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "remote_cluster_nodes",
+            "StellarNodes of every type last seen in the linked cluster",
+            remote_nodes.clone(),
+        );
+        let remote_last_sync = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "remote_cluster_last_sync_timestamp_seconds",
+            "Unix time of the last complete list or change seen from the linked cluster",
+            remote_last_sync.clone(),
+        );
+        let remote_errors = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "remote_cluster_errors",
+            "Failed list or watch requests to the linked cluster (retried with backoff)",
+            remote_errors.clone(),
+        );
+        let remote_excluded = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "remote_peers_excluded",
+            "Validators of the linked cluster left out of the peers: no usable external address",
+            remote_excluded.clone(),
+        );
         let events_dropped = Counter::default();
         registry.register(
             "events_dropped",
@@ -361,6 +405,11 @@ impl Metrics {
         Self {
             registry,
             peers_unresolvable,
+            remote_synced,
+            remote_nodes,
+            remote_last_sync,
+            remote_errors,
+            remote_excluded,
             events_dropped,
             task_restarts,
             services_created,
@@ -449,6 +498,60 @@ impl Metrics {
         );
         self.snapshot_version.set(snap.version as i64);
         self.cache_synced.set(1);
+        for (cluster, r) in &snap.remotes {
+            self.remote_excluded
+                .get_or_create(&ClusterLabels {
+                    cluster: cluster.clone(),
+                })
+                .set(r.excluded as i64);
+        }
+    }
+
+    /// One linked cluster's state, after every change of it.
+    pub fn observe_remote(
+        &self,
+        cluster: &str,
+        synced: bool,
+        nodes: usize,
+        last_sync: Option<i64>,
+    ) {
+        let l = ClusterLabels {
+            cluster: cluster.to_owned(),
+        };
+        self.remote_synced.get_or_create(&l).set(i64::from(synced));
+        self.remote_nodes.get_or_create(&l).set(nodes as i64);
+        let _ = self.remote_errors.get_or_create(&l);
+        if let Some(t) = last_sync {
+            self.remote_last_sync.get_or_create(&l).set(t);
+        }
+        if nodes == 0 {
+            self.remote_excluded.get_or_create(&l).set(0);
+        }
+    }
+
+    /// Counts one failed request to a linked cluster.
+    pub fn remote_error(&self, cluster: &str) {
+        self.remote_errors
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Drops an unlinked cluster's series.
+    pub fn forget_remote(&self, cluster: &str) {
+        let l = ClusterLabels {
+            cluster: cluster.to_owned(),
+        };
+        for f in [
+            &self.remote_synced,
+            &self.remote_nodes,
+            &self.remote_last_sync,
+            &self.remote_excluded,
+        ] {
+            f.remove(&l);
+        }
+        self.remote_errors.remove(&l);
     }
 
     /// Mirrors a peer-resolution round into `peers_unresolvable`.

@@ -81,6 +81,9 @@ pub struct NodeRecord {
     pub rollout_window: Option<Windows>,
     /// Why a rollout annotation was not understood (it is then ignored).
     pub rollout_problem: Option<String>,
+    /// `spec.validatorConfig.externalDns.hostname`: the name other clusters reach this
+    /// validator by (port 11625), when it has no `stellar.org/peer-address`.
+    pub external_hostname: Option<String>,
 }
 
 pub use crate::config::UserPeers;
@@ -148,6 +151,7 @@ impl NodeRecord {
             rollout: Control::Normal,
             rollout_window: None,
             rollout_problem: None,
+            external_hostname: None,
         }
     }
 
@@ -238,6 +242,14 @@ impl NodeRecord {
             }
         };
         let problem = (!problems.is_empty()).then_some(NodeProblem(problems));
+        let external_hostname = spec
+            .and_then(|s| s.get("validatorConfig"))
+            .and_then(|c| c.get("externalDns"))
+            .and_then(|d| d.get("hostname"))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned);
         let (user_peers, user_peers_problem) = match spec
             .and_then(|s| s.get("validatorConfig"))
             .and_then(|c| c.get("knownPeers"))
@@ -269,6 +281,7 @@ impl NodeRecord {
             rollout,
             rollout_window,
             rollout_problem,
+            external_hostname,
         })
     }
 }
@@ -342,6 +355,29 @@ mod tests {
         assert!(!r.suspended);
         assert_eq!(r.peer_address.as_deref(), Some("v1.example.org:11625"));
         assert!(r.is_peer());
+        assert_eq!(r.external_hostname, None);
+    }
+
+    #[test]
+    fn reads_the_external_dns_hostname() {
+        let r = rec(
+            json!({"metadata": {"name": "v1"}, "spec": {"nodeType": "Validator", "network": "testnet",
+            "validatorConfig": {"externalDns": {"hostname": " v1.b.example.org ", "ttl": 300}}}}),
+        );
+        assert_eq!(r.external_hostname.as_deref(), Some("v1.b.example.org"));
+        for bad in [
+            json!({"hostname": 5}),
+            json!({"hostname": ""}),
+            json!("x"),
+            json!(null),
+        ] {
+            let r = rec(
+                json!({"metadata": {"name": "v1"}, "spec": {"nodeType": "Validator", "network": "testnet",
+                "validatorConfig": {"externalDns": bad}}}),
+            );
+            assert_eq!(r.external_hostname, None, "{bad}");
+            assert!(r.problem.is_none());
+        }
     }
 
     #[test]

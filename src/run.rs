@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::cache::{self, PeerCache};
-use crate::cli::{CertsArgs, Cli, Command, InjectArgs, LogFormat, Output, PeersArgs, ServeArgs};
+use crate::cli::{CertsArgs, Cli, Command, InjectArgs, LogFormat, PeersArgs, ServeArgs};
 use crate::error::Error;
 use crate::events::EventSink;
 use crate::metrics::Metrics;
@@ -102,11 +102,16 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     }
     {
         let (client, cache, metrics) = (client.clone(), cache.clone(), metrics.clone());
-        let namespaces = args.kube.namespaces();
+        let sources = cache::Sources {
+            namespaces: args.kube.namespaces(),
+            link_namespace: args.remote.secret_namespace(),
+            link_files: args.remote.file_links()?,
+            first_sync_timeout: args.remote_sync_timeout,
+        };
         rt.spawn_restarting("stellarnode-watch", move || {
             cache::run(
                 client.clone(),
-                namespaces.clone(),
+                sources.clone(),
                 peer_settings.clone(),
                 cache.clone(),
                 metrics.clone(),
@@ -311,7 +316,6 @@ async fn shutdown_signal() {
 }
 
 async fn peers(args: PeersArgs) -> Result<(), Error> {
-    use crate::peers::resolve::{ClusterDns, Status};
     let settings = args.peers.settings()?;
     let resolver = if args.resolve {
         Some(args.dns.resolver()?)
@@ -319,131 +323,42 @@ async fn peers(args: PeersArgs) -> Result<(), Error> {
         None
     };
     let client = args.kube.client().await?;
-    let records = cache::list_once(client, &args.kube.namespaces()).await?;
-    let snap = PeerSnapshot::build(1, &records, &settings);
-    for p in &snap.problems {
-        eprintln!("warning: {}: {}", p.node, p.message);
-    }
-    let wanted = |n: &str| args.network.as_deref().is_none_or(|w| w == n);
-    let nets: Vec<_> = snap.networks().filter(|(n, _)| wanted(n)).collect();
+    let records = cache::list_once(client.clone(), &args.kube.namespaces()).await?;
+    let sources = cache::Sources {
+        link_namespace: args.remote.secret_namespace(),
+        link_files: args.remote.file_links()?,
+        ..cache::Sources::default()
+    };
+    let (remote, link_errors) = cache::list_linked(&client, &sources).await?;
+    let snap = PeerSnapshot::build_linked(
+        1,
+        &records,
+        remote
+            .iter()
+            .flat_map(|(c, rs)| rs.iter().map(move |r| (c.as_str(), r))),
+        &settings,
+    );
     let round = match &resolver {
         Some(r) => Some(crate::reports::check(r, &snap, &Default::default()).await),
         None => None,
     };
-    let status: std::collections::HashMap<&str, &Status> = round
+    let servers: Vec<String> = resolver
         .iter()
-        .flat_map(|r| r.statuses.iter())
-        .map(|(t, s)| (&*t.address, s))
+        .flat_map(|r| r.servers())
+        .map(ToString::to_string)
         .collect();
-    let resolves = |a: &str| match status.get(a) {
-        Some(Status::Resolves) => ("yes".to_owned(), Value::Bool(true)),
-        Some(Status::Unresolvable(why)) => (format!("no ({})", why.as_str()), Value::Bool(false)),
-        _ => ("unknown".to_owned(), Value::Null),
-    };
-    // Every address that does not resolve, with who gives it out (knownPeers included).
-    let unresolvable: Vec<_> = round
-        .iter()
-        .flat_map(|r| r.statuses.iter())
-        .filter(|(t, _)| t.networks.iter().any(|n| wanted(n)))
-        .filter_map(|(t, s)| match s {
-            Status::Unresolvable(why) => Some((t, *why)),
-            _ => None,
-        })
-        .collect();
-    if let Some(r) = &round {
-        let servers: Vec<String> = resolver
-            .iter()
-            .flat_map(|r| r.servers())
-            .map(ToString::to_string)
-            .collect();
-        match &r.cluster {
-            ClusterDns::Serves => {}
-            ClusterDns::NotServed(why) => eprintln!(
-                "note: in-cluster peer addresses were not checked: {why} (asked {}); pass --dns-server with the cluster DNS",
-                servers.join(", ")
-            ),
-            ClusterDns::Unreachable(why) => eprintln!(
-                "note: no peer address was checked: cannot reach the DNS server ({why}); pass --dns-server IP[:PORT] of one this machine can reach"
-            ),
-        }
-        for (t, why) in &unresolvable {
-            let owners: Vec<String> = t.owners.iter().map(ToString::to_string).collect();
-            eprintln!(
-                "warning: {} does not resolve ({}); given out by {}",
-                t.address,
-                why.as_str(),
-                owners.join(", ")
-            );
-        }
+    let out = crate::inspect::PeersView {
+        snap: &snap,
+        network: args.network.as_deref(),
+        round: round.as_ref(),
+        dns_servers: &servers,
+        link_errors: &link_errors,
     }
-    match args.output {
-        Output::Json => {
-            let obj: serde_json::Map<String, Value> = nets
-                .iter()
-                .map(|(n, p)| {
-                    let peers: Vec<Value> = p
-                        .entries()
-                        .map(|(a, pref)| {
-                            let mut v = serde_json::json!({"address": a, "preferred": pref});
-                            if round.is_some() {
-                                v["resolves"] = resolves(a).1;
-                            }
-                            v
-                        })
-                        .collect();
-                    (
-                        (*n).to_owned(),
-                        serde_json::json!({"validators": p.validators, "peers": peers}),
-                    )
-                })
-                .collect();
-            let mut out = serde_json::json!({ "networks": obj });
-            if let Some(r) = &round {
-                out["unresolvable"] = unresolvable
-                    .iter()
-                    .map(|(t, why)| {
-                        serde_json::json!({
-                            "address": &*t.address,
-                            "why": why.as_str(),
-                            "networks": t.networks,
-                            "owners": t.owners.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        })
-                    })
-                    .collect();
-                out["dns"] = match &r.cluster {
-                    ClusterDns::Serves => serde_json::json!({"checked": true}),
-                    ClusterDns::NotServed(why) => {
-                        serde_json::json!({"checked": "outside the cluster domain only", "why": why})
-                    }
-                    ClusterDns::Unreachable(why) => {
-                        serde_json::json!({"checked": false, "why": why})
-                    }
-                };
-            }
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-        }
-        Output::Table => {
-            let w = nets.iter().map(|(n, _)| n.len()).max().unwrap_or(7).max(7);
-            if round.is_some() {
-                println!(
-                    "{:<w$}  {:<9}  {:<16}  PEER",
-                    "NETWORK", "PREFERRED", "RESOLVES"
-                );
-            } else {
-                println!("{:<w$}  {:<9}  PEER", "NETWORK", "PREFERRED");
-            }
-            for (n, p) in &nets {
-                for (a, pref) in p.entries() {
-                    let pref = if pref { "yes" } else { "no" };
-                    if round.is_some() {
-                        println!("{n:<w$}  {pref:<9}  {:<16}  {a}", resolves(a).0);
-                    } else {
-                        println!("{n:<w$}  {pref:<9}  {a}");
-                    }
-                }
-            }
-        }
+    .render(args.output);
+    for line in &out.notes {
+        eprintln!("{line}");
     }
+    print!("{}", out.stdout);
     Ok(())
 }
 

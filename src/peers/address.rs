@@ -60,6 +60,53 @@ fn is_dns_name(host: &str) -> bool {
         })
 }
 
+/// Why a StellarNode of a linked cluster is no peer here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteAddressError {
+    #[error(
+        "no address reachable from other clusters: set the annotation stellar.org/peer-address \
+         or spec.validatorConfig.externalDns.hostname on it"
+    )]
+    None,
+    #[error(
+        "{0:?} is a name inside its own cluster, which other clusters cannot resolve: set the \
+         annotation stellar.org/peer-address or spec.validatorConfig.externalDns.hostname to an \
+         external name"
+    )]
+    InCluster(String),
+    #[error("{0}; set an external host[:port]")]
+    Invalid(AddressError),
+}
+
+/// The address other clusters reach a validator by: `stellar.org/peer-address`, else
+/// `externalDns.hostname` on port 11625. A name under `svc.<domain>` (of this cluster's
+/// domain or the default `cluster.local`) is refused: it would resolve, if at all, to a
+/// Service of the wrong cluster. An unusable annotation falls back to the hostname.
+pub fn external_address(
+    peer_address: Option<&str>,
+    external_hostname: Option<&str>,
+    local_domain: &str,
+) -> Result<String, RemoteAddressError> {
+    let check = |raw: &str| -> Result<String, RemoteAddressError> {
+        let a = normalize(raw).map_err(RemoteAddressError::Invalid)?;
+        let host = a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h);
+        let in_cluster = ["cluster.local", local_domain].iter().any(|d| {
+            let d = d.trim_matches('.').to_ascii_lowercase();
+            host.ends_with(&format!(".svc.{d}"))
+        });
+        if in_cluster || (!host.contains('.') && host.parse::<Ipv4Addr>().is_err()) {
+            return Err(RemoteAddressError::InCluster(a));
+        }
+        Ok(a)
+    };
+    match (peer_address, external_hostname) {
+        (Some(p), None) => check(p),
+        (Some(p), Some(h)) => check(p).or_else(|_| check(h)),
+        (None, Some(h)) => check(h),
+        (None, None) => Err(RemoteAddressError::None),
+    }
+}
+
 /// The governing (headless) Service of a validator's StatefulSet, as the Stellar-K8s
 /// operator names it in `serviceName`.
 pub fn governing_service(name: &str) -> String {
@@ -104,6 +151,60 @@ mod tests {
         assert!(matches!(normalize("\"evil\""), Err(AddressError::Host(_))));
         assert!(matches!(normalize("-a.b"), Err(AddressError::Host(_))));
         assert!(matches!(normalize("a..b"), Err(AddressError::Host(_))));
+    }
+
+    #[test]
+    fn external_address_rule() {
+        let ext = |p: Option<&str>, h: Option<&str>| external_address(p, h, "corp.example");
+        assert_eq!(
+            ext(Some("V1.B.example.org:11700"), Some("x.org")).as_deref(),
+            Ok("v1.b.example.org:11700")
+        );
+        assert_eq!(
+            ext(None, Some("v1.b.example.org")).as_deref(),
+            Ok("v1.b.example.org:11625")
+        );
+        assert_eq!(
+            ext(None, Some("203.0.113.7")).as_deref(),
+            Ok("203.0.113.7:11625")
+        );
+        assert_eq!(ext(None, None), Err(RemoteAddressError::None));
+        // An unusable annotation falls back to the hostname, and fails only without one.
+        assert_eq!(
+            ext(Some("a b"), Some("v1.b.example.org")).as_deref(),
+            Ok("v1.b.example.org:11625")
+        );
+        assert!(matches!(
+            ext(Some("a b"), None),
+            Err(RemoteAddressError::Invalid(_))
+        ));
+        for in_cluster in [
+            "v1-0.v1-headless.ns.svc.cluster.local",
+            "v1.ns.svc.cluster.local.:11625",
+            "v1.ns.svc.corp.example",
+            "v1-headless",
+        ] {
+            assert!(
+                matches!(
+                    ext(Some(in_cluster), None),
+                    Err(RemoteAddressError::InCluster(_))
+                ),
+                "{in_cluster}"
+            );
+            assert!(matches!(
+                ext(None, Some(in_cluster)),
+                Err(RemoteAddressError::InCluster(_))
+            ));
+        }
+        // Every refusal says what to set.
+        for e in [
+            ext(None, None),
+            ext(Some("v1-headless"), None),
+            ext(Some(":x"), None),
+        ] {
+            let msg = e.expect_err("refused").to_string();
+            assert!(msg.contains("set"), "{msg}");
+        }
     }
 
     #[test]

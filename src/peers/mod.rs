@@ -39,10 +39,33 @@ impl Default for PeerSettings {
     }
 }
 
+/// Where a peer of a network comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A validator of this cluster (its in-cluster name or its `stellar.org/peer-address`).
+    Local,
+    /// A validator of the linked cluster of this name (its external address).
+    Remote(Arc<str>),
+    /// A static extra peer (`--extra-peers`).
+    Extra,
+}
+
+impl Origin {
+    /// `local`, `extra`, or the linked cluster's name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Local => "local",
+            Self::Remote(c) => c,
+            Self::Extra => "extra",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Peer {
     address: Arc<str>,
     preferred: bool,
+    origin: Origin,
     /// Stable hash of the address, the peer's half of the rendezvous score.
     key: u64,
 }
@@ -51,8 +74,11 @@ struct Peer {
 #[derive(Clone, Debug, Default)]
 pub struct NetworkPeers {
     peers: Vec<Peer>,
-    /// How many of them are StellarNode validators (the rest are static extras).
+    /// How many of them are StellarNode validators, of this cluster and of linked ones
+    /// (the rest are static extras).
     pub validators: usize,
+    /// How many of the validators are in linked clusters.
+    pub remote_validators: usize,
 }
 
 impl NetworkPeers {
@@ -71,6 +97,13 @@ impl NetworkPeers {
     /// `(address, preferred)` pairs, sorted by address.
     pub fn entries(&self) -> impl Iterator<Item = (&str, bool)> {
         self.peers.iter().map(|p| (&*p.address, p.preferred))
+    }
+
+    /// `(address, preferred, origin)`, sorted by address.
+    pub fn origins(&self) -> impl Iterator<Item = (&str, bool, &Origin)> {
+        self.peers
+            .iter()
+            .map(|p| (&*p.address, p.preferred, &p.origin))
     }
 }
 
@@ -98,6 +131,8 @@ pub struct NodeEntry {
     pub record: NodeRecord,
     /// The address this node is known by to others; excluded from its own list.
     self_address: Option<Arc<str>>,
+    /// The address linked clusters know it by, when it has one: excluded too.
+    external_address: Option<Arc<str>>,
     list: OnceLock<Arc<PeerList>>,
 }
 
@@ -176,6 +211,26 @@ pub fn untold_problems<'a>(
     current.iter().filter(|p| !told.contains(*p)).collect()
 }
 
+/// A validator of a linked cluster that is no peer here, and why.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RemoteProblem {
+    pub cluster: String,
+    /// `namespace/name` in that cluster.
+    pub node: String,
+    pub message: String,
+}
+
+/// What the snapshot counted of one linked cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoteSummary {
+    /// Its StellarNodes, of every type.
+    pub nodes: usize,
+    /// Its validators that are peers here.
+    pub peers: usize,
+    /// Its validators left out (no usable external address).
+    pub excluded: usize,
+}
+
 /// An immutable, versioned view of every StellarNode's peers.
 #[derive(Debug, Default)]
 pub struct PeerSnapshot {
@@ -186,31 +241,96 @@ pub struct PeerSnapshot {
     node_count: usize,
     /// Nodes that were skipped or corrected, with the reason, sorted.
     pub problems: Vec<Problem>,
+    /// Validators of linked clusters left out, with the reason, sorted.
+    pub remote_problems: Vec<RemoteProblem>,
+    /// Per linked cluster (sorted by name), what it contributed.
+    pub remotes: BTreeMap<String, RemoteSummary>,
 }
 
 impl PeerSnapshot {
-    /// Builds a snapshot. Pure: the same inputs give the same snapshot.
+    /// Builds a snapshot of this cluster's StellarNodes. Pure: the same inputs give the
+    /// same snapshot.
     pub fn build<'a>(
         version: u64,
         records: impl IntoIterator<Item = &'a NodeRecord>,
         settings: &PeerSettings,
     ) -> Self {
+        Self::build_linked(version, records, std::iter::empty(), settings)
+    }
+
+    /// Builds a snapshot of this cluster's StellarNodes (`local`) and those of linked
+    /// clusters (`remote`: the cluster's name and the node). A remote validator is a peer
+    /// of its network by its external address ([`address::external_address`]), or left
+    /// out with a [`RemoteProblem`]; it gets no list here (its own cluster serves its
+    /// pods). Pure: the same inputs give the same snapshot.
+    pub fn build_linked<'a, 'c>(
+        version: u64,
+        local: impl IntoIterator<Item = &'a NodeRecord>,
+        remote: impl IntoIterator<Item = (&'c str, &'a NodeRecord)>,
+        settings: &PeerSettings,
+    ) -> Self {
         let mut networks: BTreeMap<String, Vec<Peer>> = BTreeMap::new();
         let mut validators: BTreeMap<String, usize> = BTreeMap::new();
+        let mut remote_validators: BTreeMap<String, usize> = BTreeMap::new();
+        let mut remotes: BTreeMap<String, RemoteSummary> = BTreeMap::new();
+        let mut remote_problems = Vec::new();
+        for (cluster, rec) in remote {
+            let summary = remotes.entry(cluster.to_owned()).or_default();
+            summary.nodes += 1;
+            if !rec.is_peer() {
+                continue;
+            }
+            match address::external_address(
+                rec.peer_address.as_deref(),
+                rec.external_hostname.as_deref(),
+                &settings.cluster_domain,
+            ) {
+                Ok(a) => {
+                    summary.peers += 1;
+                    let address: Arc<str> = Arc::from(a);
+                    networks.entry(rec.network.clone()).or_default().push(Peer {
+                        key: key_of(&address),
+                        address,
+                        preferred: true,
+                        origin: Origin::Remote(Arc::from(cluster)),
+                    });
+                    *validators.entry(rec.network.clone()).or_default() += 1;
+                    *remote_validators.entry(rec.network.clone()).or_default() += 1;
+                }
+                Err(e) => {
+                    summary.excluded += 1;
+                    remote_problems.push(RemoteProblem {
+                        cluster: cluster.to_owned(),
+                        node: format!("{}/{}", rec.namespace, rec.name),
+                        message: format!("left out of {}'s peers: {e}", rec.network),
+                    });
+                }
+            }
+        }
         let mut nodes: HashMap<String, HashMap<String, NodeEntry>> = HashMap::new();
         let mut problems = Vec::new();
         let mut node_count = 0;
-        for rec in records {
+        for rec in local {
             node_count += 1;
             let mut self_address = None;
+            let mut external_address = None;
             let mut rec = rec.clone();
             if rec.problem.is_none() && rec.kind == NodeKind::Validator {
                 let addr = node_address(&rec, &settings.cluster_domain, &mut problems);
+                external_address = address::external_address(
+                    rec.peer_address.as_deref(),
+                    rec.external_hostname.as_deref(),
+                    &settings.cluster_domain,
+                )
+                .ok()
+                .filter(|a| **a != *addr)
+                .map(Arc::from);
                 if rec.is_peer() {
                     networks.entry(rec.network.clone()).or_default().push(Peer {
                         key: key_of(&addr),
                         address: addr.clone(),
                         preferred: true,
+                        origin: Origin::Local,
                     });
                     *validators.entry(rec.network.clone()).or_default() += 1;
                 }
@@ -237,6 +357,7 @@ impl PeerSnapshot {
                 NodeEntry {
                     record: rec,
                     self_address,
+                    external_address,
                     list: OnceLock::new(),
                 },
             );
@@ -249,6 +370,7 @@ impl PeerSnapshot {
                     key: key_of(&address),
                     address,
                     preferred: e.preferred,
+                    origin: Origin::Extra,
                 });
             }
         }
@@ -263,16 +385,19 @@ impl PeerSnapshot {
                 // Keep one entry per address; preferred wins (sorted first).
                 peers.dedup_by(|later, first| later.address == first.address);
                 let v = validators.get(&net).copied().unwrap_or(0);
+                let r = remote_validators.get(&net).copied().unwrap_or(0);
                 (
                     net,
                     NetworkPeers {
                         peers,
                         validators: v,
+                        remote_validators: r,
                     },
                 )
             })
             .collect();
         problems.sort();
+        remote_problems.sort();
         Self {
             version,
             settings: settings.clone(),
@@ -280,6 +405,8 @@ impl PeerSnapshot {
             nodes,
             node_count,
             problems,
+            remote_problems,
+            remotes,
         }
     }
 
@@ -328,7 +455,10 @@ impl PeerSnapshot {
             .get_or_init(|| {
                 Arc::new(compute_list(
                     &entry.record,
-                    entry.self_address.as_deref(),
+                    [
+                        entry.self_address.as_deref(),
+                        entry.external_address.as_deref(),
+                    ],
                     self.networks.get(&entry.record.network),
                     self.settings.max_peers,
                 ))
@@ -370,18 +500,17 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// `own`: the addresses the node is known by (in this cluster, and to linked ones).
 fn compute_list(
     rec: &NodeRecord,
-    self_address: Option<&str>,
+    own: [Option<&str>; 2],
     net: Option<&NetworkPeers>,
     max_peers: usize,
 ) -> PeerList {
     let empty = Vec::new();
     let peers = net.map_or(&empty, |n| &n.peers);
-    let mut chosen: Vec<&Peer> = peers
-        .iter()
-        .filter(|p| Some(&*p.address) != self_address)
-        .collect();
+    let is_self = |a: &str| own.contains(&Some(a));
+    let mut chosen: Vec<&Peer> = peers.iter().filter(|p| !is_self(&p.address)).collect();
     if max_peers == 0 {
         chosen.clear();
     } else if chosen.len() > max_peers {
@@ -415,7 +544,7 @@ fn compute_list(
         );
         preferred.extend(user.preferred.iter().map(|a| Arc::from(a.as_str())));
         for list in [&mut known, &mut preferred] {
-            list.retain(|a| Some(&**a) != self_address);
+            list.retain(|a| !is_self(a));
             list.sort();
             list.dedup();
         }

@@ -46,6 +46,8 @@ pub enum Owner {
     KnownPeer(NodeRef),
     /// A static extra peer of this network (`--extra-peers`).
     Extra(String),
+    /// The external address of a validator of this linked cluster.
+    Remote(String),
 }
 
 impl Owner {
@@ -53,7 +55,7 @@ impl Owner {
     pub fn node(&self) -> Option<&NodeRef> {
         match self {
             Self::Node { node, .. } | Self::KnownPeer(node) => Some(node),
-            Self::Extra(_) => None,
+            Self::Extra(_) | Self::Remote(_) => None,
         }
     }
 }
@@ -64,6 +66,7 @@ impl std::fmt::Display for Owner {
             Self::Node { node, .. } => write!(f, "{node} (its own address)"),
             Self::KnownPeer(node) => write!(f, "{node} (validatorConfig.knownPeers)"),
             Self::Extra(net) => write!(f, "extra peers of {net}"),
+            Self::Remote(cluster) => write!(f, "a validator of linked cluster {cluster}"),
         }
     }
 }
@@ -132,6 +135,13 @@ pub fn targets(snap: &PeerSnapshot) -> Vec<Target> {
                 net,
                 Owner::Extra(net.clone()),
             );
+        }
+    }
+    for (net, peers) in snap.networks() {
+        for (a, _, from) in peers.origins() {
+            if let super::Origin::Remote(cluster) = from {
+                add(Arc::from(a), net, Owner::Remote(cluster.to_string()));
+            }
         }
     }
     by_address.into_values().collect()
@@ -283,6 +293,10 @@ impl Due {
                  but cannot connect. Fix or remove that entry."
             ),
             Owner::Extra(_) => format!("Extra peer {a} has not resolved for {secs} s ({why})."),
+            Owner::Remote(cluster) => format!(
+                "Peer address {a} of a validator in linked cluster {cluster} has not resolved for {secs} s ({why}). \
+                 Fix its {PEER_ADDRESS_ANNOTATION} annotation or spec.validatorConfig.externalDns.hostname in that cluster."
+            ),
         }
     }
 }
@@ -446,6 +460,33 @@ mod tests {
             name: name.into(),
             uid: uid.map(Into::into),
         }
+    }
+
+    #[test]
+    fn remote_peers_are_checked_and_their_events_go_nowhere_local() {
+        let mut b1 = NodeRecord::new("ns", "v1", NodeKind::Validator, "testnet");
+        b1.external_hostname = Some("v1.b.example.org".into());
+        let local = NodeRecord::new("ns", "v1", NodeKind::Validator, "testnet");
+        let snap = PeerSnapshot::build_linked(1, [&local], [("b", &b1)], &settings());
+        let t = targets(&snap);
+        let remote = t
+            .iter()
+            .find(|t| &*t.address == "v1.b.example.org:11625")
+            .expect("remote target");
+        assert_eq!(remote.owners, BTreeSet::from([Owner::Remote("b".into())]));
+        let owner = remote.owners.first().expect("owner");
+        assert_eq!(
+            owner.node(),
+            None,
+            "no Event on the local StellarNode of the same name"
+        );
+        let due = Due {
+            address: remote.address.clone(),
+            why: Why::NoSuchName,
+            for_: Duration::from_secs(120),
+            owner: owner.clone(),
+        };
+        assert!(due.note().contains("linked cluster b"), "{}", due.note());
     }
 
     #[test]

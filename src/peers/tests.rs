@@ -459,3 +459,198 @@ fn each_distinct_problem_is_told_once_while_it_lasts() {
     let s2 = snap(&[a, v("a", "v2", "testnet")]);
     assert_eq!(untold_problems(&told, &s2.problems).len(), 1);
 }
+
+// --- linked clusters -----------------------------------------------------------------
+
+fn ext(mut r: NodeRecord, host: &str) -> NodeRecord {
+    r.external_hostname = Some(host.to_owned());
+    r
+}
+
+fn linked(local: &[NodeRecord], remote: &[(&str, NodeRecord)]) -> PeerSnapshot {
+    PeerSnapshot::build_linked(
+        1,
+        local,
+        remote.iter().map(|(c, r)| (*c, r)),
+        &PeerSettings::default(),
+    )
+}
+
+#[test]
+fn remote_validators_join_by_their_external_address_and_locals_keep_in_cluster_names() {
+    let s = linked(
+        &[
+            ext(v("stellar", "a1", "testnet"), "a1.a.example.org"),
+            v("stellar", "a2", "testnet"),
+        ],
+        &[
+            ("b", ext(v("stellar", "b1", "testnet"), "b1.b.example.org")),
+            ("b", {
+                let mut r = v("stellar", "b2", "testnet");
+                r.peer_address = Some("203.0.113.9:11700".into());
+                r
+            }),
+        ],
+    );
+    assert_eq!(
+        known(&s, "stellar", "a1"),
+        [
+            "203.0.113.9:11700",
+            "a2-0.a2-headless.stellar.svc.cluster.local:11625",
+            "b1.b.example.org:11625",
+        ]
+    );
+    assert_eq!(
+        known(&s, "stellar", "a2"),
+        [
+            "203.0.113.9:11700",
+            "a1-0.a1-headless.stellar.svc.cluster.local:11625",
+            "b1.b.example.org:11625",
+        ],
+        "a local node gets the in-cluster name, never the external one, of a local peer"
+    );
+    let net = s.network("testnet").expect("testnet");
+    assert_eq!((net.validators, net.remote_validators), (4, 2));
+    let origins: Vec<_> = net.origins().map(|(a, _, o)| (a, o.as_str())).collect();
+    assert!(
+        origins.contains(&("b1.b.example.org:11625", "b")),
+        "{origins:?}"
+    );
+    assert!(origins.contains(&("a2-0.a2-headless.stellar.svc.cluster.local:11625", "local")));
+    assert_eq!(
+        s.remotes["b"],
+        RemoteSummary {
+            nodes: 2,
+            peers: 2,
+            excluded: 0
+        }
+    );
+    assert!(
+        s.node("stellar", "b1").is_none(),
+        "remote nodes get no list here"
+    );
+}
+
+#[test]
+fn a_remote_validator_without_an_external_address_is_left_out_and_told() {
+    let mut in_cluster = v("stellar", "b3", "testnet");
+    in_cluster.peer_address = Some("b3-0.b3-headless.stellar.svc.cluster.local".into());
+    let s = linked(
+        &[v("stellar", "a1", "testnet")],
+        &[
+            ("b", v("stellar", "b1", "testnet")),
+            ("b", in_cluster),
+            ("b", ext(v("stellar", "b2", "testnet"), "b2.b.example.org")),
+        ],
+    );
+    assert_eq!(known(&s, "stellar", "a1"), ["b2.b.example.org:11625"]);
+    assert_eq!(s.remotes["b"].excluded, 2);
+    let told: Vec<_> = s
+        .remote_problems
+        .iter()
+        .map(|p| (p.cluster.as_str(), p.node.as_str()))
+        .collect();
+    assert_eq!(told, [("b", "stellar/b1"), ("b", "stellar/b3")]);
+    assert!(
+        s.remote_problems[0]
+            .message
+            .contains("externalDns.hostname")
+    );
+    assert!(
+        s.problems.is_empty(),
+        "remote trouble is never a local StellarNode's problem (no Event on a local object)"
+    );
+}
+
+#[test]
+fn same_names_in_two_clusters_are_two_peers_each_excluding_only_itself() {
+    let s = linked(
+        &[ext(v("stellar", "v1", "testnet"), "v1.a.example.org")],
+        &[
+            ("b", ext(v("stellar", "v1", "testnet"), "v1.b.example.org")),
+            ("c", ext(v("stellar", "v1", "testnet"), "v1.c.example.org")),
+            // A linked cluster that gives out this node's own external name: never itself.
+            ("d", ext(v("other", "x", "testnet"), "v1.a.example.org")),
+        ],
+    );
+    assert_eq!(
+        known(&s, "stellar", "v1"),
+        ["v1.b.example.org:11625", "v1.c.example.org:11625"]
+    );
+}
+
+#[test]
+fn remote_nodes_that_are_not_peers_count_but_do_not_join() {
+    let mut suspended = ext(v("stellar", "b1", "testnet"), "b1.b.example.org");
+    suspended.suspended = true;
+    let horizon = node("stellar", "h", NodeKind::Horizon, "testnet");
+    let mut broken = ext(v("stellar", "b2", "testnet"), "b2.b.example.org");
+    broken.problem = Some(Defect::NoSpec.into());
+    let s = linked(
+        &[v("stellar", "a1", "testnet")],
+        &[("b", suspended), ("b", horizon), ("b", broken)],
+    );
+    assert!(known(&s, "stellar", "a1").is_empty());
+    assert_eq!(
+        s.remotes["b"],
+        RemoteSummary {
+            nodes: 3,
+            peers: 0,
+            excluded: 0
+        }
+    );
+    assert!(s.remote_problems.is_empty());
+}
+
+#[test]
+fn a_remote_peer_changes_the_hash_and_networks_never_mix_across_clusters() {
+    let local = [v("stellar", "a1", "testnet"), v("stellar", "m1", "mainnet")];
+    let before = linked(&local, &[]);
+    let after = linked(
+        &local,
+        &[("b", ext(v("stellar", "b1", "testnet"), "b1.b.example.org"))],
+    );
+    let hash = |s: &PeerSnapshot, n: &str| match s.lookup("stellar", n) {
+        Lookup::Found(l) => l.hash.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(hash(&before, "a1"), hash(&after, "a1"));
+    assert_eq!(
+        hash(&before, "m1"),
+        hash(&after, "m1"),
+        "mainnet is untouched"
+    );
+    assert!(known(&after, "stellar", "m1").is_empty());
+}
+
+#[test]
+fn remote_peers_are_peers_for_the_max_peers_subset() {
+    let remote: Vec<(&str, NodeRecord)> = (0..40)
+        .map(|i| {
+            (
+                "b",
+                ext(
+                    v("stellar", &format!("b{i}"), "testnet"),
+                    &format!("b{i}.b.example.org"),
+                ),
+            )
+        })
+        .collect();
+    let settings = PeerSettings {
+        max_peers: 8,
+        ..PeerSettings::default()
+    };
+    let s = PeerSnapshot::build_linked(
+        1,
+        &[v("stellar", "a1", "testnet"), v("stellar", "a2", "testnet")],
+        remote.iter().map(|(c, r)| (*c, r)),
+        &settings,
+    );
+    let a1 = known(&s, "stellar", "a1");
+    assert_eq!(a1.len(), 8);
+    assert_ne!(
+        a1,
+        known(&s, "stellar", "a2"),
+        "each node its own stable subset"
+    );
+}

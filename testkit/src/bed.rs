@@ -277,10 +277,53 @@ pub fn bed() -> Result<&'static Bed, String> {
     .map_err(Clone::clone)
 }
 
-/// Stops the bed if this test run started it (set STELLAR_TESTBED_KEEP=1 to keep it).
+static BED_B: OnceLock<Result<Bed, String>> = OnceLock::new();
+
+/// The state dir of the second bed, a sibling of the shared one's: `<state>-b`.
+pub fn second_state_dir() -> PathBuf {
+    let mut s = state_dir().into_os_string();
+    s.push("-b");
+    PathBuf::from(s)
+}
+
+/// A second control plane beside the shared one, for tests of linked clusters: brought
+/// up on first use, with the StellarNode CRD, and stopped by [`teardown`] if this run
+/// started it.
+pub fn second_bed() -> Result<&'static Bed, String> {
+    BED_B
+        .get_or_init(|| {
+            // Called from a test's async body: bring it up on a thread of its own (the
+            // runtime cannot block on itself), and let the worker go meanwhile.
+            let work = || {
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        let mut bed = Bed::new(&repo_root(), second_state_dir()).with_timeout(180);
+                        bed.up()?;
+                        rt().block_on(async {
+                            install_crd(&bed.client().await?, "stellar-peer-injector-tests").await
+                        })?;
+                        Ok(bed)
+                    })
+                    .join()
+                    .unwrap_or_else(|_| Err("bringing the second bed up panicked".to_owned()))
+                })
+            };
+            if tokio::runtime::Handle::try_current().is_ok() {
+                tokio::task::block_in_place(work)
+            } else {
+                work()
+            }
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Stops the beds if this test run started them (set STELLAR_TESTBED_KEEP=1 to keep them).
 pub fn teardown() {
-    if let Some(Ok(bed)) = BED.get() {
-        bed.down_if_started("STELLAR_TESTBED_KEEP");
+    for b in [&BED, &BED_B] {
+        if let Some(Ok(bed)) = b.get() {
+            bed.down_if_started("STELLAR_TESTBED_KEEP");
+        }
     }
 }
 

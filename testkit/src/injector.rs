@@ -101,6 +101,25 @@ impl Serve {
         self
     }
 
+    /// `--dns-server` of the bed the kubeconfig belongs to (its CoreDNS, on loopback),
+    /// unless the arguments name one: the peer-resolution checks then never ask the
+    /// machine's own resolver, which is not on loopback.
+    fn dns_default(&self) -> Vec<String> {
+        if self
+            .args
+            .iter()
+            .any(|a| a.starts_with("--dns-server") || a.starts_with("--resolve-check-interval"))
+        {
+            return Vec::new();
+        }
+        let state = self.kubeconfig.parent().unwrap_or(Path::new("."));
+        match crate::bed::Bed::new(&crate::bed::repo_root(), state.to_path_buf()).port("DNS_PORT") {
+            Ok(port) => vec!["--dns-server".to_owned(), format!("127.0.0.1:{port}")],
+            // Not a bed's kubeconfig: no DNS server on loopback to name, so no checks.
+            Err(_) => vec!["--resolve-check-interval".to_owned(), "0s".to_owned()],
+        }
+    }
+
     /// Starts the process (it is killed when the [`Injector`] is dropped).
     pub fn spawn(self) -> Result<Injector, String> {
         let certs = make_certs(&format!("injector-{}", self.tag))?;
@@ -128,6 +147,7 @@ impl Serve {
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(["--namespaces", &self.namespaces])
+            .args(self.dns_default())
             .args(&self.args)
             // Tests that study shutdown pass --shutdown-delay; the others stop at once.
             .env("STELLAR_PEER_INJECTOR_SHUTDOWN_DELAY", "0s")

@@ -14,6 +14,7 @@ mod config_tests;
 mod controls_tests;
 mod fault_tests;
 mod injection_tests;
+mod multicluster_tests;
 mod rollout_tests;
 mod support;
 mod testbed_tests;
@@ -104,6 +105,7 @@ fn main() {
         "controls" => controls_tests,
         "chart" => chart_tests,
         "faults" => fault_tests,
+        "multicluster" => multicluster_tests,
     };
     let listed = registry.check();
     let mut trials = registry.trials;

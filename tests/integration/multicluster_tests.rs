@@ -1,0 +1,375 @@
+//! Linked clusters on two real control planes side by side: the shared bed ("a") and
+//! a second bed ("b", `testkit::second_bed`), each with its own injector, linked by
+//! Secrets that hold the other's kubeconfig.
+//!
+//! Every trial uses a network of its own, so trials sharing bed b never see each
+//! other's validators (a link watches the whole linked cluster).
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, ListParams};
+use serde_json::{Value, json};
+use stellar_peer_injector::crd::StellarNode;
+
+use crate::support::*;
+
+/// A validator StellarNode, with `externalDns.hostname` when `external` is given.
+fn validator(name: &str, net: &str, external: Option<&str>) -> Value {
+    let mut v = stellar_node(name, "Validator", net, false);
+    if let Some(h) = external {
+        v["spec"]["validatorConfig"] = json!({"externalDns": {"hostname": h, "ttl": 300}});
+    }
+    v
+}
+
+/// A link Secret in `ns` for cluster `cluster`, holding the kubeconfig at `path`.
+async fn link(ns: &TestNs, cluster: &str, kubeconfig: &std::path::Path) -> TestResult {
+    let text = std::fs::read_to_string(kubeconfig)
+        .map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
+    ns.create::<Secret>(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("link-{cluster}"),
+                     "labels": {"stellar.org/remote-cluster": "true"},
+                     "annotations": {"stellar.org/cluster-name": cluster}},
+        "stringData": {"kubeconfig": text}
+    }))
+    .await
+    .map(|_| ())
+}
+
+/// Waits until `instance`'s Ready pod has exactly `want` (in any order) as peers.
+async fn wait_sorted(
+    ns: &TestNs,
+    instance: &str,
+    want: &[&str],
+    secs: u64,
+    inj: &Injector,
+) -> TestResult {
+    let mut want: Vec<String> = want.iter().map(|s| (*s).to_owned()).collect();
+    want.sort();
+    match wait_peers(ns, instance, &want, secs).await {
+        Ok(()) => Ok(()),
+        Err(e) => Err(format!(
+            "{e}\nlast seen: {:?}\ninjector log:\n{}",
+            pod_peers(ns, instance).await,
+            tail(&inj.log_text(), 40)
+        )),
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+async fn wait_metric(inj: &Injector, series: &str, want: Option<f64>, secs: u64) -> TestResult {
+    let r = wait_for(
+        Duration::from_secs(secs),
+        &format!("{series} = {want:?}"),
+        || async { (metric_value(&inj.metrics().await, series) == want).then_some(()) },
+    )
+    .await;
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let m = inj.metrics().await;
+            let remote: Vec<&str> = m.lines().filter(|l| l.contains("remote")).collect();
+            Err(format!(
+                "{e}\nremote metrics:\n{}\nlog:\n{}",
+                remote.join("\n"),
+                tail(&inj.log_text(), 40)
+            ))
+        }
+    }
+}
+
+fn template_hashes(list: &[StatefulSet]) -> Vec<(String, Option<String>)> {
+    list.iter()
+        .map(|s| {
+            (
+                s.metadata.name.clone().unwrap_or_default(),
+                template_hash(s),
+            )
+        })
+        .collect()
+}
+
+async fn statefulsets(ns: &TestNs) -> Result<Vec<StatefulSet>, String> {
+    ns.api::<StatefulSet>()
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .map_err(|e| e.to_string())
+}
+
+pub async fn multicluster_validators_of_linked_clusters_get_each_others_external_addresses()
+-> TestResult {
+    let (a, b) = (bed()?, second_bed()?);
+    let ns_a = TestNs::new("mca").await?;
+    let ns_b = TestNs::with_client(b.client().await?, "mcb").await?;
+    let net = ns_a.name.clone();
+    let ext = |n: &str, c: &str| format!("{n}.{net}.{c}.example.org");
+    let ext_addr = |n: &str, c: &str| format!("{}:11625", ext(n, c));
+    link(&ns_a, "b", &b.kubeconfig).await?;
+    link(&ns_b, "a", &a.kubeconfig).await?;
+    let args = |ns: &TestNs| {
+        vec![
+            "--remote-secret-namespace".to_owned(),
+            ns.name.clone(),
+            "--debounce".into(),
+            "1s".into(),
+        ]
+    };
+    let args_a = args(&ns_a);
+    let args_b = args(&ns_b);
+    let inj_a = Injector::start(
+        &ns_a.name,
+        &a.kubeconfig,
+        &args_a.iter().map(String::as_str).collect::<Vec<_>>(),
+        true,
+    )
+    .await?;
+    let inj_b = Injector::start(
+        &ns_b.name,
+        &b.kubeconfig,
+        &args_b.iter().map(String::as_str).collect::<Vec<_>>(),
+        true,
+    )
+    .await?;
+    let hook_a = register_webhook(
+        &ns_a.client,
+        &ns_a.name,
+        &inj_a.url(),
+        &inj_a.ca_pem()?,
+        "Fail",
+        true,
+    )
+    .await?;
+    let hook_b = register_webhook(
+        &ns_b.client,
+        &ns_b.name,
+        &inj_b.url(),
+        &inj_b.ca_pem()?,
+        "Fail",
+        true,
+    )
+    .await?;
+    let result = async {
+        // a1 and b1 have an external name; a2 and b2 do not.
+        ns_a.create::<StellarNode>(validator("a1", &net, Some(&ext("a1", "a"))))
+            .await?;
+        ns_a.create::<StellarNode>(validator("a2", &net, None))
+            .await?;
+        ns_b.create::<StellarNode>(validator("b1", &net, Some(&ext("b1", "b"))))
+            .await?;
+        ns_b.create::<StellarNode>(validator("b2", &net, None))
+            .await?;
+        for (ns, n) in [(&ns_a, "a1"), (&ns_a, "a2"), (&ns_b, "b1"), (&ns_b, "b2")] {
+            ns.create::<StatefulSet>(operator_statefulset(n, "Validator", &net, 1))
+                .await?;
+        }
+        let (a1, a2) = (svc("a1", &ns_a.name), svc("a2", &ns_a.name));
+        let (b1, b2) = (svc("b1", &ns_b.name), svc("b2", &ns_b.name));
+        // Own cluster's in-cluster names, the other's external names, never itself, and
+        // never a remote validator without an external name.
+        wait_sorted(&ns_a, "a1", &[&a2, &ext_addr("b1", "b")], 120, &inj_a).await?;
+        wait_sorted(&ns_a, "a2", &[&a1, &ext_addr("b1", "b")], 120, &inj_a).await?;
+        wait_sorted(&ns_b, "b1", &[&b2, &ext_addr("a1", "a")], 120, &inj_b).await?;
+        wait_sorted(&ns_b, "b2", &[&b1, &ext_addr("a1", "a")], 120, &inj_b).await?;
+        wait_metric(
+            &inj_a,
+            "stellar_peer_injector_remote_cluster_synced{cluster=\"b\"}",
+            Some(1.0),
+            30,
+        )
+        .await?;
+        wait_metric(
+            &inj_a,
+            "stellar_peer_injector_remote_peers_excluded{cluster=\"b\"}",
+            Some(1.0),
+            30,
+        )
+        .await?;
+        wait_metric(
+            &inj_b,
+            "stellar_peer_injector_remote_peers_excluded{cluster=\"a\"}",
+            Some(1.0),
+            30,
+        )
+        .await?;
+        let seen = metric_value(
+            &inj_a.metrics().await,
+            "stellar_peer_injector_remote_cluster_nodes{cluster=\"b\"}",
+        );
+        ensure(seen.is_some_and(|n| n >= 2.0), || {
+            format!("stellar_peer_injector_remote_cluster_nodes{{b}} = {seen:?}")
+        })?;
+        ensure(
+            inj_a
+                .log_text()
+                .contains("validator of a linked cluster left out"),
+            || "no log warning for b2, which has no external address".to_owned(),
+        )?;
+
+        // `peers` shows the same, from outside both clusters.
+        let out = std::process::Command::new(injector_bin()?)
+            .args([
+                "peers",
+                "-o",
+                "json",
+                "--namespaces",
+                &ns_a.name,
+                "--kubeconfig",
+            ])
+            .arg(&a.kubeconfig)
+            .arg("--remote-kubeconfig")
+            .arg(format!("b={}", b.kubeconfig.display()))
+            .output()
+            .map_err(|e| e.to_string())?;
+        let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "peers -o json: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        let peers: Vec<(String, String)> = v["networks"][&net]["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["address"].as_str().unwrap_or("").to_owned(),
+                    p["from"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        let mut want = vec![
+            (a1.clone(), "local".to_owned()),
+            (a2.clone(), "local".to_owned()),
+            (ext_addr("b1", "b"), "b".to_owned()),
+        ];
+        want.sort();
+        ensure_eq!(peers, want, "peers -o json")?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure(
+            stderr.contains(&format!("cluster b: {}/b2: left out", ns_b.name)),
+            || format!("peers stderr: {stderr}"),
+        )?;
+
+        // Deleting the link Secret unlinks b: its peers leave a's lists, and each of a's
+        // validators rolls once.
+        let before = template_hashes(&statefulsets(&ns_a).await?);
+        ns_a.api::<Secret>()
+            .delete("link-b", &DeleteParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_sorted(&ns_a, "a1", &[&a2], 120, &inj_a).await?;
+        wait_sorted(&ns_a, "a2", &[&a1], 120, &inj_a).await?;
+        wait_metric(
+            &inj_a,
+            "stellar_peer_injector_remote_cluster_synced{cluster=\"b\"}",
+            None,
+            30,
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = template_hashes(&statefulsets(&ns_a).await?);
+        for ((name, h0), (_, h1)) in before.iter().zip(&after) {
+            ensure(h0 != h1 && h1.is_some(), || {
+                format!("{name}: template hash {h0:?} -> {h1:?}, expected one change")
+            })?;
+        }
+        // b still links a.
+        wait_sorted(&ns_b, "b1", &[&b2, &ext_addr("a1", "a")], 30, &inj_b).await
+    }
+    .await;
+    delete_webhook(&ns_a.client, &hook_a).await;
+    delete_webhook(&ns_b.client, &hook_b).await;
+    result
+}
+
+pub async fn multicluster_an_unreachable_linked_cluster_changes_nothing_until_it_returns()
+-> TestResult {
+    exclusive!();
+    let (a, b) = (bed()?, second_bed()?);
+    let ns_a = TestNs::new("mcu").await?;
+    let ns_b = TestNs::with_client(b.client().await?, "mcv").await?;
+    let net = ns_a.name.clone();
+    let ext_addr = |n: &str| format!("{n}.{net}.b.example.org:11625");
+    link(&ns_a, "b", &b.kubeconfig).await?;
+    let extra = ["--remote-secret-namespace", &ns_a.name, "--debounce", "1s"];
+    let inj = Injector::start(&ns_a.name, &a.kubeconfig, &extra, true).await?;
+    let hook = register_webhook(
+        &ns_a.client,
+        &ns_a.name,
+        &inj.url(),
+        &inj.ca_pem()?,
+        "Fail",
+        true,
+    )
+    .await?;
+    let mut stopped = false;
+    let result = async {
+        for n in ["b1", "b2"] {
+            ns_b.create::<StellarNode>(validator(n, &net, Some(&format!("{n}.{net}.b.example.org")))).await?;
+        }
+        ns_a.create::<StellarNode>(validator("a1", &net, None)).await?;
+        ns_a.create::<StatefulSet>(operator_statefulset("a1", "Validator", &net, 1)).await?;
+        wait_sorted(&ns_a, "a1", &[&ext_addr("b1"), &ext_addr("b2")], 120, &inj).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let before = template_hashes(&statefulsets(&ns_a).await?);
+
+        // b's API server goes away: a keeps b's last known peers, and patches nothing.
+        b.run(&["stop", "kube-apiserver"])?;
+        stopped = true;
+        wait_metric(&inj, "stellar_peer_injector_remote_cluster_synced{cluster=\"b\"}", Some(0.0), 120).await?;
+        let errors = metric_value(&inj.metrics().await, "stellar_peer_injector_remote_cluster_errors_total{cluster=\"b\"}");
+        ensure(errors.is_some_and(|e| e >= 1.0), || format!("stellar_peer_injector_remote_cluster_errors_total{{b}} = {errors:?}"))?;
+        // A pod made meanwhile gets the whole list.
+        let pods = ns_a.api::<Pod>();
+        pods.delete("a1-0", &DeleteParams::default()).await.map_err(|e| e.to_string())?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        wait_sorted(&ns_a, "a1", &[&ext_addr("b1"), &ext_addr("b2")], 120, &inj).await?;
+        ensure_eq!(template_hashes(&statefulsets(&ns_a).await?), before, "a's templates while b is down")?;
+
+        // An injector that starts while b is down waits --remote-sync-timeout for it
+        // before it is ready, and then serves without b.
+        let late = Injector::start(
+            &ns_a.name,
+            &a.kubeconfig,
+            &["--remote-secret-namespace", &ns_a.name, "--rollout", "off", "--remote-sync-timeout", "8s"],
+            false,
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let early = inj_ready(&late).await;
+        ensure(!early, || "ready 3 s after start although linked cluster b was never listed and --remote-sync-timeout is 8s".to_owned())?;
+        late.wait_ready(Duration::from_secs(90), Duration::from_millis(200)).await?;
+        ensure(late.log_text().contains("linked clusters not listed in time"), || tail(&late.log_text(), 30))?;
+        drop(late);
+
+        // b returns; a StellarNode deleted there leaves a's lists.
+        b.run(&["restart", "kube-apiserver"])?;
+        stopped = false;
+        wait_metric(&inj, "stellar_peer_injector_remote_cluster_synced{cluster=\"b\"}", Some(1.0), 120).await?;
+        ns_b.api::<StellarNode>().delete("b2", &DeleteParams::default()).await.map_err(|e| e.to_string())?;
+        wait_sorted(&ns_a, "a1", &[&ext_addr("b1")], 120, &inj).await
+    }
+    .await;
+    if stopped {
+        let _ = b.run(&["restart", "kube-apiserver"]);
+    }
+    delete_webhook(&ns_a.client, &hook).await;
+    result
+}
+
+async fn inj_ready(inj: &Injector) -> bool {
+    inj.wait_ready(
+        inj.started.elapsed() + Duration::from_millis(300),
+        Duration::from_millis(100),
+    )
+    .await
+    .is_ok()
+}
