@@ -319,15 +319,23 @@ pub fn machine_info() -> Value {
                 .and_then(|x| x.parse::<u64>().ok())
         })
         .unwrap_or(0);
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     json!({
         "cores": cores,
         "cpu_model": model,
         "memory_gib": round(mem_kib as f64 / 1024.0 / 1024.0, 1),
         "kernel": kernel.trim(),
-        "loadavg_at_start": load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        "loadavg_at_start": loadavg(),
     })
+}
+
+/// The 1, 5 and 15 minute load averages of `/proc/loadavg`, as text.
+pub fn loadavg() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Seconds since the Unix epoch and the same time as UTC text.
