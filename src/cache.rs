@@ -221,6 +221,8 @@ pub struct Sources {
     pub link_files: Vec<crate::remote::Link>,
     /// How long the first snapshot waits for every linked cluster's first list.
     pub first_sync_timeout: std::time::Duration,
+    /// Where the linked clusters' clients are published for the rollout loop.
+    pub linked: Arc<crate::remote::Linked>,
 }
 
 /// One event for the loop, tagged with its source.
@@ -260,6 +262,8 @@ struct Feeds {
     next_generation: u64,
     /// Link errors already logged (text), so a broken Secret is told once per content.
     told: BTreeSet<String>,
+    /// The linked clusters' clients, for the rollout loop.
+    linked: Arc<crate::remote::Linked>,
 }
 
 impl Feeds {
@@ -281,6 +285,8 @@ impl Feeds {
         self.next_generation += 1;
         let generation = self.next_generation;
         let cluster: Arc<str> = Arc::from(link.cluster.as_str());
+        self.linked
+            .set(&link.cluster, client.clone(), link.lease_namespace.clone());
         let api: Api<WatchedNode> = Api::all(client);
         let (stream, abort) = futures::stream::abortable(
             watcher(api, watcher::Config::default().any_semantic()).default_backoff(),
@@ -360,6 +366,7 @@ impl Feeds {
                 && let Some(r) = self.remotes.remove(c)
             {
                 r.abort.abort();
+                self.linked.remove(c);
                 metrics.forget_remote(c);
                 tracing::info!(cluster = %c, "unlinked cluster: its StellarNodes leave the peers");
                 changed = true;
@@ -506,6 +513,7 @@ pub async fn run(
         remotes: BTreeMap::new(),
         next_generation: 0,
         told: BTreeSet::new(),
+        linked: sources.linked.clone(),
     };
     let streams = apis.into_iter().enumerate().map(|(i, api)| {
         // Lists are served from the apiserver's watch cache (resourceVersion "0", what

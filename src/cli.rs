@@ -378,6 +378,10 @@ pub struct ServeArgs {
     pub dns: DnsArgs,
     #[command(flatten)]
     pub remote: RemoteArgs,
+    /// This cluster's name among linked clusters: the identity of its cross-cluster
+    /// rollout flags. Needed with links (and must differ from every linked cluster's).
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_CLUSTER_NAME", default_value = "")]
+    pub cluster_name: String,
     /// At start, how long the first snapshot (and so readiness) waits for the linked
     /// clusters' first list, so that a restart does not inject short lists and roll.
     #[arg(long, env = "STELLAR_PEER_INJECTOR_REMOTE_SYNC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]

@@ -25,6 +25,66 @@ pub const REMOTE_LABEL: &str = "stellar.org/remote-cluster";
 pub const CLUSTER_NAME_ANNOTATION: &str = "stellar.org/cluster-name";
 /// The data key holding the kubeconfig.
 pub const KUBECONFIG_KEY: &str = "kubeconfig";
+/// The annotation naming the linked cluster's injector namespace, where its rollout
+/// flags are read (else this injector's own namespace name).
+pub const LEASE_NAMESPACE_ANNOTATION: &str = "stellar.org/lease-namespace";
+
+/// The clients of the linked clusters, as the StellarNode cache links and unlinks them;
+/// the rollout loop reads their rollout flags through them.
+#[derive(Default)]
+pub struct Linked {
+    clusters: std::sync::RwLock<BTreeMap<String, (kube::Client, Option<String>)>>,
+}
+
+impl Linked {
+    pub fn set(&self, cluster: &str, client: kube::Client, lease_namespace: Option<String>) {
+        let mut m = self
+            .clusters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.insert(cluster.to_owned(), (client, lease_namespace));
+    }
+
+    pub fn remove(&self, cluster: &str) {
+        let mut m = self
+            .clusters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.remove(cluster);
+    }
+
+    /// `(client, flag namespace)` of a linked cluster; `default_namespace` when its link
+    /// names none.
+    pub fn get(&self, cluster: &str, default_namespace: &str) -> Option<(kube::Client, String)> {
+        let m = self
+            .clusters
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.get(cluster).map(|(c, ns)| {
+            (
+                c.clone(),
+                ns.clone().unwrap_or_else(|| default_namespace.to_owned()),
+            )
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clusters
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
+    }
+}
+
+impl std::fmt::Debug for Linked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self
+            .clusters
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.debug_list().entries(m.keys()).finish()
+    }
+}
 
 /// Why a link could not be read or used.
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +149,11 @@ pub struct Link {
     pub cluster: String,
     pub origin: LinkOrigin,
     kubeconfig: Kubeconfig,
-    /// Hash of the kubeconfig text: a changed Secret relinks, an unchanged one does not.
+    /// Hash of the kubeconfig text (and lease namespace): a changed Secret relinks, an
+    /// unchanged one does not.
     pub fingerprint: u64,
+    /// [`LEASE_NAMESPACE_ANNOTATION`], when the link names it.
+    pub lease_namespace: Option<String>,
 }
 
 /// Is `name` usable as a cluster name (and metric label)?
@@ -134,7 +197,17 @@ impl Link {
         let text = String::from_utf8(raw).map_err(|_| LinkError::NotText {
             origin: origin.to_string(),
         })?;
-        let link = Self::parse(cluster, origin, &text)?;
+        let mut link = Self::parse(cluster, origin, &text)?;
+        link.lease_namespace = secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(LEASE_NAMESPACE_ANNOTATION))
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+        if let Some(ns) = &link.lease_namespace {
+            link.fingerprint ^= xxhash_rust::xxh3::xxh3_64(ns.as_bytes()).rotate_left(1);
+        }
         if let Some(what) = not_self_contained(&link.kubeconfig) {
             return Err(LinkError::NotSelfContained { secret: name, what });
         }
@@ -172,6 +245,7 @@ impl Link {
             cluster,
             origin,
             kubeconfig,
+            lease_namespace: None,
         })
     }
 

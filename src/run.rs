@@ -74,6 +74,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     // One identity for the Lease and the Events.
     let identity = crate::rollout::lease::identity();
     let rollout = rollout_settings(&args, &identity)?;
+    let linked = Arc::new(crate::remote::Linked::default());
     let resolve = resolve_settings(&args)?;
 
     let https = server::bind(args.listen).await?;
@@ -107,6 +108,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
             link_namespace: args.remote.secret_namespace(),
             link_files: args.remote.file_links()?,
             first_sync_timeout: args.remote_sync_timeout,
+            linked: linked.clone(),
         };
         rt.spawn_restarting("stellarnode-watch", move || {
             cache::run(
@@ -164,6 +166,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
                 l.subscribe(),
                 events.clone(),
                 metrics.clone(),
+                linked.clone(),
             )
         });
     } else {
@@ -276,11 +279,46 @@ fn rollout_settings(
         windows: args.rollout_window.clone(),
         stuck_after: args.stuck_after,
         namespaces: args.kube.namespaces(),
+        coordination: coordination(args, &namespace)?,
     };
     Ok(Some((
         lease::LeaseSettings::new(args.lease_name.clone(), namespace, identity.to_owned()),
         settings,
     )))
+}
+
+/// This cluster's side of the cross-cluster rollout protocol, when clusters are linked.
+fn coordination(
+    args: &ServeArgs,
+    namespace: &str,
+) -> Result<Option<crate::rollout::coordination::Coordinator>, Error> {
+    let linking =
+        args.remote.secret_namespace().is_some() || !args.remote.remote_kubeconfigs.is_empty();
+    let name = args.cluster_name.trim();
+    if !linking {
+        return Ok(None);
+    }
+    if !crate::remote::valid_cluster_name(name) {
+        return Err(Error::Config(format!(
+            "linked clusters need this cluster's name for their rollouts to take turns: pass --cluster-name \
+             (1-63 lower-case letters, digits or '-'; got {name:?}), or --rollout=off"
+        )));
+    }
+    if args
+        .remote
+        .remote_kubeconfigs
+        .iter()
+        .any(|(n, _)| n == name)
+    {
+        return Err(Error::Config(format!(
+            "--remote-kubeconfig links cluster {name:?}, which is this cluster's --cluster-name; give every cluster its own name"
+        )));
+    }
+    Ok(Some(crate::rollout::coordination::Coordinator {
+        cluster: name.to_owned(),
+        namespace: namespace.to_owned(),
+        leader_lease: args.lease_name.clone(),
+    }))
 }
 
 /// The resolution checks' settings, or `None` with `--resolve-check-interval=0s`.

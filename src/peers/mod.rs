@@ -229,6 +229,8 @@ pub struct RemoteSummary {
     pub peers: usize,
     /// Its validators left out (no usable external address).
     pub excluded: usize,
+    /// The networks its validators (peers here or not) belong to: it rolls them too.
+    pub networks: std::collections::BTreeSet<String>,
 }
 
 /// An immutable, versioned view of every StellarNode's peers.
@@ -280,6 +282,7 @@ impl PeerSnapshot {
             if !rec.is_peer() {
                 continue;
             }
+            summary.networks.insert(rec.network.clone());
             match address::external_address(
                 rec.peer_address.as_deref(),
                 rec.external_hostname.as_deref(),
@@ -412,6 +415,15 @@ impl PeerSnapshot {
 
     pub fn settings(&self) -> &PeerSettings {
         &self.settings
+    }
+
+    /// The linked clusters that have validators of `network`, sorted.
+    pub fn clusters_sharing(&self, network: &str) -> Vec<&str> {
+        self.remotes
+            .iter()
+            .filter(|(_, r)| r.networks.contains(network))
+            .map(|(c, _)| c.as_str())
+            .collect()
     }
 
     /// Number of StellarNodes in the snapshot.

@@ -522,7 +522,8 @@ fn remote_validators_join_by_their_external_address_and_locals_keep_in_cluster_n
         RemoteSummary {
             nodes: 2,
             peers: 2,
-            excluded: 0
+            excluded: 0,
+            networks: ["testnet".to_owned()].into(),
         }
     );
     assert!(
@@ -545,6 +546,12 @@ fn a_remote_validator_without_an_external_address_is_left_out_and_told() {
     );
     assert_eq!(known(&s, "stellar", "a1"), ["b2.b.example.org:11625"]);
     assert_eq!(s.remotes["b"].excluded, 2);
+    assert_eq!(
+        s.clusters_sharing("testnet"),
+        ["b"],
+        "excluded validators still roll with the network"
+    );
+    assert!(s.clusters_sharing("mainnet").is_empty());
     let told: Vec<_> = s
         .remote_problems
         .iter()
@@ -596,7 +603,8 @@ fn remote_nodes_that_are_not_peers_count_but_do_not_join() {
         RemoteSummary {
             nodes: 3,
             peers: 0,
-            excluded: 0
+            excluded: 0,
+            networks: Default::default(),
         }
     );
     assert!(s.remote_problems.is_empty());

@@ -50,6 +50,160 @@ pub struct RolloutSettings {
     /// `--stuck-after`.
     pub stuck_after: Duration,
     pub namespaces: Vec<String>,
+    /// This cluster's side of the cross-cluster protocol, when clusters are linked
+    /// (`--cluster-name`); see [`super::coordination`].
+    pub coordination: Option<super::coordination::Coordinator>,
+}
+
+/// The cross-cluster protocol's state in this leader: per network, whether we hold the
+/// flag (and when we last renewed it) or left an intent.
+struct Linking {
+    me: super::coordination::Coordinator,
+    linked: Arc<crate::remote::Linked>,
+    held: std::collections::BTreeMap<String, Instant>,
+    /// Networks whose intent we left standing this tick (cleared when not asked again).
+    intents: std::collections::BTreeSet<String>,
+    /// Who we last waited for, per network, so that each change is logged once.
+    waited: std::collections::BTreeMap<String, String>,
+}
+
+impl Linking {
+    /// May this leader start a validator roll in `network` now? Runs the protocol.
+    async fn acquire(
+        &mut self,
+        client: &Client,
+        snap: &PeerSnapshot,
+        network: &str,
+    ) -> Result<(), String> {
+        use super::coordination::{Decision, Phase, Seen, decide, read};
+        if let Some(renewed) = self.held.get(network) {
+            if renewed.elapsed() >= super::coordination::FLAG_RENEW {
+                self.me
+                    .write(client, network, Phase::Holding)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.held.insert(network.to_owned(), Instant::now());
+            }
+            return Ok(());
+        }
+        // A leader that restarted (or took over) while this cluster held the network.
+        if self
+            .me
+            .own(client, network)
+            .await
+            .map_err(|e| e.to_string())?
+            == Some(Phase::Holding)
+        {
+            self.held.insert(network.to_owned(), Instant::now());
+            return Ok(());
+        }
+        self.me
+            .write(client, network, Phase::Intent)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut others = Vec::new();
+        for cluster in snap.clusters_sharing(network) {
+            let seen = match self.linked.get(cluster, &self.me.namespace) {
+                Some((c, ns)) => {
+                    let peer = super::coordination::Peer {
+                        cluster: cluster.to_owned(),
+                        client: c,
+                        namespace: ns,
+                        leader_lease: self.me.leader_lease.clone(),
+                    };
+                    read(&peer, network).await
+                }
+                None => Seen::Unknown("not linked now".into()),
+            };
+            others.push((cluster.to_owned(), seen));
+        }
+        let why = match decide(&self.me.cluster, &others) {
+            Decision::Hold => {
+                self.me
+                    .write(client, network, Phase::Holding)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.held.insert(network.to_owned(), Instant::now());
+                self.intents.remove(network);
+                self.waited.remove(network);
+                tracing::info!(network, cluster = %self.me.cluster, "this cluster holds the network's cross-cluster rollout slot");
+                return Ok(());
+            }
+            Decision::KeepIntent { waiting_for } => {
+                self.intents.insert(network.to_owned());
+                format!("linked clusters {} to back off", waiting_for.join(", "))
+            }
+            Decision::BackOff { held_by } => {
+                self.me
+                    .clear(client, network)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.intents.remove(network);
+                format!(
+                    "linked cluster {held_by}, which rolls this network's validators or goes first"
+                )
+            }
+            Decision::Unknown { cluster, why } => {
+                self.me
+                    .clear(client, network)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.intents.remove(network);
+                format!("linked cluster {cluster}, whose rollout state cannot be read ({why})")
+            }
+        };
+        if self.waited.get(network) != Some(&why) {
+            tracing::info!(network, "validator rollouts wait for {why}");
+            self.waited.insert(network.to_owned(), why.clone());
+        }
+        Err(why)
+    }
+
+    /// Clears the flags of networks none of our validators is busy in (and intents
+    /// not asked for again this tick).
+    async fn release_idle(
+        &mut self,
+        client: &Client,
+        busy: &std::collections::BTreeSet<String>,
+        asked: &std::collections::BTreeSet<String>,
+    ) {
+        let idle: Vec<String> = self
+            .held
+            .keys()
+            .filter(|n| !busy.contains(*n))
+            .chain(self.intents.iter().filter(|n| !asked.contains(*n)))
+            .cloned()
+            .collect();
+        for n in idle {
+            match self.me.clear(client, &n).await {
+                Ok(()) => {
+                    if self.held.remove(&n).is_some() {
+                        tracing::info!(network = %n, "validators settled: released the network's cross-cluster rollout slot");
+                    }
+                    self.intents.remove(&n);
+                }
+                Err(e) => {
+                    tracing::warn!(network = %n, error = %e, "cannot clear this cluster's rollout flag; it expires by itself")
+                }
+            }
+        }
+    }
+}
+
+/// The networks with a validator workload of ours that is rolling, not settled, or
+/// just acted on: those keep their cross-cluster slot.
+fn busy_validator_networks(
+    snap: &PeerSnapshot,
+    workloads: &[WorkloadState],
+    in_flight: &std::collections::HashSet<WorkloadKey>,
+) -> std::collections::BTreeSet<String> {
+    workloads
+        .iter()
+        .filter(|w| !w.settled || in_flight.contains(&w.key))
+        .filter_map(|w| snap.node(&w.key.namespace, &w.instance))
+        .filter(|e| e.record.is_peer())
+        .map(|e| e.record.network.clone())
+        .collect()
 }
 
 struct Stores {
@@ -112,6 +266,7 @@ pub async fn run(
     mut leader: watch::Receiver<bool>,
     events: EventSink,
     metrics: Arc<Metrics>,
+    linked: Arc<crate::remote::Linked>,
 ) {
     let notify = Arc::new(Notify::new());
     // The reflectors' tasks live exactly as long as this loop.
@@ -174,6 +329,13 @@ pub async fn run(
     });
     let mut history = History::default();
     let mut told = Told::default();
+    let mut linking = s.coordination.clone().map(|me| Linking {
+        me,
+        linked: linked.clone(),
+        held: Default::default(),
+        intents: Default::default(),
+        waited: Default::default(),
+    });
     let mut wake = Duration::ZERO;
     loop {
         let tick = if s.debounce.is_zero() {
@@ -269,12 +431,34 @@ pub async fn run(
         for w in &plan.waiting {
             tracing::debug!(workload = %w.key, network = %w.network, hash = %w.hash, "not rolled now: {}", w.why);
         }
+        let mut asked = std::collections::BTreeSet::new();
+        let mut acted: std::collections::HashSet<WorkloadKey> = Default::default();
         for action in plan.actions {
             // Leadership can be lost at any moment (Lease renewal failed, SIGTERM released
             // it): never write without it.
             if !*leader.borrow() {
                 tracing::info!(workload = %action.key(), "not the leader any more; leaving the action to the new leader");
                 break;
+            }
+            // A validator roll in a network that spans linked clusters needs its slot.
+            if let Some(l) = linking.as_mut()
+                && rolls_validator(&snap, &observed.workloads, &action)
+                && !snap.clusters_sharing(action.network()).is_empty()
+            {
+                asked.insert(action.network().to_owned());
+                if l.acquire(&client, &snap, action.network()).await.is_err() {
+                    metrics
+                        .rollouts_waiting
+                        .get_or_create(&crate::metrics::WaitLabels {
+                            network: action.network().to_owned(),
+                            reason: "linked_cluster",
+                        })
+                        .inc();
+                    continue;
+                }
+            }
+            if !matches!(action, Action::Report { .. } | Action::Notify { .. }) {
+                acted.insert(action.key().clone());
             }
             let outcome = execute(
                 &client,
@@ -289,7 +473,28 @@ pub async fn run(
             metrics.rollout(action.network(), outcome);
             state.record(Instant::now(), &action, outcome != RolloutOutcome::Failed);
         }
+        if let Some(l) = linking.as_mut()
+            && *leader.borrow()
+        {
+            let mut in_flight: std::collections::HashSet<WorkloadKey> =
+                state.in_flight().cloned().collect();
+            in_flight.extend(acted);
+            let busy = busy_validator_networks(&snap, &observed.workloads, &in_flight);
+            l.release_idle(&client, &busy, &asked).await;
+        }
     }
+}
+
+/// Does `action` start or continue a validator's roll (a write that can make it unavailable)?
+fn rolls_validator(snap: &PeerSnapshot, workloads: &[WorkloadState], action: &Action) -> bool {
+    if !matches!(action, Action::Annotate { .. } | Action::DeletePod { .. }) {
+        return false;
+    }
+    workloads
+        .iter()
+        .find(|w| &w.key == action.key())
+        .and_then(|w| snap.node(&w.key.namespace, &w.instance))
+        .is_some_and(|e| e.record.is_peer())
 }
 
 /// Rollout annotations that were not understood, each logged once while it stays.

@@ -2,6 +2,7 @@
 
 pub mod controller;
 pub mod controls;
+pub mod coordination;
 pub mod lease;
 pub mod observe;
 pub mod plan;

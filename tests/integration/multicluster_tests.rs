@@ -25,14 +25,20 @@ fn validator(name: &str, net: &str, external: Option<&str>) -> Value {
 }
 
 /// A link Secret in `ns` for cluster `cluster`, holding the kubeconfig at `path`.
-async fn link(ns: &TestNs, cluster: &str, kubeconfig: &std::path::Path) -> TestResult {
+async fn link(
+    ns: &TestNs,
+    cluster: &str,
+    kubeconfig: &std::path::Path,
+    lease_namespace: &str,
+) -> TestResult {
     let text = std::fs::read_to_string(kubeconfig)
         .map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
     ns.create::<Secret>(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": format!("link-{cluster}"),
                      "labels": {"stellar.org/remote-cluster": "true"},
-                     "annotations": {"stellar.org/cluster-name": cluster}},
+                     "annotations": {"stellar.org/cluster-name": cluster,
+                                     "stellar.org/lease-namespace": lease_namespace}},
         "stringData": {"kubeconfig": text}
     }))
     .await
@@ -112,18 +118,20 @@ pub async fn multicluster_validators_of_linked_clusters_get_each_others_external
     let net = ns_a.name.clone();
     let ext = |n: &str, c: &str| format!("{n}.{net}.{c}.example.org");
     let ext_addr = |n: &str, c: &str| format!("{}:11625", ext(n, c));
-    link(&ns_a, "b", &b.kubeconfig).await?;
-    link(&ns_b, "a", &a.kubeconfig).await?;
-    let args = |ns: &TestNs| {
+    link(&ns_a, "b", &b.kubeconfig, &ns_b.name).await?;
+    link(&ns_b, "a", &a.kubeconfig, &ns_a.name).await?;
+    let args = |ns: &TestNs, me: &str| {
         vec![
             "--remote-secret-namespace".to_owned(),
             ns.name.clone(),
+            "--cluster-name".into(),
+            me.into(),
             "--debounce".into(),
             "1s".into(),
         ]
     };
-    let args_a = args(&ns_a);
-    let args_b = args(&ns_b);
+    let args_a = args(&ns_a, "a");
+    let args_b = args(&ns_b, "b");
     let inj_a = Injector::start(
         &ns_a.name,
         &a.kubeconfig,
@@ -298,9 +306,18 @@ pub async fn multicluster_an_unreachable_linked_cluster_changes_nothing_until_it
     let ns_b = TestNs::with_client(b.client().await?, "mcv").await?;
     let net = ns_a.name.clone();
     let ext_addr = |n: &str| format!("{n}.{net}.b.example.org:11625");
-    link(&ns_a, "b", &b.kubeconfig).await?;
-    let extra = ["--remote-secret-namespace", &ns_a.name, "--debounce", "1s"];
+    link(&ns_a, "b", &b.kubeconfig, &ns_b.name).await?;
+    let extra = [
+        "--remote-secret-namespace",
+        &ns_a.name,
+        "--cluster-name",
+        "a",
+        "--debounce",
+        "1s",
+    ];
     let inj = Injector::start(&ns_a.name, &a.kubeconfig, &extra, true).await?;
+    // b's own injector: its leader Lease in ns_b tells a where b's rollout flags are.
+    let _inj_b = Injector::start(&ns_b.name, &b.kubeconfig, &["--debounce", "1s"], true).await?;
     let hook = register_webhook(
         &ns_a.client,
         &ns_a.name,
@@ -372,4 +389,216 @@ async fn inj_ready(inj: &Injector) -> bool {
     )
     .await
     .is_ok()
+}
+
+/// Watches the StatefulSets of one namespace in each cluster and keeps, across both,
+/// the most validators unavailable at once because an injector rolled them (their
+/// template changed since [`CrossMonitor::reset`]), by the injector's own rule of
+/// "unavailable" (`rollout::observe`).
+struct CrossMonitor {
+    state: std::sync::Arc<std::sync::Mutex<Cross>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Cross {
+    /// (cluster, name) -> (template hash at reset, latest object)
+    seen: std::collections::BTreeMap<(String, String), (Option<String>, StatefulSet)>,
+    max: usize,
+    timeline: Vec<String>,
+}
+
+impl Cross {
+    fn rolling(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|(_, (base, s))| template_hash(s) != *base)
+            .filter(|(_, (_, s))| {
+                stellar_peer_injector::rollout::observe::sts_state(s).is_none_or(|w| !w.settled)
+            })
+            .map(|((c, n), _)| format!("{c}/{n}"))
+            .collect()
+    }
+
+    fn unsettled(&self) -> usize {
+        self.seen
+            .values()
+            .filter(|(_, s)| {
+                stellar_peer_injector::rollout::observe::sts_state(s).is_none_or(|w| !w.settled)
+            })
+            .count()
+    }
+}
+
+impl CrossMonitor {
+    fn start(namespaces: &[(&str, &TestNs)]) -> Self {
+        use futures::StreamExt;
+        use kube::runtime::watcher::Event;
+        let state = std::sync::Arc::new(std::sync::Mutex::new(Cross::default()));
+        let tasks = namespaces
+            .iter()
+            .map(|(cluster, ns)| {
+                let (cluster, api, state) = (
+                    (*cluster).to_owned(),
+                    ns.api::<StatefulSet>(),
+                    state.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut w = std::pin::pin!(kube::runtime::watcher(api, Default::default()));
+                    while let Some(ev) = w.next().await {
+                        let s = match ev {
+                            Ok(Event::Apply(s) | Event::InitApply(s)) => s,
+                            _ => continue,
+                        };
+                        let mut st = state
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let key = (cluster.clone(), s.metadata.name.clone().unwrap_or_default());
+                        let base = st
+                            .seen
+                            .get(&key)
+                            .map_or_else(|| template_hash(&s), |(b, _)| b.clone());
+                        st.seen.insert(key, (base, s));
+                        let rolling = st.rolling();
+                        st.max = st.max.max(rolling.len());
+                        let line = format!("rolling: {rolling:?}");
+                        if st.timeline.last() != Some(&line) {
+                            st.timeline.push(line);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { state, tasks }
+    }
+
+    /// Takes every StatefulSet's current template as its base, and forgets the maximum.
+    fn reset(&self) {
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (base, s) in st.seen.values_mut() {
+            *base = template_hash(s);
+        }
+        st.max = 0;
+        st.timeline.clear();
+    }
+
+    fn unsettled(&self) -> usize {
+        self.state.lock().map_or(usize::MAX, |s| s.unsettled())
+    }
+
+    fn max_and_timeline(&self) -> (usize, Vec<String>) {
+        let st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (st.max, st.timeline.clone())
+    }
+}
+
+impl Drop for CrossMonitor {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+pub async fn multicluster_a_validator_added_in_one_cluster_rolls_both_one_at_a_time() -> TestResult
+{
+    let (a, b) = (bed()?, second_bed()?);
+    let ns_a = TestNs::new("mcq").await?;
+    let ns_b = TestNs::with_client(b.client().await?, "mcr").await?;
+    let net = ns_a.name.clone();
+    let ext = |n: &str, c: &str| format!("{n}.{net}.{c}.example.org");
+    let ea = |n: &str, c: &str| format!("{}:11625", ext(n, c));
+    link(&ns_a, "b", &b.kubeconfig, &ns_b.name).await?;
+    link(&ns_b, "a", &a.kubeconfig, &ns_a.name).await?;
+    let flags = |ns: &TestNs, me: &str| {
+        [
+            "--remote-secret-namespace".to_owned(),
+            ns.name.clone(),
+            "--cluster-name".to_owned(),
+            me.to_owned(),
+            "--debounce".to_owned(),
+            "1s".to_owned(),
+        ]
+    };
+    let (fa, fb) = (flags(&ns_a, "a"), flags(&ns_b, "b"));
+    let fa: Vec<&str> = fa.iter().map(String::as_str).collect();
+    let fb: Vec<&str> = fb.iter().map(String::as_str).collect();
+    let inj_a = Injector::start(&ns_a.name, &a.kubeconfig, &fa, true).await?;
+    let inj_b = Injector::start(&ns_b.name, &b.kubeconfig, &fb, true).await?;
+    let hook_a = register_webhook(
+        &ns_a.client,
+        &ns_a.name,
+        &inj_a.url(),
+        &inj_a.ca_pem()?,
+        "Fail",
+        true,
+    )
+    .await?;
+    let hook_b = register_webhook(
+        &ns_b.client,
+        &ns_b.name,
+        &inj_b.url(),
+        &inj_b.ca_pem()?,
+        "Fail",
+        true,
+    )
+    .await?;
+    let monitor = CrossMonitor::start(&[("a", &ns_a), ("b", &ns_b)]);
+    let result = async {
+        for (ns, n, c) in [(&ns_a, "a1", "a"), (&ns_a, "a2", "a"), (&ns_b, "b1", "b"), (&ns_b, "b2", "b")] {
+            ns.create::<StellarNode>(validator(n, &net, Some(&ext(n, c)))).await?;
+            ns.create::<StatefulSet>(operator_statefulset(n, "Validator", &net, 1)).await?;
+        }
+        let (a1, a2) = (svc("a1", &ns_a.name), svc("a2", &ns_a.name));
+        let (b1, b2, b3) = (svc("b1", &ns_b.name), svc("b2", &ns_b.name), svc("b3", &ns_b.name));
+        wait_sorted(&ns_a, "a1", &[&a2, &ea("b1", "b"), &ea("b2", "b")], 180, &inj_a).await?;
+        wait_sorted(&ns_a, "a2", &[&a1, &ea("b1", "b"), &ea("b2", "b")], 180, &inj_a).await?;
+        wait_sorted(&ns_b, "b1", &[&b2, &ea("a1", "a"), &ea("a2", "a")], 180, &inj_b).await?;
+        wait_sorted(&ns_b, "b2", &[&b1, &ea("a1", "a"), &ea("a2", "a")], 180, &inj_b).await?;
+        // Settled: every StatefulSet available again.
+        wait_for(Duration::from_secs(120), "all validators settled", || async {
+            (monitor.unsettled() == 0).then_some(())
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        monitor.reset();
+
+        // b3 joins in b: a1, a2, b1 and b2 all roll, one at a time across both clusters.
+        ns_b.create::<StellarNode>(validator("b3", &net, Some(&ext("b3", "b")))).await?;
+        ns_b.create::<StatefulSet>(operator_statefulset("b3", "Validator", &net, 1)).await?;
+        let all_b = [ea("b1", "b"), ea("b2", "b"), ea("b3", "b")];
+        wait_sorted(&ns_a, "a1", &[&a2, &all_b[0], &all_b[1], &all_b[2]], 240, &inj_a).await?;
+        wait_sorted(&ns_a, "a2", &[&a1, &all_b[0], &all_b[1], &all_b[2]], 240, &inj_a).await?;
+        wait_sorted(&ns_b, "b1", &[&b2, &b3, &ea("a1", "a"), &ea("a2", "a")], 240, &inj_b).await?;
+        wait_sorted(&ns_b, "b2", &[&b1, &b3, &ea("a1", "a"), &ea("a2", "a")], 240, &inj_b).await?;
+        let (max, timeline) = monitor.max_and_timeline();
+        let rolled: std::collections::BTreeSet<&str> = timeline
+            .iter()
+            .flat_map(|l| ["a/a1", "a/a2", "b/b1", "b/b2"].into_iter().filter(move |n| l.contains(*n)))
+            .collect();
+        ensure(max == 1, || {
+            format!(
+                "{max} validators rolled at once across the two clusters (expected 1):\n{}\na log:\n{}\nb log:\n{}",
+                timeline.join("\n"),
+                tail(&inj_a.log_text(), 30),
+                tail(&inj_b.log_text(), 30)
+            )
+        })?;
+        ensure(rolled.len() == 4, || format!("expected a1, a2, b1 and b2 to roll in turn: {timeline:?}"))?;
+        ensure(
+            inj_a.log_text().contains("holds the network's cross-cluster rollout slot")
+                && inj_b.log_text().contains("holds the network's cross-cluster rollout slot"),
+            || "both clusters should have held the slot in turn".to_owned(),
+        )
+    }
+    .await;
+    delete_webhook(&ns_a.client, &hook_a).await;
+    delete_webhook(&ns_b.client, &hook_b).await;
+    result
 }

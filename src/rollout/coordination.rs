@@ -1,0 +1,437 @@
+//! Quorum safety across linked clusters: one cluster at a time rolls the validators of
+//! a network that has validators in several clusters.
+//!
+//! Each cluster keeps, per such network, a *flag* in its own namespace (a Lease named
+//! [`flag_name`]), written only by its own rollout leader: absent, `intent`, or
+//! `holding`. Linked clusters only read it (a `get`, so the remote reader needs no
+//! write access anywhere). Before its first validator roll in the network, a cluster:
+//! 1. writes `intent`;
+//! 2. then reads every linked cluster's flag with a fresh `get` (a quorum read);
+//! 3. decides with [`decide`]: another `holding`, or an `intent` of a cluster whose
+//!    name sorts first, makes it back off (clear its flag) and wait; an `intent` of a
+//!    cluster whose name sorts later makes it keep its intent and ask again (that one
+//!    backs off); nobody else makes it write `holding` and roll.
+//!
+//! It keeps `holding` while any of its validators of the network is rolling, not
+//! ready, or just acted on, renewing it, and clears it when they are all settled.
+//!
+//! Why this is safe: a cluster writes its flag before it reads the others'. Of two
+//! clusters that both end up holding, take the one whose last read came later: that
+//! read came after the other's flag was written and before it was cleared, so it saw
+//! the flag and could not have decided to hold. Within a cluster, the usual
+//! `--max-concurrent-rollouts` applies, so together never more than that roll.
+//!
+//! Chosen over a Lease in one designated cluster because every cluster only writes
+//! in its own API server (the link stays read-only), no cluster is special, and a
+//! linked cluster that cannot be read stops only the networks it has validators in
+//! (they wait: [`Decision::Unknown`]), never the others.
+//!
+//! Flags expire: one not renewed for [`FLAG_TTL`] counts as absent, so a cluster whose
+//! injector is gone for good does not block the others forever. A holder that comes
+//! back takes its own fresh `holding` flag up again.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::{Api, Client};
+use sha2::{Digest, Sha256};
+
+/// How long a flag counts without renewal.
+pub const FLAG_TTL: Duration = Duration::from_secs(90);
+/// How often a held flag is renewed.
+pub const FLAG_RENEW: Duration = Duration::from_secs(20);
+/// The annotation naming a flag's network (its name is a hash).
+pub const FLAG_NETWORK_ANNOTATION: &str = "stellar.org/network";
+
+/// Where a cluster is in the protocol for one network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Intent,
+    Holding,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Intent => "intent",
+            Self::Holding => "holding",
+        }
+    }
+}
+
+/// A linked cluster's flag for the network, as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// No flag, or an expired one.
+    Clear,
+    Flag(Phase),
+    /// It could not be read: the reason.
+    Unknown(String),
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Write `holding` and roll.
+    Hold,
+    /// Keep the intent and ask again: these clusters (sorting later) back off.
+    KeepIntent { waiting_for: Vec<String> },
+    /// Clear the flag and wait: this cluster rolls, or goes first.
+    BackOff { held_by: String },
+    /// A linked cluster with validators of the network cannot be read: clear the flag
+    /// and wait, since it may be rolling.
+    Unknown { cluster: String, why: String },
+}
+
+/// The protocol's decision for cluster `me`, after writing its intent, from the
+/// linked clusters' flags. Pure.
+pub fn decide(me: &str, others: &[(String, Seen)]) -> Decision {
+    if let Some((c, Seen::Unknown(why))) =
+        others.iter().find(|(_, s)| matches!(s, Seen::Unknown(_)))
+    {
+        return Decision::Unknown {
+            cluster: c.clone(),
+            why: why.clone(),
+        };
+    }
+    if let Some((c, _)) = others
+        .iter()
+        .find(|(_, s)| *s == Seen::Flag(Phase::Holding))
+    {
+        return Decision::BackOff { held_by: c.clone() };
+    }
+    let mut first: Vec<&String> = others
+        .iter()
+        .filter(|(c, s)| *s == Seen::Flag(Phase::Intent) && c.as_str() < me)
+        .map(|(c, _)| c)
+        .collect();
+    first.sort();
+    if let Some(c) = first.first() {
+        return Decision::BackOff {
+            held_by: (*c).clone(),
+        };
+    }
+    let later: Vec<String> = others
+        .iter()
+        .filter(|(_, s)| *s == Seen::Flag(Phase::Intent))
+        .map(|(c, _)| c.clone())
+        .collect();
+    if later.is_empty() {
+        Decision::Hold
+    } else {
+        Decision::KeepIntent { waiting_for: later }
+    }
+}
+
+/// The flag Lease's name for `network` (network names need not be valid object names).
+pub fn flag_name(network: &str) -> String {
+    let d = Sha256::digest(network.as_bytes());
+    let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("stellar-peer-injector-net-{hex}")
+}
+
+/// `cluster/phase` in `holderIdentity`.
+fn holder(cluster: &str, phase: Phase) -> String {
+    format!("{cluster}/{}", phase.as_str())
+}
+
+/// Reads a flag Lease: its cluster and phase, if it is set and fresh at `now`. Pure.
+pub fn read_flag(lease: &Lease, now: Timestamp) -> Option<(String, Phase)> {
+    let spec = lease.spec.as_ref()?;
+    let (cluster, phase) = spec.holder_identity.as_deref()?.rsplit_once('/')?;
+    let phase = match phase {
+        "intent" => Phase::Intent,
+        "holding" => Phase::Holding,
+        _ => return None,
+    };
+    let MicroTime(renewed) = spec.renew_time.as_ref()?;
+    let ttl = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+    (now.duration_since(*renewed).as_secs() < ttl).then(|| (cluster.to_owned(), phase))
+}
+
+/// One linked cluster the flags are read from.
+#[derive(Clone)]
+pub struct Peer {
+    pub cluster: String,
+    pub client: Client,
+    /// Its injector's namespace (where its flags are).
+    pub namespace: String,
+    /// Its injector's leader Lease there: proof that this is the right namespace.
+    pub leader_lease: String,
+}
+
+/// This cluster's side of the protocol: its name and its flags' namespace.
+#[derive(Clone, Debug)]
+pub struct Coordinator {
+    pub cluster: String,
+    pub namespace: String,
+    /// The leader Lease's name (`--lease-name`), the same in every linked cluster.
+    pub leader_lease: String,
+}
+
+impl Coordinator {
+    fn flag(&self, network: &str, phase: Phase) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(flag_name(network)),
+                annotations: Some(
+                    [(FLAG_NETWORK_ANNOTATION.to_owned(), network.to_owned())].into(),
+                ),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder(&self.cluster, phase)),
+                lease_duration_seconds: Some(FLAG_TTL.as_secs() as i32),
+                renew_time: Some(MicroTime(Timestamp::now())),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    /// Writes our flag for `network` (create, or replace whatever is there: only our
+    /// own leader writes it).
+    pub async fn write(
+        &self,
+        client: &Client,
+        network: &str,
+        phase: Phase,
+    ) -> Result<(), kube::Error> {
+        let api: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
+        let mut lease = self.flag(network, phase);
+        let name = flag_name(network);
+        match api.get_opt(&name).await? {
+            Some(old) => {
+                lease.metadata.resource_version = old.metadata.resource_version;
+                api.replace(&name, &PostParams::default(), &lease).await?;
+            }
+            None => {
+                api.create(&PostParams::default(), &lease).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Our own flag as stored (after a restart of the leader: is it still ours and held?).
+    pub async fn own(&self, client: &Client, network: &str) -> Result<Option<Phase>, kube::Error> {
+        let api: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
+        Ok(api
+            .get_opt(&flag_name(network))
+            .await?
+            .and_then(|l| read_flag(&l, Timestamp::now()))
+            .filter(|(c, _)| *c == self.cluster)
+            .map(|(_, p)| p))
+    }
+
+    /// Clears our flag for `network`.
+    pub async fn clear(&self, client: &Client, network: &str) -> Result<(), kube::Error> {
+        let api: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
+        match api
+            .delete(&flag_name(network), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Reads a linked cluster's flag for `network` (a fresh `get`, never a cache). A
+/// missing flag counts as clear only where that cluster's injector is known to run
+/// (its leader Lease is there): a link naming the wrong namespace would otherwise read
+/// "clear" forever.
+pub async fn read(peer: &Peer, network: &str) -> Seen {
+    let api: Api<Lease> = Api::namespaced(peer.client.clone(), &peer.namespace);
+    match tokio::time::timeout(Duration::from_secs(10), api.get_opt(&peer.leader_lease)).await {
+        Err(_) => return Seen::Unknown("no answer within 10 s".into()),
+        Ok(Err(e)) => return Seen::Unknown(crate::error::chain(&e)),
+        Ok(Ok(None)) => {
+            return Seen::Unknown(format!(
+                "no injector leader Lease {} in its namespace {}: set the link's {} to the namespace its injector runs in, \
+                 and run its rollout loop",
+                peer.leader_lease,
+                peer.namespace,
+                crate::remote::LEASE_NAMESPACE_ANNOTATION
+            ));
+        }
+        Ok(Ok(Some(_))) => {}
+    }
+    match tokio::time::timeout(Duration::from_secs(10), api.get_opt(&flag_name(network))).await {
+        Err(_) => Seen::Unknown("no answer within 10 s".into()),
+        Ok(Err(e)) => Seen::Unknown(crate::error::chain(&e)),
+        Ok(Ok(None)) => Seen::Clear,
+        Ok(Ok(Some(l))) => match read_flag(&l, Timestamp::now()) {
+            Some((_, p)) => Seen::Flag(p),
+            None => Seen::Clear,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(v: &[(&str, Seen)]) -> Vec<(String, Seen)> {
+        v.iter()
+            .map(|(c, s)| ((*c).to_owned(), s.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn alone_it_holds() {
+        assert_eq!(decide("b", &[]), Decision::Hold);
+        assert_eq!(
+            decide("b", &seen(&[("a", Seen::Clear), ("c", Seen::Clear)])),
+            Decision::Hold
+        );
+    }
+
+    #[test]
+    fn a_holder_anywhere_makes_it_back_off() {
+        for other in ["a", "c"] {
+            assert_eq!(
+                decide("b", &seen(&[(other, Seen::Flag(Phase::Holding))])),
+                Decision::BackOff {
+                    held_by: other.into()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn between_intents_the_first_name_goes_first() {
+        assert_eq!(
+            decide("b", &seen(&[("a", Seen::Flag(Phase::Intent))])),
+            Decision::BackOff {
+                held_by: "a".into()
+            }
+        );
+        assert_eq!(
+            decide("a", &seen(&[("b", Seen::Flag(Phase::Intent))])),
+            Decision::KeepIntent {
+                waiting_for: vec!["b".into()]
+            }
+        );
+        assert_eq!(
+            decide(
+                "b",
+                &seen(&[
+                    ("c", Seen::Flag(Phase::Intent)),
+                    ("a", Seen::Flag(Phase::Intent))
+                ])
+            ),
+            Decision::BackOff {
+                held_by: "a".into()
+            }
+        );
+    }
+
+    #[test]
+    fn an_unreadable_cluster_makes_it_wait() {
+        let d = decide(
+            "a",
+            &seen(&[("b", Seen::Clear), ("c", Seen::Unknown("403".into()))]),
+        );
+        assert_eq!(
+            d,
+            Decision::Unknown {
+                cluster: "c".into(),
+                why: "403".into()
+            }
+        );
+    }
+
+    /// Every interleaving of two clusters running the protocol once (write intent,
+    /// read, then hold or back off) ends with at most one holder: the claim of the
+    /// module's proof, checked exhaustively on the model.
+    #[test]
+    fn no_interleaving_of_two_clusters_has_two_holders() {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Step {
+            Write,
+            Read,
+            Act,
+            Done,
+        }
+        // Steps of a cluster: write intent, read the other, act on what it read.
+        fn run(order: &[usize]) -> usize {
+            let names = ["a", "b"];
+            let mut flag = [Seen::Clear, Seen::Clear];
+            let mut read: [Option<Seen>; 2] = [None, None];
+            let mut step = [Step::Write; 2];
+            for &i in order {
+                let o = 1 - i;
+                match step[i] {
+                    Step::Write => {
+                        flag[i] = Seen::Flag(Phase::Intent);
+                        step[i] = Step::Read;
+                    }
+                    Step::Read => {
+                        read[i] = Some(flag[o].clone());
+                        step[i] = Step::Act;
+                    }
+                    Step::Act => {
+                        let others =
+                            [(names[o].to_owned(), read[i].clone().unwrap_or(Seen::Clear))];
+                        flag[i] = match decide(names[i], &others) {
+                            Decision::Hold => Seen::Flag(Phase::Holding),
+                            Decision::KeepIntent { .. } => Seen::Flag(Phase::Intent),
+                            _ => Seen::Clear,
+                        };
+                        step[i] = Step::Done;
+                    }
+                    Step::Done => {}
+                }
+            }
+            flag.iter()
+                .filter(|f| **f == Seen::Flag(Phase::Holding))
+                .count()
+        }
+        // All orders of three steps each.
+        let mut orders = vec![vec![]];
+        for _ in 0..6 {
+            orders = orders
+                .into_iter()
+                .flat_map(|o: Vec<usize>| {
+                    let counts = [0, 1].map(|i| o.iter().filter(|&&x| x == i).count());
+                    [0, 1]
+                        .into_iter()
+                        .filter(move |&i| counts[i] < 3)
+                        .map(move |i| {
+                            let mut n = o.clone();
+                            n.push(i);
+                            n
+                        })
+                })
+                .collect();
+        }
+        assert_eq!(orders.len(), 20);
+        for o in &orders {
+            assert!(run(o) <= 1, "two holders with order {o:?}");
+        }
+        assert!(orders.iter().any(|o| run(o) == 1), "somebody can hold");
+    }
+
+    #[test]
+    fn flags_expire_and_carry_their_cluster() {
+        let c = Coordinator {
+            cluster: "eu-1".into(),
+            namespace: "ns".into(),
+            leader_lease: "l".into(),
+        };
+        let l = c.flag("my net", Phase::Holding);
+        let now = Timestamp::now();
+        assert_eq!(read_flag(&l, now), Some(("eu-1".into(), Phase::Holding)));
+        let later = now + std::time::Duration::from_secs(FLAG_TTL.as_secs() + 1);
+        assert_eq!(read_flag(&l, later), None, "expired");
+        assert!(flag_name("my net").starts_with("stellar-peer-injector-net-"));
+        assert_ne!(flag_name("testnet"), flag_name("mainnet"));
+        assert_eq!(
+            l.metadata.annotations.expect("a")[FLAG_NETWORK_ANNOTATION],
+            "my net"
+        );
+    }
+}
