@@ -2,7 +2,7 @@
 SHELL := bash
 TESTBED := tests/testbed/testbed
 
-.PHONY: test demo deps deny-deps machete-deps fetch build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status crowd-start crowd-stop crowd-status
+.PHONY: test demo demo-multicluster deps deny-deps machete-deps fetch build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status crowd-start crowd-stop crowd-status
 
 ## Installs what the project needs on a fresh Debian machine with Go and Rust.
 deps:
@@ -65,6 +65,11 @@ fuzz: fuzz-deps
 demo: deps
 	cargo build --locked
 	./examples/demo.sh
+
+## Two linked clusters side by side: peers across them, and rollouts that take turns.
+demo-multicluster: deps
+	cargo build --locked
+	./examples/demo-multicluster.sh
 
 bed-up: deps
 	$(TESTBED) up
