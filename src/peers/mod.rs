@@ -276,6 +276,14 @@ impl PeerSnapshot {
         let mut remote_validators: BTreeMap<String, usize> = BTreeMap::new();
         let mut remotes: BTreeMap<String, RemoteSummary> = BTreeMap::new();
         let mut remote_problems = Vec::new();
+        let local: Vec<&NodeRecord> = local.into_iter().collect();
+        // A remote validator left out matters (and is told) only where this cluster has
+        // nodes of its network.
+        let local_networks: std::collections::BTreeSet<&str> = local
+            .iter()
+            .filter(|r| r.problem.is_none())
+            .map(|r| r.network.as_str())
+            .collect();
         for (cluster, rec) in remote {
             let summary = remotes.entry(cluster.to_owned()).or_default();
             summary.nodes += 1;
@@ -300,6 +308,7 @@ impl PeerSnapshot {
                     *validators.entry(rec.network.clone()).or_default() += 1;
                     *remote_validators.entry(rec.network.clone()).or_default() += 1;
                 }
+                Err(_) if !local_networks.contains(rec.network.as_str()) => {}
                 Err(e) => {
                     summary.excluded += 1;
                     remote_problems.push(RemoteProblem {
