@@ -36,6 +36,10 @@ pub enum Command {
     /// Config mode (init container): merge the injected peers into the base
     /// stellar-core config and write the result for `stellar-core --conf`.
     RenderConfig(crate::config::render::RenderArgs),
+    /// Make the cluster of a kubeconfig context readable by another cluster's injector
+    /// (a reader ServiceAccount with least-privilege RBAC and a token), and print the
+    /// link Secret to apply in that other cluster.
+    RemoteSecret(crate::remote_secret::RemoteSecretArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -29,6 +29,8 @@ pub enum Error {
     Settings(#[from] crate::inject::SettingsError),
     #[error("{}", chain(.0))]
     Link(#[source] crate::remote::LinkError),
+    #[error("{}", chain(.0))]
+    RemoteSecret(#[source] crate::remote_secret::RemoteSecretError),
     #[error("certificate generation failed: {0}")]
     Certs(#[source] rcgen::Error),
     #[error("{0}")]

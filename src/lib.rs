@@ -5,7 +5,8 @@
 //! codec of [`dns`].
 //! Edges: [`cache`] (watch), [`server`] (TLS admission and admin listeners),
 //! [`events`] (the one Event recorder), [`reports`] (problem Events and peer-resolution
-//! checks), [`run`] (commands), [`config::render`] (the `render-config` init container).
+//! checks), [`run`] (commands), [`config::render`] (the `render-config` init container),
+//! [`remote_secret`] (the `remote-secret` command).
 
 pub mod cache;
 pub mod certs;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod peers;
 pub mod remote;
+pub mod remote_secret;
 pub mod reports;
 pub mod rollout;
 pub mod run;

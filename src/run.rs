@@ -44,6 +44,15 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::RenderConfig(a) => crate::config::render::main(&a),
+        Command::RemoteSecret(a) => {
+            print!(
+                "{}",
+                crate::remote_secret::run(&a)
+                    .await
+                    .map_err(Error::RemoteSecret)?
+            );
+            Ok(())
+        }
     }
 }
 

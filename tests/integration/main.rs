@@ -14,6 +14,7 @@ mod config_tests;
 mod controls_tests;
 mod fault_tests;
 mod injection_tests;
+mod link_tests;
 mod multicluster_tests;
 mod rollout_tests;
 mod support;
@@ -106,6 +107,7 @@ fn main() {
         "chart" => chart_tests,
         "faults" => fault_tests,
         "multicluster" => multicluster_tests,
+        "link" => link_tests,
     };
     let listed = registry.check();
     let mut trials = registry.trials;

@@ -75,6 +75,14 @@ app.kubernetes.io/component: admission-webhook
 {{- if and (eq .Values.certs.mode "secret") (not .Values.webhook.url) (not .Values.certs.caBundle) }}
 {{- fail "certs.mode=secret needs certs.caBundle (base64 PEM of the CA that signed the certificate)" }}
 {{- end }}
+{{- if and .Values.multicluster.enabled (not .Values.multicluster.clusterName) }}
+{{- fail "multicluster.enabled needs multicluster.clusterName: this cluster's name as the linked clusters know it (their link Secrets' stellar.org/cluster-name)" }}
+{{- end }}
+{{- range .Values.multicluster.remoteSecrets }}
+{{- if or (not .clusterName) (not .kubeconfig) }}
+{{- fail "each multicluster.remoteSecrets entry needs clusterName and kubeconfig (see `stellar-peer-injector remote-secret`)" }}
+{{- end }}
+{{- end }}
 {{- if and .Values.webhook.url (not (hasPrefix "https://" .Values.webhook.url)) }}
 {{- fail "webhook.url must start with https://" }}
 {{- end }}
