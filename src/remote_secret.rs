@@ -32,9 +32,7 @@ use serde_json::{Value, json};
 
 use crate::remote::{CLUSTER_NAME_ANNOTATION, KUBECONFIG_KEY, REMOTE_LABEL};
 
-/// The annotation of a link Secret naming the linked cluster's injector namespace, where
-/// its rollout slot Leases are.
-pub const LEASE_NAMESPACE_ANNOTATION: &str = "stellar.org/lease-namespace";
+pub use crate::remote::LEASE_NAMESPACE_ANNOTATION;
 /// Field manager of the server-side applies.
 pub const FIELD_MANAGER: &str = "stellar-peer-injector";
 /// The reader ServiceAccount, Role, RoleBinding (in the remote namespace), and the prefix

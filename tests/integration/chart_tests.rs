@@ -982,13 +982,8 @@ pub async fn chart_multicluster_links_clusters_and_makes_a_least_privilege_reade
             format!("Deployment args lack {want}: {args:?}")
         })?;
     }
-    // The rest parses with the binary's CLI. `--cluster-name` is the rollout
-    // coordination's serve flag, on its own branch: drop this filter once it is merged.
-    let argv = std::iter::once("stellar-peer-injector".to_owned()).chain(
-        args.iter()
-            .filter(|a| !a.starts_with("--cluster-name="))
-            .cloned(),
-    );
+    // The rest parses with the binary's CLI.
+    let argv = std::iter::once("stellar-peer-injector".to_owned()).chain(args.iter().cloned());
     stellar_peer_injector::cli::Cli::try_parse_from(argv)
         .map_err(|e| format!("the chart's args {args:?} do not parse: {e}"))?;
     let link = named(&d, "Secret", &rs::link_secret_name("b"))?;
@@ -1011,8 +1006,11 @@ pub async fn chart_multicluster_links_clusters_and_makes_a_least_privilege_reade
     let secrets_role = named(&d, "Role", &format!("{fullname}-remote-secrets"))?;
     ensure_eq!(
         secrets_role["rules"],
-        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}]),
-        "the injector's Secret Role"
+        json!([
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create", "get", "update", "delete"]}
+        ]),
+        "the injector's Role for link Secrets and rollout flags"
     )?;
     ensure_eq!(
         secrets_role["metadata"]["namespace"],
@@ -1151,6 +1149,14 @@ pub async fn chart_multicluster_links_clusters_and_makes_a_least_privilege_reade
             (&injector, "watch", "secrets", n.as_str(), true),
             (&injector, "list", "secrets", n.as_str(), true),
             (&injector, "get", "secrets", n.as_str(), true),
+            (
+                &injector,
+                "delete",
+                "leases.coordination.k8s.io",
+                n.as_str(),
+                true,
+            ),
+            (&injector, "delete", "leases.coordination.k8s.io", o, false),
             (&injector, "watch", "secrets", o, false),
             (&injector, "list", "secrets", o, false),
             (&injector, "create", "secrets", n.as_str(), false),
