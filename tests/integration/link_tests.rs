@@ -144,10 +144,17 @@ pub async fn link_remote_secret_links_a_cluster_with_a_least_privilege_reader() 
             .map_err(|e| format!("the applied link Secret: {e}"))?;
         stellar_peer_injector::remote::Link::from_secret(&secret)
             .map_err(|e| format!("the applied Secret as the injector reads it: {e}"))?;
+        // b1 exists before a's injector starts, so its first snapshot (which waits for
+        // the linked clusters' first list) has it: b runs no injector here, so a's rollout
+        // loop is off (it could not take turns with b) and a1 must be right at creation.
+        let host = format!("b1.{net}.b.example.org");
+        let mut b1 = stellar_node("b1", "Validator", &net, false);
+        b1["spec"]["validatorConfig"] = json!({"externalDns": {"hostname": host, "ttl": 300}});
+        ns_b.create::<StellarNode>(b1).await?;
         let inj = Injector::start(
             &ns_a.name,
             &a.kubeconfig,
-            &["--remote-secret-namespace", &ns_a.name, "--debounce", "1s"],
+            &["--remote-secret-namespace", &ns_a.name, "--rollout", "off"],
             true,
         )
         .await?;
@@ -161,10 +168,6 @@ pub async fn link_remote_secret_links_a_cluster_with_a_least_privilege_reader() 
         )
         .await?;
         let linked = async {
-            let host = format!("b1.{net}.b.example.org");
-            let mut b1 = stellar_node("b1", "Validator", &net, false);
-            b1["spec"]["validatorConfig"] = json!({"externalDns": {"hostname": host, "ttl": 300}});
-            ns_b.create::<StellarNode>(b1).await?;
             ns_a.create::<StellarNode>(stellar_node("a1", "Validator", &net, false))
                 .await?;
             ns_a.create::<StatefulSet>(operator_statefulset("a1", "Validator", &net, 1))

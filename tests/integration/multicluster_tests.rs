@@ -379,7 +379,34 @@ pub async fn multicluster_an_unreachable_linked_cluster_changes_nothing_until_it
         let _ = b.run(&["restart", "kube-apiserver"]);
     }
     delete_webhook(&ns_a.client, &hook).await;
-    result
+    // Later trials on b need its controllers back, not just its API server: they resync
+    // with backoff after the outage. A token Secret being filled shows they are.
+    let back = controllers_back(&ns_b).await;
+    result.and(back)
+}
+
+/// Waits until bed b's kube-controller-manager acts again (its token controller fills a
+/// new ServiceAccount token Secret).
+async fn controllers_back(ns: &TestNs) -> TestResult {
+    let name = "controllers-back";
+    ns.create::<Secret>(json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": name, "annotations": {"kubernetes.io/service-account.name": "default"}}
+    }))
+    .await?;
+    let api = ns.api::<Secret>();
+    wait_for(
+        Duration::from_secs(180),
+        "bed b's controllers to act again after its API server came back",
+        || {
+            let api = api.clone();
+            async move {
+                let s = api.get_opt(name).await.ok().flatten()?;
+                s.data.as_ref()?.get("token").map(|_| ())
+            }
+        },
+    )
+    .await
 }
 
 async fn inj_ready(inj: &Injector) -> bool {
