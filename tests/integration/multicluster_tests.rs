@@ -110,60 +110,88 @@ async fn statefulsets(ns: &TestNs) -> Result<Vec<StatefulSet>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Two namespaces, one in each bed, linked both ways (a link Secret in each naming the
+/// other's namespace for its rollout flags), each with its own injector (`--cluster-name`
+/// a and b, debounce 1 s) registered as its bed's webhook: the start of the trials that
+/// link both ways.
+struct LinkedPair {
+    ns_a: TestNs,
+    ns_b: TestNs,
+    inj_a: Injector,
+    inj_b: Injector,
+    hooks: [String; 2],
+}
+
+impl LinkedPair {
+    async fn start(prefix_a: &str, prefix_b: &str) -> Result<Self, String> {
+        let (a, b) = (bed()?, second_bed()?);
+        let ns_a = TestNs::new(prefix_a).await?;
+        let ns_b = TestNs::with_client(b.client().await?, prefix_b).await?;
+        link(&ns_a, "b", &b.kubeconfig, &ns_b.name).await?;
+        link(&ns_b, "a", &a.kubeconfig, &ns_a.name).await?;
+        let start = |ns: &TestNs, me: &'static str, kubeconfig: std::path::PathBuf| {
+            let ns = ns.name.clone();
+            async move {
+                let flags = [
+                    "--remote-secret-namespace",
+                    &ns,
+                    "--cluster-name",
+                    me,
+                    "--debounce",
+                    "1s",
+                ];
+                Injector::start(&ns, &kubeconfig, &flags, true).await
+            }
+        };
+        let inj_a = start(&ns_a, "a", a.kubeconfig.clone()).await?;
+        let inj_b = start(&ns_b, "b", b.kubeconfig.clone()).await?;
+        let hook_a = register_webhook(
+            &ns_a.client,
+            &ns_a.name,
+            &inj_a.url(),
+            &inj_a.ca_pem()?,
+            "Fail",
+            true,
+        )
+        .await?;
+        let hook_b = register_webhook(
+            &ns_b.client,
+            &ns_b.name,
+            &inj_b.url(),
+            &inj_b.ca_pem()?,
+            "Fail",
+            true,
+        )
+        .await?;
+        Ok(Self {
+            ns_a,
+            ns_b,
+            inj_a,
+            inj_b,
+            hooks: [hook_a, hook_b],
+        })
+    }
+}
+
+/// Removes the pair's webhook registrations.
+async fn unhook(ns_a: &TestNs, ns_b: &TestNs, hooks: &[String; 2]) {
+    delete_webhook(&ns_a.client, &hooks[0]).await;
+    delete_webhook(&ns_b.client, &hooks[1]).await;
+}
+
 pub async fn multicluster_validators_of_linked_clusters_get_each_others_external_addresses()
 -> TestResult {
     let (a, b) = (bed()?, second_bed()?);
-    let ns_a = TestNs::new("mca").await?;
-    let ns_b = TestNs::with_client(b.client().await?, "mcb").await?;
+    let LinkedPair {
+        ns_a,
+        ns_b,
+        inj_a,
+        inj_b,
+        hooks,
+    } = LinkedPair::start("mca", "mcb").await?;
     let net = ns_a.name.clone();
     let ext = |n: &str, c: &str| format!("{n}.{net}.{c}.example.org");
     let ext_addr = |n: &str, c: &str| format!("{}:11625", ext(n, c));
-    link(&ns_a, "b", &b.kubeconfig, &ns_b.name).await?;
-    link(&ns_b, "a", &a.kubeconfig, &ns_a.name).await?;
-    let args = |ns: &TestNs, me: &str| {
-        vec![
-            "--remote-secret-namespace".to_owned(),
-            ns.name.clone(),
-            "--cluster-name".into(),
-            me.into(),
-            "--debounce".into(),
-            "1s".into(),
-        ]
-    };
-    let args_a = args(&ns_a, "a");
-    let args_b = args(&ns_b, "b");
-    let inj_a = Injector::start(
-        &ns_a.name,
-        &a.kubeconfig,
-        &args_a.iter().map(String::as_str).collect::<Vec<_>>(),
-        true,
-    )
-    .await?;
-    let inj_b = Injector::start(
-        &ns_b.name,
-        &b.kubeconfig,
-        &args_b.iter().map(String::as_str).collect::<Vec<_>>(),
-        true,
-    )
-    .await?;
-    let hook_a = register_webhook(
-        &ns_a.client,
-        &ns_a.name,
-        &inj_a.url(),
-        &inj_a.ca_pem()?,
-        "Fail",
-        true,
-    )
-    .await?;
-    let hook_b = register_webhook(
-        &ns_b.client,
-        &ns_b.name,
-        &inj_b.url(),
-        &inj_b.ca_pem()?,
-        "Fail",
-        true,
-    )
-    .await?;
     let result = async {
         // a1 and b1 have an external name; a2 and b2 do not.
         ns_a.create::<StellarNode>(validator("a1", &net, Some(&ext("a1", "a"))))
@@ -293,8 +321,7 @@ pub async fn multicluster_validators_of_linked_clusters_get_each_others_external
         wait_sorted(&ns_b, "b1", &[&b2, &ext_addr("a1", "a")], 30, &inj_b).await
     }
     .await;
-    delete_webhook(&ns_a.client, &hook_a).await;
-    delete_webhook(&ns_b.client, &hook_b).await;
+    unhook(&ns_a, &ns_b, &hooks).await;
     result
 }
 
@@ -535,47 +562,16 @@ impl Drop for CrossMonitor {
 
 pub async fn multicluster_a_validator_added_in_one_cluster_rolls_both_one_at_a_time() -> TestResult
 {
-    let (a, b) = (bed()?, second_bed()?);
-    let ns_a = TestNs::new("mcq").await?;
-    let ns_b = TestNs::with_client(b.client().await?, "mcr").await?;
+    let LinkedPair {
+        ns_a,
+        ns_b,
+        inj_a,
+        inj_b,
+        hooks,
+    } = LinkedPair::start("mcq", "mcr").await?;
     let net = ns_a.name.clone();
     let ext = |n: &str, c: &str| format!("{n}.{net}.{c}.example.org");
     let ea = |n: &str, c: &str| format!("{}:11625", ext(n, c));
-    link(&ns_a, "b", &b.kubeconfig, &ns_b.name).await?;
-    link(&ns_b, "a", &a.kubeconfig, &ns_a.name).await?;
-    let flags = |ns: &TestNs, me: &str| {
-        [
-            "--remote-secret-namespace".to_owned(),
-            ns.name.clone(),
-            "--cluster-name".to_owned(),
-            me.to_owned(),
-            "--debounce".to_owned(),
-            "1s".to_owned(),
-        ]
-    };
-    let (fa, fb) = (flags(&ns_a, "a"), flags(&ns_b, "b"));
-    let fa: Vec<&str> = fa.iter().map(String::as_str).collect();
-    let fb: Vec<&str> = fb.iter().map(String::as_str).collect();
-    let inj_a = Injector::start(&ns_a.name, &a.kubeconfig, &fa, true).await?;
-    let inj_b = Injector::start(&ns_b.name, &b.kubeconfig, &fb, true).await?;
-    let hook_a = register_webhook(
-        &ns_a.client,
-        &ns_a.name,
-        &inj_a.url(),
-        &inj_a.ca_pem()?,
-        "Fail",
-        true,
-    )
-    .await?;
-    let hook_b = register_webhook(
-        &ns_b.client,
-        &ns_b.name,
-        &inj_b.url(),
-        &inj_b.ca_pem()?,
-        "Fail",
-        true,
-    )
-    .await?;
     let monitor = CrossMonitor::start(&[("a", &ns_a), ("b", &ns_b)]);
     let result = async {
         for (ns, n, c) in [(&ns_a, "a1", "a"), (&ns_a, "a2", "a"), (&ns_b, "b1", "b"), (&ns_b, "b2", "b")] {
@@ -625,7 +621,6 @@ pub async fn multicluster_a_validator_added_in_one_cluster_rolls_both_one_at_a_t
         )
     }
     .await;
-    delete_webhook(&ns_a.client, &hook_a).await;
-    delete_webhook(&ns_b.client, &hook_b).await;
+    unhook(&ns_a, &ns_b, &hooks).await;
     result
 }
