@@ -29,6 +29,10 @@ pub enum Command {
     Inject(InjectArgs),
     /// Print the peer sets as the cluster has them now.
     Peers(PeersArgs),
+    /// Why a pod is (or is not) injected, which peers it gets, whether its running pods
+    /// carry them, and what the rollout loop will do next; `--all` lists every workload
+    /// the loop would restart (what a first install would restart).
+    Explain(Box<ExplainArgs>),
     /// Print the StellarNode CRD as YAML.
     Crd,
     /// Write a development CA and serving certificate (ECDSA P-256).
@@ -325,29 +329,11 @@ pub struct ServeArgs {
         default_value = "on"
     )]
     pub rollout: crate::rollout::controller::Mode,
-    /// Most workloads of one network rolling at the same time.
-    #[arg(long, env = "STELLAR_PEER_INJECTOR_MAX_CONCURRENT_ROLLOUTS", default_value_t = 1,
-          value_parser = clap::value_parser!(u16).range(1..))]
-    pub max_concurrent_rollouts: u16,
     /// Peer changes within this window produce one rollout.
     #[arg(long, env = "STELLAR_PEER_INJECTOR_DEBOUNCE", default_value = "5s", value_parser = parse_duration)]
     pub debounce: Duration,
-    /// OnDelete StatefulSets and pods that missed injection: `delete` stale pods one
-    /// at a time, or only record an `event`.
-    #[arg(
-        long,
-        env = "STELLAR_PEER_INJECTOR_ON_DELETE_POLICY",
-        value_enum,
-        default_value = "delete"
-    )]
-    pub on_delete_policy: OnDeletePolicyArg,
-    /// Daily UTC windows in which rollouts may start, e.g. `02:00-04:00` or
-    /// `02:00-03:00,14:00-15:00` (`always`: any time). Outside them, changes queue up and
-    /// roll when a window opens; injection at pod creation is never delayed. A
-    /// StellarNode may override it with the `stellar.org/rollout-window` annotation.
-    #[arg(long, env = "STELLAR_PEER_INJECTOR_ROLLOUT_WINDOW", default_value = "always",
-          value_parser = |s: &str| crate::rollout::controls::Windows::parse(s).map_err(|e| e.to_string()))]
-    pub rollout_window: crate::rollout::controls::Windows,
+    #[command(flatten)]
+    pub policy: RolloutPolicyArgs,
     /// A workload unavailable this long is reported stuck (Event, metric). It keeps
     /// holding its network's slot unless annotated `stellar.org/rollout: skip-wait`.
     #[arg(long, env = "STELLAR_PEER_INJECTOR_STUCK_AFTER", default_value = "15m", value_parser = parse_duration)]
@@ -390,6 +376,53 @@ pub struct ServeArgs {
     /// clusters' first list, so that a restart does not inject short lists and roll.
     #[arg(long, env = "STELLAR_PEER_INJECTOR_REMOTE_SYNC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub remote_sync_timeout: Duration,
+}
+
+/// What the rollout loop may do and when: shared by `serve` and `explain` (which
+/// predicts the loop's next step, so it must be given the same values).
+#[derive(Args, Debug, Clone)]
+pub struct RolloutPolicyArgs {
+    /// Most workloads of one network rolling at the same time.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_MAX_CONCURRENT_ROLLOUTS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_rollouts: u16,
+    /// OnDelete StatefulSets and pods that missed injection: `delete` stale pods one
+    /// at a time, or only record an `event`.
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_ON_DELETE_POLICY",
+        value_enum,
+        default_value = "delete"
+    )]
+    pub on_delete_policy: OnDeletePolicyArg,
+    /// Daily UTC windows in which rollouts may start, e.g. `02:00-04:00` or
+    /// `02:00-03:00,14:00-15:00` (`always`: any time). Outside them, changes queue up and
+    /// roll when a window opens; injection at pod creation is never delayed. A
+    /// StellarNode may override it with the `stellar.org/rollout-window` annotation.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_ROLLOUT_WINDOW", default_value = "always",
+          value_parser = |s: &str| crate::rollout::controls::Windows::parse(s).map_err(|e| e.to_string()))]
+    pub rollout_window: crate::rollout::controls::Windows,
+    /// Restart workloads none of whose pods was ever injected (they predate the
+    /// injector), one per network at a time. Off: they keep running without peers, with a
+    /// `PeersNotInjected` Event, until restarted. `explain --all` lists them first.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_HEAL_UNINJECTED", default_value_t = false,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub heal_uninjected: bool,
+}
+
+impl RolloutPolicyArgs {
+    /// The planner's settings.
+    pub fn plan(&self) -> crate::rollout::plan::PlanSettings {
+        use crate::rollout::plan::{OnDeletePolicy, PlanSettings};
+        PlanSettings {
+            max_concurrent: usize::from(self.max_concurrent_rollouts),
+            on_delete: match self.on_delete_policy {
+                OnDeletePolicyArg::Delete => OnDeletePolicy::Delete,
+                OnDeletePolicyArg::Event => OnDeletePolicy::Event,
+            },
+            heal_uninjected: self.heal_uninjected,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -438,6 +471,49 @@ pub struct PeersArgs {
     pub kube: KubeArgs,
     #[command(flatten)]
     pub peers: PeerArgs,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("subject").required(true).multiple(true)
+    .args(["pod", "stellarnode", "file", "all"])))]
+pub struct ExplainArgs {
+    /// A pod in the cluster.
+    #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with_all = ["stellarnode", "file"])]
+    pub pod: Option<String>,
+    /// A StellarNode in the cluster: its pods (or, with none, a pod as the operator makes it).
+    #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with = "file")]
+    pub stellarnode: Option<String>,
+    /// Offline: multi-document YAML with the pods, StatefulSets or Deployments to explain,
+    /// and any StellarNodes, Namespaces and MutatingWebhookConfigurations they meet
+    /// ('-' for stdin). Nothing is read from a cluster.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: Option<String>,
+    /// Offline: StellarNodes from this file instead of from -f.
+    #[arg(long, value_name = "FILE", requires = "file")]
+    pub nodes: Option<String>,
+    /// Also list every stale workload and what the rollout loop does next about it, as a
+    /// freshly started loop with these rollout flags would decide now.
+    #[arg(long)]
+    pub all: bool,
+    /// Namespace for manifests that do not name one (with -f).
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Name of the webhook whose configurations are checked.
+    #[arg(long, default_value = crate::explain::WEBHOOK_NAME)]
+    pub webhook_name: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub peers: PeerArgs,
+    #[command(flatten)]
+    pub patch: PatchArgs,
+    #[command(flatten)]
+    pub policy: RolloutPolicyArgs,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }

@@ -16,6 +16,8 @@ pub mod crd;
 pub mod dns;
 pub mod error;
 pub mod events;
+pub mod explain;
+pub mod explain_cmd;
 pub mod inject;
 pub mod inspect;
 pub mod metrics;

@@ -34,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             init_tracing(LogFormat::Plain);
             peers(a).await
         }
+        Command::Explain(a) => crate::explain_cmd::main(*a).await,
         Command::Crd => {
             print!("{}", crate::crd::crd_yaml().map_err(Error::Crd)?);
             Ok(())
@@ -268,7 +269,7 @@ fn rollout_settings(
     )>,
     Error,
 > {
-    use crate::rollout::{controller, lease, plan};
+    use crate::rollout::{controller, lease};
     if args.rollout == controller::Mode::Off {
         return Ok(None);
     }
@@ -277,15 +278,9 @@ fn rollout_settings(
     })?;
     let settings = controller::RolloutSettings {
         mode: args.rollout,
-        plan: plan::PlanSettings {
-            max_concurrent: usize::from(args.max_concurrent_rollouts),
-            on_delete: match args.on_delete_policy {
-                crate::cli::OnDeletePolicyArg::Delete => plan::OnDeletePolicy::Delete,
-                crate::cli::OnDeletePolicyArg::Event => plan::OnDeletePolicy::Event,
-            },
-        },
+        plan: args.policy.plan(),
         debounce: args.debounce,
-        windows: args.rollout_window.clone(),
+        windows: args.policy.rollout_window.clone(),
         stuck_after: args.stuck_after,
         namespaces: args.kube.namespaces(),
         coordination: coordination(args, &namespace)?,
@@ -409,7 +404,7 @@ async fn peers(args: PeersArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn read_input(path: &str) -> Result<String, Error> {
+pub fn read_input(path: &str) -> Result<String, Error> {
     let mut s = String::new();
     if path == "-" {
         std::io::stdin().read_to_string(&mut s)?;

@@ -25,6 +25,21 @@ pub const ANNOTATION_CONFIG: &str = "stellar.org/peers-config";
 pub const ANNOTATION_HASH: &str = "stellar.org/peers-hash";
 /// The number of injected peers.
 pub const ANNOTATION_COUNT: &str = "stellar.org/peer-count";
+/// What injected the pod, and how: `{"version":"<injector version>","mode":"merge"|"env"}`
+/// (after Istio's `sidecar.istio.io/status` and Vault's `agent-inject-status`).
+pub const ANNOTATION_STATUS: &str = "stellar.org/peers-injection-status";
+/// [`ANNOTATION_STATUS`] of a pod whose config an init container merges.
+pub const STATUS_MERGE: &str = concat!(
+    r#"{"version":""#,
+    env!("CARGO_PKG_VERSION"),
+    r#"","mode":"merge"}"#
+);
+/// [`ANNOTATION_STATUS`] of a pod given env vars and the snippet only.
+pub const STATUS_ENV: &str = concat!(
+    r#"{"version":""#,
+    env!("CARGO_PKG_VERSION"),
+    r#"","mode":"env"}"#
+);
 /// Name of the injected downwardAPI volume.
 pub const VOLUME_NAME: &str = "stellar-peers";
 /// Merge mode: the base config the init container merged (on injected pods).

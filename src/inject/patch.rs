@@ -18,7 +18,8 @@ use super::config::MergePlan;
 use super::review::{HasName, PodView};
 use super::{
     ANNOTATION_CONFIG, ANNOTATION_CONFIG_BASE, ANNOTATION_COUNT, ANNOTATION_HASH,
-    INIT_CONTAINER_NAME, InjectSettings, MERGED_VOLUME_NAME, VOLUME_NAME,
+    ANNOTATION_STATUS, INIT_CONTAINER_NAME, InjectSettings, MERGED_VOLUME_NAME, STATUS_ENV,
+    STATUS_MERGE, VOLUME_NAME,
 };
 use crate::peers::PeerList;
 
@@ -224,6 +225,14 @@ pub fn build_patch(shape: &PatchShape, list: &PeerList, settings: &InjectSetting
     if let Some(m) = merge {
         annotations.push((ANNOTATION_CONFIG_BASE, m.plan.base.as_str()));
     }
+    annotations.push((
+        ANNOTATION_STATUS,
+        if merge.is_some() {
+            STATUS_MERGE
+        } else {
+            STATUS_ENV
+        },
+    ));
     let map = || -> serde_json::Map<String, Value> {
         annotations
             .iter()

@@ -136,6 +136,13 @@ fn operator_pod_gets_its_peers_in_the_stellar_node_container() {
     );
     assert_eq!(ann["stellar.org/peer-count"], "2");
     assert_eq!(ann["stellar.org/peers-config"], list.config.as_str());
+    let status: Value =
+        serde_json::from_str(ann[ANNOTATION_STATUS].as_str().expect("status annotation"))
+            .expect("status is JSON");
+    assert_eq!(
+        status,
+        json!({"version": env!("CARGO_PKG_VERSION"), "mode": "env"})
+    );
     assert_eq!(
         ann["stellar.org/seed-rotated-at"], "2026-11-01T10:00:00Z",
         "other annotations kept"
@@ -756,6 +763,16 @@ fn merge_mode_adds_the_init_container_the_emptydir_and_the_conf() {
     assert_eq!(
         pod["metadata"]["annotations"][ANNOTATION_CONFIG_BASE],
         "/config/stellar-core.cfg"
+    );
+    let status: Value = serde_json::from_str(
+        pod["metadata"]["annotations"][ANNOTATION_STATUS]
+            .as_str()
+            .expect("status annotation"),
+    )
+    .expect("status is JSON");
+    assert_eq!(
+        status,
+        json!({"version": env!("CARGO_PKG_VERSION"), "mode": "merge"})
     );
     // A second pass (reinvocation, re-applied manifest) is a fixpoint.
     let body2 = review_with(|v| v["request"]["object"] = pod.clone());

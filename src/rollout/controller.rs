@@ -337,6 +337,7 @@ pub async fn run(
         waited: Default::default(),
     });
     let mut wake = Duration::ZERO;
+    let mut last_listing = Vec::new();
     loop {
         let tick = if s.debounce.is_zero() {
             Duration::from_secs(1)
@@ -431,6 +432,9 @@ pub async fn run(
         for w in &plan.waiting {
             tracing::debug!(workload = %w.key, network = %w.network, hash = %w.hash, "not rolled now: {}", w.why);
         }
+        if s.mode == Mode::DryRun {
+            dry_run_listing(&mut last_listing, &plan);
+        }
         let mut asked = std::collections::BTreeSet::new();
         let mut acted: std::collections::HashSet<WorkloadKey> = Default::default();
         for action in plan.actions {
@@ -482,6 +486,29 @@ pub async fn run(
             let busy = busy_validator_networks(&snap, &observed.workloads, &in_flight);
             l.release_idle(&client, &busy, &asked).await;
         }
+    }
+}
+
+/// `--rollout=dry-run`: logs every workload the loop would restart, each time that set
+/// changes (the first pass lists what a first install would restart).
+fn dry_run_listing(last: &mut Vec<(WorkloadKey, String)>, plan: &super::plan::Plan) {
+    let restarts = plan.restarts();
+    let now: Vec<(WorkloadKey, String)> = restarts
+        .iter()
+        .map(|r| (r.key.clone(), r.hash.clone()))
+        .collect();
+    if now == *last {
+        return;
+    }
+    *last = now;
+    tracing::info!(
+        count = restarts.len(),
+        "dry run: the rollout loop would restart {} workload(s){}",
+        restarts.len(),
+        if restarts.is_empty() { "" } else { ":" }
+    );
+    for r in &restarts {
+        tracing::info!(workload = %r.key, network = %r.network, hash = %r.hash, "dry run: would restart: {}", r.next);
     }
 }
 
@@ -781,6 +808,15 @@ fn report_event(key: &WorkloadKey, report: &Report) -> (&'static str, String, bo
             "RolloutStuck",
             format!(
                 "{key} has not been ready for {minutes} min and holds its network's rollout slot, so no other workload of the network rolls. Fix it, or annotate it stellar.org/rollout=skip-wait to let the others proceed (your decision: quorum comes first)"
+            ),
+            true,
+        ),
+        Report::Uninjected { hash } => (
+            "PeersNotInjected",
+            format!(
+                "{key}'s pods were never injected (they predate the injector), so they run without the peer list (hash {hash}). \
+                 Restart it yourself (kubectl rollout restart), or run the injector with --heal-uninjected=true \
+                 (Helm: rollout.healUninjected) to have it restarted under the quorum rule"
             ),
             true,
         ),

@@ -95,6 +95,10 @@ pub enum OnDeletePolicy {
 pub struct PlanSettings {
     pub max_concurrent: usize,
     pub on_delete: OnDeletePolicy,
+    /// Restart workloads that were never injected (`--heal-uninjected`): no pod of theirs
+    /// and not their template carries a peers hash, so they predate the injector (or were
+    /// all created while it was down under failurePolicy Ignore). Off: they wait, told.
+    pub heal_uninjected: bool,
 }
 
 /// One thing to do.
@@ -138,6 +142,8 @@ pub enum Report {
     /// The workload has been unavailable this long, holding its network's slot unless
     /// released by `skip-wait`.
     Stuck { minutes: u64, skip_wait: bool },
+    /// None of its pods was ever injected, and `--heal-uninjected` is off.
+    Uninjected { hash: String },
 }
 
 impl Report {
@@ -146,6 +152,7 @@ impl Report {
         match self {
             Self::Paused { level, hash } => format!("paused:{}:{hash}", level.as_str()),
             Self::Stuck { skip_wait, .. } => format!("stuck:{skip_wait}"),
+            Self::Uninjected { hash } => format!("uninjected:{hash}"),
         }
     }
 }
@@ -183,6 +190,8 @@ pub enum Wait {
     Slot { held_by: Vec<String> },
     /// The network's validators roll first.
     ValidatorsFirst,
+    /// Never injected (it predates the injector), and `--heal-uninjected` is off.
+    Uninjected,
 }
 
 impl Wait {
@@ -194,6 +203,7 @@ impl Wait {
             Self::Settling => "settling",
             Self::Slot { .. } => "slot",
             Self::ValidatorsFirst => "validators_first",
+            Self::Uninjected => "uninjected",
         }
     }
 }
@@ -217,6 +227,9 @@ impl std::fmt::Display for Wait {
             Self::ValidatorsFirst => {
                 f.write_str("waiting for its network's validators to roll first")
             }
+            Self::Uninjected => f.write_str(
+                "never injected (its pods predate the injector); restarted only with --heal-uninjected=true, or restart it yourself",
+            ),
         }
     }
 }
@@ -258,6 +271,74 @@ pub struct Plan {
     pub pending: BTreeMap<String, usize>,
     pub waiting: Vec<Waiting>,
     pub stuck: Vec<Stuck>,
+}
+
+/// What the loop will do about one stale workload: now, or why not yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NextStep {
+    /// Roll it by a template annotation.
+    Roll,
+    /// Replace this stale pod (OnDelete, or a pod that missed injection).
+    ReplacePod(String),
+    /// Only an Event about its stale pods (`--on-delete-policy=event`).
+    EventOnly,
+    /// It waits.
+    Wait(Wait),
+}
+
+impl std::fmt::Display for NextStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Roll => f.write_str("roll now (template annotation)"),
+            Self::ReplacePod(p) => write!(f, "replace pod {p} now"),
+            Self::EventOnly => f.write_str("an Event only (--on-delete-policy=event)"),
+            Self::Wait(w) => w.fmt(f),
+        }
+    }
+}
+
+/// One stale workload of a plan and what happens to it next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restart {
+    pub key: WorkloadKey,
+    pub network: String,
+    pub hash: String,
+    pub next: NextStep,
+}
+
+impl Plan {
+    /// Every stale workload, acted on now or waiting, sorted by network then workload:
+    /// what `--rollout=dry-run` logs and `explain --all` prints.
+    pub fn restarts(&self) -> Vec<Restart> {
+        let mut out: Vec<Restart> = self
+            .actions
+            .iter()
+            .filter_map(|a| {
+                let (next, hash) = match a {
+                    Action::Annotate { hash, .. } => (NextStep::Roll, hash),
+                    Action::DeletePod { pod, hash, .. } => {
+                        (NextStep::ReplacePod(pod.clone()), hash)
+                    }
+                    Action::Notify { hash, .. } => (NextStep::EventOnly, hash),
+                    Action::Report { .. } => return None,
+                };
+                Some(Restart {
+                    key: a.key().clone(),
+                    network: a.network().to_owned(),
+                    hash: hash.clone(),
+                    next,
+                })
+            })
+            .chain(self.waiting.iter().map(|w| Restart {
+                key: w.key.clone(),
+                network: w.network.clone(),
+                hash: w.hash.clone(),
+                next: NextStep::Wait(w.why.clone()),
+            }))
+            .collect();
+        out.sort_by(|a, b| a.network.cmp(&b.network).then(a.key.cmp(&b.key)));
+        out
+    }
 }
 
 #[derive(Debug)]
@@ -364,7 +445,20 @@ pub fn plan_gated(
             _ if !stale_pods.is_empty() => Some(Need::Pods(stale_pods)),
             _ => None,
         };
+        // No pod of it and not its template was ever injected: it predates the injector.
+        let never_injected = w.template_hash.is_none()
+            && !own_pods.is_empty()
+            && own_pods.iter().all(|&i| pods[i].hash.is_none());
         if let Some(need) = need {
+            if never_injected && !settings.heal_uninjected {
+                waiting.push(Waiting {
+                    key: w.key.clone(),
+                    network: list.network.clone(),
+                    hash: desired.clone(),
+                    why: Wait::Uninjected,
+                });
+                continue;
+            }
             if let Some(why) = gates.held.get(&w.key) {
                 waiting.push(Waiting {
                     key: w.key.clone(),
@@ -440,12 +534,14 @@ pub fn plan_gated(
                 continue; // validators of this network first
             }
             if free == 0 {
+                // Held by the busy ones, and by those this plan acts on now.
                 out.waiting.push(wait(Wait::Slot {
                     held_by: net.busy_names.clone(),
                 }));
                 continue;
             }
             free -= 1;
+            net.busy_names.push(key.to_string());
             match need {
                 Need::Template => {
                     // The list being replaced: the template's, else the one its pods carry.

@@ -170,16 +170,21 @@ impl RolloutState {
         );
         // Tell the operator, once, what a control holds or what is stuck.
         for w in &plan.waiting {
-            if let Wait::Paused(level) = &w.why {
-                plan.actions.push(Action::Report {
-                    key: w.key.clone(),
-                    network: w.network.clone(),
-                    report: Report::Paused {
-                        level: *level,
-                        hash: w.hash.clone(),
-                    },
-                });
-            }
+            let report = match &w.why {
+                Wait::Paused(level) => Report::Paused {
+                    level: *level,
+                    hash: w.hash.clone(),
+                },
+                Wait::Uninjected => Report::Uninjected {
+                    hash: w.hash.clone(),
+                },
+                _ => continue,
+            };
+            plan.actions.push(Action::Report {
+                key: w.key.clone(),
+                network: w.network.clone(),
+                report,
+            });
         }
         for st in &stuck {
             plan.actions.push(Action::Report {

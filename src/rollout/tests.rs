@@ -57,6 +57,7 @@ fn pod(name: &str, instance: &str, hash: Option<&str>) -> PodState {
 const ONE: PlanSettings = PlanSettings {
     max_concurrent: 1,
     on_delete: OnDeletePolicy::Delete,
+    heal_uninjected: false,
 };
 
 fn annotated(p: &Plan) -> Vec<String> {
@@ -249,6 +250,61 @@ fn pods_that_missed_injection_are_healed_one_pod_at_a_time() {
     assert_eq!(
         annotated(&plan(&s, &[w1], &p, &HashSet::new(), &[], &ONE)),
         ["v1"]
+    );
+}
+
+#[test]
+fn workloads_that_predate_the_injector_wait_unless_healing_is_on() {
+    let s = snap(&[
+        rec("v1", NodeKind::Validator, "testnet"),
+        rec("v2", NodeKind::Validator, "testnet"),
+        rec("v3", NodeKind::Validator, "testnet"),
+    ]);
+    // v1 and v2 were running before the injector: no hash on template or pods.
+    // v3 was injected once; one pod of it missed injection later (an outage).
+    let mut w3 = wl("v3", None);
+    w3.replicas = 2;
+    let w = vec![wl("v1", None), wl("v2", None), w3];
+    let p = vec![
+        pod("v1-0", "v1", None),
+        pod("v2-0", "v2", None),
+        pod("v3-0", "v3", Some(&hash(&s, "v3"))),
+        pod("v3-1", "v3", None),
+    ];
+    let off = plan(&s, &w, &p, &HashSet::new(), &[], &ONE);
+    assert_eq!(annotated(&off), ["v3"], "{off:?}");
+    let why: Vec<(&str, &Wait)> = off
+        .waiting
+        .iter()
+        .map(|w| (w.key.name.as_str(), &w.why))
+        .collect();
+    assert_eq!(why, [("v1", &Wait::Uninjected), ("v2", &Wait::Uninjected)]);
+    // Waiting for the operator's choice takes no slot, and counts as pending.
+    assert_eq!(off.pending["testnet"], 3);
+    // The listing of dry-run and `explain --all`: every stale workload, in order.
+    let listing: Vec<(String, String)> = off
+        .restarts()
+        .iter()
+        .map(|r| (r.key.name.clone(), r.next.to_string()))
+        .collect();
+    assert_eq!(listing.len(), 3);
+    assert_eq!(
+        listing[2],
+        ("v3".into(), "roll now (template annotation)".into())
+    );
+    assert!(listing[0].1.starts_with("never injected"), "{listing:?}");
+    let heal = PlanSettings {
+        heal_uninjected: true,
+        ..ONE
+    };
+    let on = plan(&s, &w, &p, &HashSet::new(), &[], &heal);
+    assert_eq!(annotated(&on), ["v1"], "one per network at a time: {on:?}");
+    assert!(on.waiting.iter().all(|w| w.why != Wait::Uninjected));
+    // A workload with no pods yet is not "uninjected": its pods will be injected.
+    let empty = plan(&s, &[wl("v1", None)], &[], &HashSet::new(), &[], &ONE);
+    assert!(
+        empty.actions.is_empty() && empty.waiting.is_empty(),
+        "{empty:?}"
     );
 }
 

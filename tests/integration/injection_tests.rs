@@ -80,6 +80,9 @@ pub async fn controller_made_pods_get_their_networks_peers() -> TestResult {
         let hash = annotation(&v1, "stellar.org/peers-hash");
         ensure(hash.is_some() && hash == env_get(&v1, "stellar-node", "STELLAR_PEERS_HASH"), || "hash annotation != env".into())?;
         ensure(annotation(&v1, "stellar.org/peer-count").as_deref() == Some("2"), || "peer-count annotation".into())?;
+        let status = annotation(&v1, "stellar.org/peers-injection-status");
+        let want = format!(r#"{{"version":"{}","mode":"env"}}"#, env!("CARGO_PKG_VERSION"));
+        ensure(status.as_deref() == Some(want.as_str()), || format!("injection status annotation: {status:?}"))?;
         let cfg = annotation(&v1, "stellar.org/peers-config").unwrap_or_default();
         let parsed: toml::Table = toml::from_str(&cfg).map_err(|e| format!("snippet is not TOML: {e}\n{cfg}"))?;
         ensure(parsed["KNOWN_PEERS"].as_array().map(Vec::len) == Some(2), || format!("snippet: {cfg}"))?;

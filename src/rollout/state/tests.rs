@@ -12,6 +12,7 @@ use crate::rollout::plan::{Kind, OnDeletePolicy, PodState, Wait, WorkloadState};
 const ONE: PlanSettings = PlanSettings {
     max_concurrent: 1,
     on_delete: OnDeletePolicy::Delete,
+    heal_uninjected: false,
 };
 
 fn snap(version: u64, names: &[&str]) -> PeerSnapshot {
@@ -373,8 +374,8 @@ fn stale_pod_events_are_sent_once_per_change() {
     let (old, new) = three();
     let h3 = hash(&new, "v3");
     let plan = PlanSettings {
-        max_concurrent: 1,
         on_delete: OnDeletePolicy::Event,
+        ..ONE
     };
     let mut st = RolloutState::new(StateSettings::new(plan, Duration::ZERO));
     let mut w = vec![wl("v1", &hash(&new, "v1"), true, 2), wl("v3", &h3, true, 1)];
@@ -838,4 +839,41 @@ fn a_stuck_episode_that_ends_is_told_again_next_time() {
     assert!(acts(&st.next(t0 + Duration::from_secs(62), &new, &o)).is_empty());
     let n = st.next(t0 + Duration::from_secs(122), &new, &o);
     assert_eq!(acts(&n), ["report v3 stuck:false"]);
+}
+
+#[test]
+fn a_workload_that_predates_the_injector_is_told_once_and_healed_only_when_asked() {
+    let t0 = Instant::now();
+    let new = snap(2, &["v1", "v2", "v3"]);
+    let mut o = stale_pair(&new);
+    // v1 predates the injector: neither its template nor its pod carries a hash.
+    o.workloads[0].template_hash = None;
+    o.pods[0].hash = None;
+    let mut st = RolloutState::new(settings(Duration::ZERO));
+    let n = st.next(t0, &new, &o);
+    assert_eq!(waiting(&n), ["v1 uninjected"]);
+    let told = acts(&n);
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(told.contains(&"annotate v2".to_owned()), "{told:?}");
+    assert!(
+        told.iter().any(|a| a.starts_with("report v1 uninjected:")),
+        "{told:?}"
+    );
+    record_all(&mut st, t0, &n);
+    // Told once: the next pass only waits (v2's annotation is in flight).
+    let n = st.next(t0 + Duration::from_secs(1), &new, &o);
+    assert!(
+        acts(&n).iter().all(|a| !a.starts_with("report v1")),
+        "{n:?}"
+    );
+    // With --heal-uninjected it is restarted like any stale workload.
+    let mut s = settings(Duration::ZERO);
+    s.plan.heal_uninjected = true;
+    let mut st = RolloutState::new(s);
+    let n = st.next(t0, &new, &o);
+    assert_eq!(
+        acts(&n),
+        ["annotate v1"],
+        "one at a time, lowest name first"
+    );
 }
