@@ -6,7 +6,9 @@
 // v1.12.0 on, cmd/controller, cmd/cainjector, ... are nested modules whose module paths
 // (github.com/cert-manager/cert-manager/controller-binary, .../cainjector-binary) do not match
 // their directories (cmd/controller, cmd/cainjector), so the Go module proxy serves neither
-// path (404), and the github.com/cert-manager/cert-manager module zip leaves cmd/ out.
+// path (404), and the github.com/cert-manager/cert-manager module zip leaves cmd/ out. (They
+// also require cert-manager at v0.0.0 through `replace ... => ../../`, which works only in a
+// checkout of the repository.)
 package tools
 
 import (
