@@ -66,6 +66,7 @@ pub struct Serve {
     rust_log: String,
     log_dir: PathBuf,
     tag: String,
+    certs: Option<PathBuf>,
 }
 
 impl Serve {
@@ -77,6 +78,7 @@ impl Serve {
             rust_log: "info".to_owned(),
             log_dir: state_dir().join("logs"),
             tag: namespaces.to_owned(),
+            certs: None,
         }
     }
 
@@ -101,6 +103,13 @@ impl Serve {
         self
     }
 
+    /// Serve `<dir>/tls.crt` and `<dir>/tls.key` (its `ca.crt` is [`Injector::ca_pem`])
+    /// instead of fresh certificates from [`make_certs`].
+    pub fn certs(mut self, dir: &Path) -> Self {
+        self.certs = Some(dir.to_path_buf());
+        self
+    }
+
     /// `--dns-server` of the bed the kubeconfig belongs to (its CoreDNS, on loopback),
     /// unless the arguments name one: the peer-resolution checks then never ask the
     /// machine's own resolver, which is not on loopback.
@@ -122,7 +131,10 @@ impl Serve {
 
     /// Starts the process (it is killed when the [`Injector`] is dropped).
     pub fn spawn(self) -> Result<Injector, String> {
-        let certs = make_certs(&format!("injector-{}", self.tag))?;
+        let certs = match &self.certs {
+            Some(dir) => dir.clone(),
+            None => make_certs(&format!("injector-{}", self.tag))?,
+        };
         let port = free_port();
         let admin_port = free_port();
         std::fs::create_dir_all(&self.log_dir)

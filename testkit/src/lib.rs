@@ -8,6 +8,7 @@
 //! | [`ns`] | [`TestNs`]: a namespace per test, deleted when dropped |
 //! | [`wait`] | [`wait_for`]: polling with a deadline |
 //! | [`injector`] | [`Injector`]: `stellar-peer-injector serve` as a process ([`Serve`] to shape it), its certificates |
+//! | [`certmanager`] | [`CertManager`]: cert-manager's controller and cainjector as processes, its CRDs; what a process listens on, the certificate a TLS port serves |
 //! | [`webhook`] | the MutatingWebhookConfiguration pointing at a local injector |
 //! | [`http`] | plain HTTP to the admin port, AdmissionReviews over TLS |
 //! | [`objects`] | operator-shaped objects; pod env, annotations, template hashes, peers of a node's pods |
@@ -20,6 +21,7 @@
 
 pub mod assert;
 pub mod bed;
+pub mod certmanager;
 pub mod discover;
 pub mod dns;
 pub mod http;
@@ -32,6 +34,7 @@ pub mod webhook;
 
 pub use assert::ensure;
 pub use bed::*;
+pub use certmanager::CertManager;
 pub use dns::*;
 pub use http::*;
 pub use injector::*;

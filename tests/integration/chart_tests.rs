@@ -401,7 +401,9 @@ pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
     .map_err(|e| format!("the binary cannot load the chart's certificate: {e}"))?;
     server_dry_run(&n, &helm_yaml)?;
 
-    // cert-manager: its CRDs are not on the bed, so only the render is checked.
+    // cert-manager: only the render is checked here (cert-manager's CRDs are on the bed only
+    // once `chart::cert_manager_mode_issues_injects_ca_and_renews` installed them; that trial
+    // installs the chart in this mode for real).
     let cm = docs(&render(
         &dir,
         release,
@@ -437,6 +439,63 @@ pub async fn chart_lints_and_renders_in_every_cert_mode() -> TestResult {
                 .as_array()
                 .is_some_and(|a| a.contains(&json!(format!("{fullname}.{n}.svc")))),
         || format!("serving Certificate: {serving}"),
+    )?;
+
+    // cert-manager in URL mode: the Certificate also names the URL's host (an IP SAN for
+    // an IP, a DNS name otherwise) and the CA injector fills caBundle, unless
+    // webhook.caBundle is given.
+    for (url, field, host) in [
+        ("https://127.0.0.1:8443/mutate", "ipAddresses", "127.0.0.1"),
+        ("https://[::1]:8443/mutate", "ipAddresses", "::1"),
+        (
+            "https://injector.example.org/mutate",
+            "dnsNames",
+            "injector.example.org",
+        ),
+    ] {
+        let d = docs(&render(
+            &dir,
+            release,
+            &n,
+            "cert-manager-url",
+            &json!({"certs": {"mode": "cert-manager"}, "webhook": {"url": url}}),
+        )?)?;
+        let c = named(&d, "Certificate", &format!("{fullname}-serving"))?;
+        ensure(
+            c["spec"][field]
+                .as_array()
+                .is_some_and(|a| a.contains(&json!(host))),
+            || format!("{url}: the serving Certificate lacks {field} {host}: {c}"),
+        )?;
+        ensure(
+            c["spec"]["dnsNames"]
+                .as_array()
+                .is_some_and(|a| a.contains(&json!(format!("{fullname}.{n}.svc")))),
+            || format!("{url}: the serving Certificate lost the Service names: {c}"),
+        )?;
+        let cfg = one(&d, "MutatingWebhookConfiguration")?;
+        ensure(
+            cfg["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+                == format!("{n}/{fullname}-serving")
+                && hook(&d)?["clientConfig"] == json!({"url": url}),
+            || format!("{url}: webhook configuration: {cfg}"),
+        )?;
+    }
+    let d = docs(&render(
+        &dir,
+        release,
+        &n,
+        "cert-manager-url-ca",
+        &json!({"certs": {"mode": "cert-manager"},
+                "webhook": {"url": "https://127.0.0.1:8443/mutate", "caBundle": b64("x")}}),
+    )?)?;
+    let cfg = one(&d, "MutatingWebhookConfiguration")?;
+    ensure(
+        cfg["metadata"]
+            .get("annotations")
+            .is_none_or(|a| a.get("cert-manager.io/inject-ca-from").is_none())
+            && hook(&d)?["clientConfig"]["caBundle"] == b64("x"),
+        || format!("a given webhook.caBundle must be kept, not injected: {cfg}"),
     )?;
 
     // secret: the user's Secret and CA bundle, plus the optional parts switched on.
@@ -1187,6 +1246,337 @@ pub async fn chart_multicluster_links_clusters_and_makes_a_least_privilege_reade
         Ok::<(), String>(())
     }
     .await;
+    let uninstall = helm(&["uninstall", &release, "--namespace", &n, "--wait"]);
+    result?;
+    uninstall.map(|_| ())
+}
+
+/// A namespaced cert-manager resource (`certificates`, `issuers`, ...) as dynamic objects.
+fn cert_manager_api(client: &Client, ns: &str, kind: &str) -> Api<kube::api::DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk("cert-manager.io", "v1", kind);
+    let ar = kube::api::ApiResource::from_gvk(&gvk);
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+/// The Ready condition of a cert-manager Certificate: (status, reason, message).
+async fn certificate_ready(
+    api: &Api<kube::api::DynamicObject>,
+    name: &str,
+) -> Option<(String, String, String)> {
+    let c = api.get(name).await.ok()?;
+    let conds = c.data["status"]["conditions"].as_array()?.clone();
+    conds.iter().find(|c| c["type"] == "Ready").map(|c| {
+        let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+        (s("status"), s("reason"), s("message"))
+    })
+}
+
+/// `tls.crt`, `tls.key` and `ca.crt` of a TLS Secret, as text; `None` while it is missing
+/// or incomplete.
+async fn tls_secret(api: &Api<Secret>, name: &str) -> Option<(String, String, String)> {
+    let s = api.get_opt(name).await.ok()??;
+    let data = s.data?;
+    let get = |k: &str| {
+        data.get(k)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .filter(|v| !v.is_empty())
+    };
+    Some((get("tls.crt")?, get("tls.key")?, get("ca.crt")?))
+}
+
+/// Writes a Secret's files into `dir` the way the kubelet updates a mounted Secret: each
+/// file replaced whole (written aside, then renamed over), never seen half-written.
+fn sync_tls_files(dir: &Path, (crt, key, ca): &(String, String, String)) -> TestResult {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (name, text) in [("ca.crt", ca), ("tls.key", key), ("tls.crt", crt)] {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The decoded caBundle of the first webhook of a MutatingWebhookConfiguration (empty
+/// while there is none).
+async fn webhook_ca_bundle(client: &Client, name: &str) -> Result<String, String> {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let cfg = api.get(name).await.map_err(|e| format!("{name}: {e}"))?;
+    let bundle = cfg
+        .webhooks
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .and_then(|w| w.client_config.ca_bundle)
+        .map(|b| b.0)
+        .unwrap_or_default();
+    String::from_utf8(bundle).map_err(|e| format!("caBundle is not text: {e}"))
+}
+
+pub async fn chart_cert_manager_mode_issues_injects_ca_and_renews() -> TestResult {
+    use testkit::certmanager::{self, CertManager};
+    let bed = bed()?;
+    let rel = TestNs::new("chartcm").await?;
+    let wl = TestNs::new("chartcmwl").await?;
+    let n = rel.name.clone();
+    let dir = scratch(&n)?;
+    let release = format!("r-{n}");
+    let fullname = format!("{release}-{CHART_NAME}");
+    let chart = chart_dir().display().to_string();
+
+    // cert-manager's CRDs, and its controller and cainjector, watching the release
+    // namespace only (where the chart puts its Issuers, Certificates and Secrets).
+    certmanager::install_crds(bed)?;
+    let cm = CertManager::start(bed, &n)?;
+    cm.wait_running(Duration::from_secs(60)).await?;
+    // Nothing of cert-manager's listens beyond loopback.
+    let (ctl, inj_l) = cm.listeners()?;
+    ensure(
+        ctl.iter()
+            .any(|l| l.addr.port() == cm.metrics_port && l.addr.ip().is_loopback()),
+        || format!("the controller's metrics listener is not among {ctl:?}"),
+    )?;
+    ensure(
+        ctl.iter().chain(&inj_l).all(|l| l.addr.ip().is_loopback()),
+        || {
+            format!(
+                "cert-manager listens beyond loopback: controller {ctl:?}, cainjector {inj_l:?}"
+            )
+        },
+    )?;
+
+    // URL mode on 127.0.0.1 (the API server cannot reach a Service's ClusterIP on the bed,
+    // and kwok pods run nothing): the Certificate then also names 127.0.0.1. No replicas;
+    // the webhook sees the workload namespace only. The port is a placeholder until the
+    // injector runs.
+    let values = json!({
+        "replicaCount": 0,
+        "crds": {"install": false},
+        "certs": {"mode": "cert-manager"},
+        "webhook": {
+            "url": "https://127.0.0.1:1/mutate",
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": wl.name}},
+        },
+    });
+    let file = values_file(&dir, "install", &values)?;
+    helm(&[
+        "install",
+        &release,
+        &chart,
+        "--namespace",
+        &n,
+        "--values",
+        &file,
+    ])?;
+    let result = async {
+        let certs = cert_manager_api(&rel.client, &n, "Certificate");
+        let serving = format!("{fullname}-serving");
+        let tls_name = format!("{fullname}-tls");
+        let secrets: Api<Secret> = rel.api();
+
+        // Issued: the CA Certificate, then the serving one, Ready; the Secret written.
+        for name in [format!("{fullname}-ca"), serving.clone()] {
+            wait_for(
+                Duration::from_secs(90),
+                &format!("Certificate {name} Ready"),
+                || {
+                    let (certs, name) = (certs.clone(), name.clone());
+                    async move {
+                        certificate_ready(&certs, &name)
+                            .await
+                            .filter(|(s, ..)| s == "True")
+                    }
+                },
+            )
+            .await?;
+        }
+        let first = wait_for(Duration::from_secs(30), "the serving Secret", || {
+            let (secrets, name) = (secrets.clone(), tls_name.clone());
+            async move { tls_secret(&secrets, &name).await }
+        })
+        .await?;
+        let ca_secret = tls_secret(&secrets, &format!("{fullname}-ca"))
+            .await
+            .ok_or("the CA Secret is missing")?;
+        ensure_eq!(
+            first.2.trim(),
+            ca_secret.0.trim(),
+            "the serving Secret's ca.crt is the chart's CA"
+        )?;
+        let cert = certs.get(&serving).await.map_err(|e| e.to_string())?;
+        ensure_eq!(
+            cert.data["spec"]["ipAddresses"],
+            json!(["127.0.0.1"]),
+            "the serving Certificate names the webhook URL's host"
+        )?;
+
+        // cainjector fills the webhook's caBundle with that CA.
+        let bundle = wait_for(
+            Duration::from_secs(90),
+            "cainjector to fill caBundle",
+            || {
+                let (client, name) = (rel.client.clone(), fullname.clone());
+                async move {
+                    webhook_ca_bundle(&client, &name)
+                        .await
+                        .ok()
+                        .filter(|b| !b.is_empty())
+                }
+            },
+        )
+        .await?;
+        ensure_eq!(
+            bundle.trim(),
+            ca_secret.0.trim(),
+            "the injected caBundle is the CA that signed the serving certificate"
+        )?;
+
+        // The injector serves the Secret's files. The test plays the kubelet's part: in a
+        // pod the Secret is a mounted volume that the kubelet keeps in sync; kwok runs no
+        // containers and mounts nothing, so the files are written here, from the Secret.
+        let tls_dir = dir.join("tls");
+        sync_tls_files(&tls_dir, &first)?;
+        let bedc = &bed.kubeconfig;
+        let mut attempt = 0;
+        let inj = loop {
+            attempt += 1;
+            let inj = Serve::new(&format!("{n},{}", wl.name), bedc)
+                .certs(&tls_dir)
+                .args(["--tls-reload-interval", "500ms", "--lease-namespace", &n])
+                .args(["--rollout", "off"])
+                .rust_log("info,stellar_peer_injector=debug")
+                .log(&bed.state.join("logs"), &format!("cm-{n}"))
+                .spawn()?;
+            match inj
+                .wait_ready(Duration::from_secs(30), Duration::from_millis(200))
+                .await
+            {
+                Ok(_) => break inj,
+                Err(e) => {
+                    let log = inj.log_text();
+                    if !(log.contains("ddress already in use") && attempt < 3) {
+                        return Err(format!("{e}\ninjector log:\n{log}"));
+                    }
+                }
+            }
+        };
+        let pid = inj.pid();
+        let inner = async {
+            // It presents the Secret's certificate, which the injected CA verifies for
+            // 127.0.0.1, as the API server will.
+            let served = certmanager::served_certificate(inj.port, &bundle).await?;
+            ensure(served == certmanager::pem_to_der(&first.0)?, || {
+                "the injector does not serve the Secret's certificate".into()
+            })?;
+
+            // Point the webhook at it; the Certificate's hosts do not change (same host).
+            helm(&[
+                "upgrade",
+                &release,
+                &chart,
+                "--namespace",
+                &n,
+                "--reuse-values",
+                "--set",
+                &format!("webhook.url={}", inj.url()),
+            ])?;
+            let after = webhook_ca_bundle(&rel.client, &fullname).await?;
+            ensure_eq!(after.trim(), bundle.trim(), "caBundle after the upgrade")?;
+
+            // The API server calls it: pods in the workload namespace get their peers.
+            // (Until it sees the new URL, pod creation is refused and the StatefulSet
+            // controller retries.)
+            for v in ["v1", "v2"] {
+                wl.create::<StellarNode>(stellar_node(v, "Validator", "testnet", false))
+                    .await?;
+            }
+            wl.create::<StatefulSet>(operator_statefulset("v1", "Validator", "testnet", 1))
+                .await?;
+            wait_peers(&wl, "v1", &[svc("v2", &wl.name)], 90).await?;
+
+            // Renewal: delete the Secret; cert-manager issues a new certificate (new key,
+            // rotationPolicy Always) from the same CA.
+            secrets
+                .delete(&tls_name, &Default::default())
+                .await
+                .map_err(|e| format!("delete {tls_name}: {e}"))?;
+            let second = wait_for(Duration::from_secs(90), "the re-issued Secret", || {
+                let (secrets, name, old) = (secrets.clone(), tls_name.clone(), first.0.clone());
+                async move {
+                    tls_secret(&secrets, &name)
+                        .await
+                        .filter(|(crt, ..)| *crt != old)
+                }
+            })
+            .await?;
+            ensure_eq!(second.2.trim(), ca_secret.0.trim(), "the CA after renewal")?;
+            ensure(second.1 != first.1, || {
+                "the renewed key is the old one".into()
+            })?;
+            wait_for(Duration::from_secs(60), "Certificate Ready again", || {
+                let (certs, name) = (certs.clone(), serving.clone());
+                async move {
+                    certificate_ready(&certs, &name)
+                        .await
+                        .filter(|(s, ..)| s == "True")
+                }
+            })
+            .await?;
+            // The kubelet's part again; the injector reloads the files by itself.
+            sync_tls_files(&tls_dir, &second)?;
+            let new_der = certmanager::pem_to_der(&second.0)?;
+            wait_for(
+                Duration::from_secs(30),
+                "the injector to serve the renewed certificate",
+                || {
+                    let (bundle, new_der) = (bundle.clone(), new_der.clone());
+                    let port = inj.port;
+                    async move {
+                        certmanager::served_certificate(port, &bundle)
+                            .await
+                            .ok()
+                            .filter(|d| *d == new_der)
+                    }
+                },
+            )
+            .await?;
+            // Connections opened from now on get the renewed certificate.
+            let old_peers = certmanager::established_peers(inj.port);
+            ensure_eq!(inj.pid(), pid, "the injector's pid")?;
+            ensure(inj.wait_exit(Duration::ZERO).is_none(), || {
+                "the injector exited".into()
+            })?;
+            // cainjector left the caBundle as it was: the CA did not change.
+            let after = webhook_ca_bundle(&rel.client, &fullname).await?;
+            ensure_eq!(after.trim(), bundle.trim(), "caBundle after renewal")?;
+
+            // The API server calls it again over a new TLS connection (so it checks the new
+            // certificate against the caBundle): wait until the connections it had opened
+            // before the renewal are closed (idle keep-alives time out), then make a pod.
+            wait_for(
+                Duration::from_secs(180),
+                "the API server's pre-renewal connections to the injector to close",
+                || {
+                    let old = old_peers.clone();
+                    let port = inj.port;
+                    async move {
+                        certmanager::established_peers(port)
+                            .is_disjoint(&old)
+                            .then_some(())
+                    }
+                },
+            )
+            .await?;
+            wl.create::<StatefulSet>(operator_statefulset("v2", "Validator", "testnet", 1))
+                .await?;
+            wait_peers(&wl, "v2", &[svc("v1", &wl.name)], 90).await?;
+            cm.check_alive()
+        }
+        .await;
+        inner.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
+    }
+    .await;
+    let result = result.map_err(|e| format!("{e}\n{}", cm.logs()));
     let uninstall = helm(&["uninstall", &release, "--namespace", &n, "--wait"]);
     result?;
     uninstall.map(|_| ())

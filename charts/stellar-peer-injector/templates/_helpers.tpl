@@ -63,6 +63,24 @@ app.kubernetes.io/component: admission-webhook
 {{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns (trimSuffix "." .Values.clusterDomain)) | toJson }}
 {{- end }}
 
+{{/* The host of webhook.url, without port or IPv6 brackets; "" without a URL. */}}
+{{- define "spi.webhookUrlHost" -}}
+{{- with .Values.webhook.url }}
+{{- $h := (urlParse .).host }}
+{{- if hasPrefix "[" $h }}
+{{- regexReplaceAll "^\\[([^\\]]*)\\].*$" $h "${1}" }}
+{{- else }}
+{{- regexReplaceAll ":[0-9]*$" $h "" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* cert-manager's CA injector fills the webhook's caBundle: mode cert-manager, unless
+  URL mode brings its own webhook.caBundle. */}}
+{{- define "spi.injectCA" -}}
+{{- if and (eq .Values.certs.mode "cert-manager") (or (not .Values.webhook.url) (not .Values.webhook.caBundle)) }}true{{ end }}
+{{- end }}
+
 {{- define "spi.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
