@@ -357,7 +357,7 @@ pub async fn a_first_install_restarts_nothing_unless_asked() -> TestResult {
             format!("PeersNotInjected note: {note}")
         })?;
         unchanged(&monitor, &["v1", "v2"])?;
-        let v1 = explain_json(&["--pod", &format!("{n}/v1-0")]).await?;
+        let v1 = explain_json(&["--pod", &format!("{n}/v1-0"), "--namespaces", &n]).await?;
         let e = &v1["explanations"][0];
         ensure(
             e["webhook"]["matched"] == true
@@ -381,7 +381,7 @@ pub async fn a_first_install_restarts_nothing_unless_asked() -> TestResult {
         .map_err(|e| format!("restart v1: {e}"))?;
         wait_peers(&ns, "v1", &[svc("v2", &n)], 120).await?;
         wait_metric(&inj, uninjected, 1.0, 60).await?;
-        let node = explain_json(&["--stellarnode", &format!("{n}/v1")]).await?;
+        let node = explain_json(&["--stellarnode", &format!("{n}/v1"), "--namespaces", &n]).await?;
         let e = &node["explanations"][0];
         ensure(
             e["running"]
@@ -455,7 +455,7 @@ pub async fn explain_tells_why_a_pod_is_not_injected() -> TestResult {
         });
         ns.create::<k8s_openapi::api::core::v1::Pod>(opted.clone())
             .await?;
-        let v = explain_json(&["--pod", &format!("{n}/optout")]).await?;
+        let v = explain_json(&["--pod", &format!("{n}/optout"), "--namespaces", &n]).await?;
         let e = &v["explanations"][0];
         ensure(
             e["webhook"]["matched"] == true
