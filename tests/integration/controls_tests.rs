@@ -335,6 +335,30 @@ pub async fn a_first_install_restarts_nothing_unless_asked() -> TestResult {
         ],
         || format!("explain --all --heal-uninjected=true: {l:?}"),
     )?;
+    // ... and in a rollout window that is closed now: both wait for it.
+    let now_min = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs()
+        / 60;
+    let hhmm = |m: u64| format!("{:02}:{:02}", (m % 1440) / 60, m % 60);
+    let closed = format!("{}-{}", hhmm(now_min + 120), hhmm(now_min + 180));
+    let later = explain_json(&[
+        "--all",
+        "--namespaces",
+        &n,
+        "--heal-uninjected=true",
+        "--rollout-window",
+        &closed,
+    ])
+    .await?;
+    let l = listing(&later);
+    ensure(
+        l.len() == 2
+            && l.iter()
+                .all(|(_, next)| next.starts_with("outside its rollout window")),
+        || format!("explain --all with a closed window: {l:?}"),
+    )?;
     let monitor = Monitor::start(&ns);
     monitor.settle_and_reset(120).await?;
     let inj = Injector::start(&n, &bed.kubeconfig, &["--debounce", "0s"], true).await?;
@@ -467,7 +491,7 @@ pub async fn explain_tells_why_a_pod_is_not_injected() -> TestResult {
         opted["metadata"]["name"] = json!("elsewhere");
         opted["metadata"]["annotations"] = json!({});
         other
-            .create::<k8s_openapi::api::core::v1::Pod>(opted)
+            .create::<k8s_openapi::api::core::v1::Pod>(opted.clone())
             .await?;
         let v = explain_json(&["--pod", &format!("{}/elsewhere", other.name)]).await?;
         let e = &v["explanations"][0];
@@ -477,6 +501,20 @@ pub async fn explain_tells_why_a_pod_is_not_injected() -> TestResult {
                 && why.contains(&hook)
                 && why.contains("namespaceSelector"),
             || format!("explain pod outside the webhook's namespaces: {e}"),
+        )?;
+        // A pod naming a StellarNode that does not exist there: the injector would refuse it.
+        opted["metadata"]["name"] = json!("nonode");
+        opted["metadata"]["labels"] = operator_labels("ghost", "Validator", "testnet");
+        other
+            .create::<k8s_openapi::api::core::v1::Pod>(opted)
+            .await?;
+        let v = explain_json(&["--pod", &format!("{}/nonode", other.name)]).await?;
+        let e = &v["explanations"][0];
+        ensure(
+            e["injector"]["outcome"] == "deny"
+                && e["injector"]["reason"] == "unknown-node"
+                && e["kind"].is_null(),
+            || format!("explain pod of an unknown StellarNode: {e}"),
         )?;
         // A pause on the StellarNode is the next step of its stale workload.
         annotate(&ns.api::<StellarNode>(), "v1", ROLLOUT, Some("paused")).await?;
