@@ -223,6 +223,8 @@ pub struct Sources {
     pub first_sync_timeout: std::time::Duration,
     /// Where the linked clusters' clients are published for the rollout loop.
     pub linked: Arc<crate::remote::Linked>,
+    /// This cluster's `--cluster-name`: a link Secret naming it is refused.
+    pub own_cluster: Option<String>,
 }
 
 /// One event for the loop, tagged with its source.
@@ -264,6 +266,8 @@ struct Feeds {
     told: BTreeSet<String>,
     /// The linked clusters' clients, for the rollout loop.
     linked: Arc<crate::remote::Linked>,
+    /// This cluster's name: never linked.
+    own_cluster: Option<String>,
 }
 
 impl Feeds {
@@ -342,7 +346,11 @@ impl Feeds {
             .filter(|(_, r)| matches!(r.link.origin, LinkOrigin::Secret(_)))
             .map(|(c, r)| (c.clone(), r.link.clone()))
             .collect();
-        let (mut wanted, errors) = crate::remote::desired_links(self.secrets.values(), &previous);
+        let (mut wanted, errors) = crate::remote::desired_links(
+            self.secrets.values(),
+            &previous,
+            self.own_cluster.as_deref(),
+        );
         for e in &errors {
             self.tell_link_error(e, metrics);
         }
@@ -514,6 +522,7 @@ pub async fn run(
         next_generation: 0,
         told: BTreeSet::new(),
         linked: sources.linked.clone(),
+        own_cluster: sources.own_cluster.clone(),
     };
     let streams = apis.into_iter().enumerate().map(|(i, api)| {
         // Lists are served from the apiserver's watch cache (resourceVersion "0", what
@@ -669,7 +678,11 @@ pub async fn list_linked(
         let lp = kube::api::ListParams::default()
             .labels(&format!("{}=true", crate::remote::REMOTE_LABEL));
         let secrets = api.list(&lp).await?;
-        let (wanted, errs) = crate::remote::desired_links(&secrets.items, &BTreeMap::new());
+        let (wanted, errs) = crate::remote::desired_links(
+            &secrets.items,
+            &BTreeMap::new(),
+            sources.own_cluster.as_deref(),
+        );
         errors.extend(errs.iter().map(|e| crate::error::chain(e)));
         for (c, l) in wanted {
             links.entry(c).or_insert(l);

@@ -117,6 +117,10 @@ pub enum LinkError {
         "{origin}: cluster name {name:?} must be 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit; set the annotation {CLUSTER_NAME_ANNOTATION}"
     )]
     BadName { origin: String, name: String },
+    #[error(
+        "{origin}: it links cluster {name:?}, which is this cluster's own --cluster-name; a cluster is never linked to itself (fix the annotation {CLUSTER_NAME_ANNOTATION}, or delete the Secret)"
+    )]
+    OwnName { origin: String, name: String },
     #[error("{origin}: cannot make a client from the kubeconfig")]
     Client {
         origin: String,
@@ -302,6 +306,7 @@ fn not_self_contained(kc: &Kubeconfig) -> Option<&'static str> {
 pub fn desired_links<'a>(
     secrets: impl IntoIterator<Item = &'a Secret>,
     previous: &BTreeMap<String, Link>,
+    own: Option<&str>,
 ) -> (BTreeMap<String, Link>, Vec<LinkError>) {
     let mut sorted: Vec<&Secret> = secrets.into_iter().collect();
     sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -309,6 +314,10 @@ pub fn desired_links<'a>(
     let mut errors = Vec::new();
     for s in sorted {
         match Link::from_secret(s) {
+            Ok(l) if own == Some(l.cluster.as_str()) => errors.push(LinkError::OwnName {
+                origin: format!("Secret {}", s.metadata.name.clone().unwrap_or_default()),
+                name: l.cluster.clone(),
+            }),
             Ok(l) => {
                 links.entry(l.cluster.clone()).or_insert(l);
             }
@@ -454,6 +463,7 @@ contexts:
                 secret("a", Some("b"), KUBECONFIG),
             ],
             &BTreeMap::new(),
+            Some("me"),
         );
         assert!(errors.is_empty());
         assert_eq!(
@@ -462,12 +472,20 @@ contexts:
             "first by name wins"
         );
         // Secret "a" is edited into something unreadable: cluster b stays linked.
-        let (again, errors) = desired_links(&[secret("a", Some("b"), "{")], &links);
+        let (again, errors) = desired_links(&[secret("a", Some("b"), "{")], &links, None);
         assert_eq!(errors.len(), 1);
         assert_eq!(again["b"].fingerprint, links["b"].fingerprint);
         // Deleted: unlinked.
-        let (none, _) = desired_links(&[], &links);
+        let (none, _) = desired_links(&[], &links, None);
         assert!(none.is_empty());
+        // A Secret naming this very cluster is refused, saying why.
+        let (own, errors) =
+            desired_links(&[secret("x", Some("me"), KUBECONFIG)], &links, Some("me"));
+        assert!(own.is_empty());
+        assert!(
+            matches!(&errors[..], [LinkError::OwnName { name, .. }] if name == "me"),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -119,6 +119,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
             link_files: args.remote.file_links()?,
             first_sync_timeout: args.remote_sync_timeout,
             linked: linked.clone(),
+            own_cluster: Some(args.cluster_name.trim().to_owned()).filter(|c| !c.is_empty()),
         };
         rt.spawn_restarting("stellarnode-watch", move || {
             cache::run(
