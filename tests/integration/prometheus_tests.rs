@@ -166,7 +166,7 @@ impl Prometheus {
     async fn wait_firing(&self, name: &str, label: (&str, &str)) -> Result<Value, String> {
         wait_for_every(
             Duration::from_millis(500),
-            Duration::from_secs(120),
+            Duration::from_secs(180),
             &format!("alert {name} firing with {}={}", label.0, label.1),
             || async {
                 self.alerts(name, "firing")
@@ -361,15 +361,24 @@ pub async fn prometheus_scrapes_the_dashboards_metrics_and_fires_alerts() -> Tes
         let cns = prom.wait_firing("StellarPeerInjectorCacheNotSynced", ("instance", &ib)).await?;
         ensure(cns["annotations"]["summary"].as_str().is_some_and(|s| s.contains(&ib)), || format!("summary: {cns}"))?;
         prom.wait_firing("StellarPeerInjectorPodsDenied", ("severity", "warning")).await?;
-        for state in ["pending", "firing"] {
-            let for_a: Vec<_> = prom.alerts("StellarPeerInjectorCacheNotSynced", state).await?
-                .into_iter().filter(|x| x["labels"]["instance"] == ia.as_str()).collect();
-            ensure(for_a.is_empty(), || format!("CacheNotSynced {state} for the synced injector: {for_a:?}"))?;
-            let none = prom.alerts("StellarPeerInjectorNoneReady", state).await?;
-            ensure(none.is_empty(), || format!("NoneReady {state} while A is synced: {none:?}"))?;
-            let exp = prom.alerts("StellarPeerInjectorCertificateExpiring", state).await?;
-            ensure(exp.is_empty(), || format!("CertificateExpiring {state} for a certificate valid until 4096: {exp:?}"))?;
-        }
+        // And these are inactive. Waited for, not sampled: on a loaded machine a scrape of
+        // A can time out, its series go stale and NoneReady turns pending for a moment; a
+        // rule that is wrong stays active and fails here.
+        let quiet = |name: &'static str, only: Option<String>| {
+            let prom = &prom;
+            async move {
+                wait_for_every(Duration::from_millis(500), Duration::from_secs(60), &format!("{name} inactive{}", only.as_deref().map(|i| format!(" for {i}")).unwrap_or_default()), || async {
+                    let mut active = prom.alerts(name, "pending").await.ok()?;
+                    active.extend(prom.alerts(name, "firing").await.ok()?);
+                    active.retain(|x| only.as_deref().is_none_or(|i| x["labels"]["instance"] == i));
+                    active.is_empty().then_some(())
+                })
+                .await
+            }
+        };
+        quiet("StellarPeerInjectorCacheNotSynced", Some(ia.clone())).await?;
+        quiet("StellarPeerInjectorNoneReady", None).await?;
+        quiet("StellarPeerInjectorCertificateExpiring", None).await?;
         // Every rule loaded and evaluated without error.
         let groups = prom.api("/api/v1/rules").await?;
         let rules: Vec<&Value> = groups["groups"].as_array().into_iter().flatten()
