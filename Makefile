@@ -2,7 +2,7 @@
 SHELL := bash
 TESTBED := tests/testbed/testbed
 
-.PHONY: test demo demo-multicluster deps deny-deps machete-deps fetch build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status crowd-start crowd-stop crowd-status
+.PHONY: rules-test test demo demo-multicluster deps deny-deps machete-deps fetch build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status crowd-start crowd-stop crowd-status
 
 ## Installs what the project needs on a fresh Debian machine with Go and Rust.
 deps:
@@ -38,8 +38,13 @@ unit:
 integration: deps
 	cargo test --locked --test integration
 
-## The test command: lint, unit tests, integration tests on the real control plane, a short fuzz run.
-test: deps lint
+## The chart's alert rules: rendered with the bed's helm, checked and unit-tested with promtool.
+rules-test: deps
+	tests/prometheus/test-rules
+
+## The test command: lint, alert rule tests, unit tests, integration tests on the real
+## control plane, a short fuzz run.
+test: deps lint rules-test
 	cargo test --locked --workspace --all-targets
 	$(MAKE) fuzz-short
 

@@ -9,11 +9,12 @@
 use prometheus_client::encoding::{
     EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
 };
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::inject::{DenyReason, SkipReason};
 use crate::peers::PeerSnapshot;
@@ -221,6 +222,7 @@ pub struct WaitLabels {
 /// Every metric the injector exports.
 pub struct Metrics {
     registry: Registry,
+    families: Vec<(String, MetricType)>,
     pub admission_requests: Family<Admission, Counter>,
     pub admission_duration: Histogram,
     pub peers: Family<NetworkLabels, Gauge>,
@@ -229,6 +231,7 @@ pub struct Metrics {
     pub cache_invalid_nodes: Gauge,
     pub snapshot_version: Gauge,
     pub tls_reloads: Family<ReloadLabels, Counter>,
+    pub tls_expiry: Gauge,
     pub patch_cache: Family<CacheLabels, Counter>,
     pub rollouts: Family<RolloutLabels, Counter>,
     pub rollouts_pending: Family<NetworkLabels, Gauge>,
@@ -247,6 +250,31 @@ pub struct Metrics {
     pub events_dropped: Counter,
 }
 
+const PREFIX: &str = "stellar_peer_injector";
+
+/// The registry being filled, and the names and types of what was registered in it.
+struct Families {
+    registry: Registry,
+    names: Vec<(String, MetricType)>,
+}
+
+impl Default for Families {
+    fn default() -> Self {
+        Self {
+            registry: Registry::with_prefix(PREFIX),
+            names: Vec::new(),
+        }
+    }
+}
+
+impl Families {
+    fn register(&mut self, name: &str, help: &str, metric: impl Metric) {
+        self.names
+            .push((format!("{PREFIX}_{name}"), metric.metric_type()));
+        self.registry.register(name, help, metric);
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -255,9 +283,9 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("stellar_peer_injector");
+        let mut reg = Families::default();
         let admission_requests = Family::<Admission, Counter>::default();
-        registry.register(
+        reg.register(
             "admission_requests",
             "Admission requests answered, by outcome (injected, skipped, denied, not_ready, error) and reason",
             admission_requests.clone(),
@@ -265,145 +293,152 @@ impl Metrics {
         let admission_duration = Histogram::new([
             0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
         ]);
-        registry.register(
+        reg.register(
             "admission_duration_seconds",
             "Time from a complete request body to the response, in seconds",
             admission_duration.clone(),
         );
         let peers = Family::<NetworkLabels, Gauge>::default();
-        registry.register(
+        reg.register(
             "peers",
             "Peers per network (validators that are not suspended, plus extra peers)",
             peers.clone(),
         );
         let cache_synced = Gauge::default();
-        registry.register(
+        reg.register(
             "cache_synced",
             "1 once the StellarNode cache has listed every watched namespace",
             cache_synced.clone(),
         );
         let cache_nodes = Gauge::default();
-        registry.register(
+        reg.register(
             "cache_nodes",
             "StellarNodes in the cache",
             cache_nodes.clone(),
         );
         let cache_invalid_nodes = Gauge::default();
-        registry.register(
+        reg.register(
             "cache_invalid_nodes",
             "StellarNodes skipped because their spec is malformed",
             cache_invalid_nodes.clone(),
         );
         let snapshot_version = Gauge::default();
-        registry.register(
+        reg.register(
             "snapshot_version",
             "Version of the current peer snapshot (increments on every change)",
             snapshot_version.clone(),
         );
         let tls_reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register(
+        reg.register(
             "tls_certificate_reloads",
             "TLS certificate reloads from disk, by result",
             tls_reloads.clone(),
         );
+        let tls_expiry = Gauge::default();
+        reg.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the serving certificate (the leaf served now) expires: its notAfter",
+            tls_expiry.clone(),
+        );
         let patch_cache = Family::<CacheLabels, Counter>::default();
-        registry.register(
+        reg.register(
             "patch_cache",
             "Injections answered with a patch already encoded for this snapshot, StellarNode and pod shape (hit) or encoded for it (miss)",
             patch_cache.clone(),
         );
         let rollouts = Family::<RolloutLabels, Counter>::default();
-        registry.register(
+        reg.register(
             "rollouts",
             "Rollout actions (template annotation or stale pod replaced), by network and outcome",
             rollouts.clone(),
         );
         let rollouts_pending = Family::<NetworkLabels, Gauge>::default();
-        registry.register(
+        reg.register(
             "rollouts_pending",
             "Workloads whose peers are stale and wait for their turn, by network",
             rollouts_pending.clone(),
         );
         let rollouts_waiting = Family::<WaitLabels, Gauge>::default();
-        registry.register(
+        reg.register(
             "rollouts_waiting",
             "Stale workloads not acted on now, by network and reason (paused, window, settling, slot, validators_first)",
             rollouts_waiting.clone(),
         );
         let rollouts_stuck = Family::<NetworkLabels, Gauge>::default();
-        registry.register(
+        reg.register(
             "rollouts_stuck",
             "Workloads unavailable for longer than --stuck-after (holding their network's rollout slot unless marked skip-wait), by network",
             rollouts_stuck.clone(),
         );
         let rollout_leader = Gauge::default();
-        registry.register(
+        reg.register(
             "rollout_leader",
             "1 while this replica holds the leader Lease and runs the rollout loop",
             rollout_leader.clone(),
         );
         let services_created = Counter::default();
-        registry.register(
+        reg.register(
             "governing_services_created",
             "Headless governing Services created for validators whose StatefulSet names one that did not exist",
             services_created.clone(),
         );
         let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
+        reg.register(
             "errors",
             "Failed background operations that are retried, by kind",
             errors.clone(),
         );
         let task_restarts = Family::<TaskLabels, Counter>::default();
-        registry.register(
+        reg.register(
             "task_restarts",
             "Background tasks that ended unexpectedly and were restarted, by task",
             task_restarts.clone(),
         );
         let peers_unresolvable = Family::<NetworkLabels, Gauge>::default();
-        registry.register(
+        reg.register(
             "peers_unresolvable",
             "Peer addresses pods are given that do not resolve in DNS (NXDOMAIN or no A record), by network",
             peers_unresolvable.clone(),
         );
         let remote_synced = Family::<ClusterLabels, Gauge>::default();
-        registry.register(
+        reg.register(
             "remote_cluster_synced",
             "1 while the linked cluster's StellarNodes are listed and its watch is healthy; 0 while it fails (its last known peers are kept)",
             remote_synced.clone(),
         );
         let remote_nodes = Family::<ClusterLabels, Gauge>::default();
-        registry.register(
+        reg.register(
             "remote_cluster_nodes",
             "StellarNodes of every type last seen in the linked cluster",
             remote_nodes.clone(),
         );
         let remote_last_sync = Family::<ClusterLabels, Gauge>::default();
-        registry.register(
+        reg.register(
             "remote_cluster_last_sync_timestamp_seconds",
             "Unix time of the last complete list or change seen from the linked cluster",
             remote_last_sync.clone(),
         );
         let remote_errors = Family::<ClusterLabels, Counter>::default();
-        registry.register(
+        reg.register(
             "remote_cluster_errors",
             "Failed list or watch requests to the linked cluster (retried with backoff)",
             remote_errors.clone(),
         );
         let remote_excluded = Family::<ClusterLabels, Gauge>::default();
-        registry.register(
+        reg.register(
             "remote_peers_excluded",
             "Validators of the linked cluster left out of the peers: no usable external address",
             remote_excluded.clone(),
         );
         let events_dropped = Counter::default();
-        registry.register(
+        reg.register(
             "events_dropped",
             "Events not recorded because the event queue was full",
             events_dropped.clone(),
         );
         Self {
-            registry,
+            registry: reg.registry,
+            families: reg.names,
             peers_unresolvable,
             remote_synced,
             remote_nodes,
@@ -428,7 +463,15 @@ impl Metrics {
             cache_invalid_nodes,
             snapshot_version,
             tls_reloads,
+            tls_expiry,
         }
+    }
+
+    /// Every registered family, as `# TYPE` lines name it (a counter without `_total`),
+    /// and its type (`counter`, `gauge`, `histogram`). /metrics leaves out a labelled
+    /// family until it has a sample; this lists them all.
+    pub fn families(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.families.iter().map(|(n, t)| (n.as_str(), t.as_str()))
     }
 
     pub fn registry_mut(&mut self) -> &mut Registry {
@@ -457,6 +500,11 @@ impl Metrics {
         self.tls_reloads
             .get_or_create(&ReloadLabels { result })
             .inc();
+    }
+
+    /// The served certificate's notAfter (unix seconds); 0 when it could not be read.
+    pub fn tls_expiry(&self, not_after: Option<i64>) {
+        self.tls_expiry.set(not_after.unwrap_or(0));
     }
 
     /// Counts one restart of a background task.
@@ -593,7 +641,18 @@ mod tests {
         m.patch_cache(false);
         m.tls_reload(ReloadResult::Success);
         m.errors(ErrorKind::ServiceCreate);
+        m.tls_expiry(Some(1_800_000_000));
         let text = m.encode();
+        // Every family written is listed by families(), with its type.
+        let listed: Vec<(&str, &str)> = m.families().collect();
+        for l in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let (name, ty) = l.split_once(' ').expect("name and type");
+            assert!(
+                listed.contains(&(name, ty)),
+                "{name} {ty} not in {listed:?}"
+            );
+        }
+        assert_eq!(listed.len(), 25, "{listed:?}");
         for line in [
             r#"stellar_peer_injector_admission_requests_total{outcome="injected",reason=""} 1"#,
             r#"stellar_peer_injector_admission_requests_total{outcome="skipped",reason="not-create"} 1"#,
@@ -605,6 +664,7 @@ mod tests {
             r#"stellar_peer_injector_patch_cache_total{result="miss"} 1"#,
             r#"stellar_peer_injector_tls_certificate_reloads_total{result="success"} 1"#,
             r#"stellar_peer_injector_errors_total{kind="service_create"} 1"#,
+            "stellar_peer_injector_tls_certificate_expiry_timestamp_seconds 1800000000",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

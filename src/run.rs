@@ -79,6 +79,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     let tls = certs.server_config()?;
     let client = args.kube.client().await?;
     let metrics = Arc::new(Metrics::new());
+    certs.observe(&metrics);
     let cache = Arc::new(PeerCache::new());
     let draining = Arc::new(AtomicBool::new(false));
     // One identity for the Lease and the Events.

@@ -107,6 +107,14 @@ pub fn valid_for(ck: &CertifiedKey, name: &str) -> bool {
     cert.verify_is_valid_for_subject_name(&server_name).is_ok()
 }
 
+/// The leaf certificate's notAfter, in unix seconds; `None` when it cannot be parsed
+/// (rustls accepted it, so that does not happen for a certificate being served).
+pub fn not_after(ck: &CertifiedKey) -> Option<i64> {
+    let leaf = ck.cert.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -176,6 +184,11 @@ impl CertWatcher {
         })
     }
 
+    /// Sets the expiry gauge from the certificate served now (after [`Self::load`]).
+    pub fn observe(&self, metrics: &Metrics) {
+        metrics.tls_expiry(not_after(&self.resolver.current.load()));
+    }
+
     /// A rustls server configuration using the reloading resolver: TLS 1.2 and 1.3,
     /// ring's modern cipher suites (AEAD only), HTTP/1.1.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
@@ -203,6 +216,7 @@ impl CertWatcher {
         }
         match load_certified_key(&c, &k, &self.cert_path, &self.key_path) {
             Ok(ck) => {
+                metrics.tls_expiry(not_after(&ck));
                 self.resolver.current.store(Arc::new(ck));
                 self.last = (c, k);
                 metrics.tls_reload(ReloadResult::Success);
@@ -238,4 +252,66 @@ fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
         })
     };
     Ok((read("--tls-cert", cert)?, read("--tls-key", key)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate and key (PEM) valid until `until`.
+    fn pem_pair(until: (i32, u8, u8)) -> (String, String) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        p.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        let cert = p.self_signed(&key).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn expiry_gauge_follows_the_served_certificate() {
+        let dir = std::env::temp_dir().join(format!("spi-tls-expiry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
+        let write = |(cert, key): (String, String)| {
+            std::fs::write(&c, cert).expect("cert");
+            std::fs::write(&k, key).expect("key");
+        };
+        let expiry = |m: &Metrics| m.tls_expiry.get();
+
+        // 2031-05-06T00:00:00Z and 2032-02-29T00:00:00Z (`date -u -d ... +%s`).
+        write(pem_pair((2031, 5, 6)));
+        let metrics = Metrics::new();
+        let mut w = CertWatcher::load(&c, &k).expect("load");
+        assert_eq!(expiry(&metrics), 0, "not set before observe");
+        w.observe(&metrics);
+        assert_eq!(expiry(&metrics), 1_935_792_000);
+
+        write(pem_pair((2032, 2, 29)));
+        assert!(w.poll(&metrics), "new pair served");
+        assert_eq!(expiry(&metrics), 1_961_625_600);
+
+        // A bad new file keeps the old certificate, and so the old expiry.
+        std::fs::write(&c, "junk").expect("junk");
+        assert!(!w.poll(&metrics));
+        assert_eq!(expiry(&metrics), 1_961_625_600);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn dev_certificates_report_their_not_after() {
+        let dir = std::env::temp_dir().join(format!("spi-tls-dev-{}", std::process::id()));
+        crate::certs::generate(&dir, &["localhost".into()], &[]).expect("generate");
+        let read = |n| std::fs::read(dir.join(n)).expect("read");
+        let ck = load_certified_key(
+            &read(crate::certs::TLS_CERT),
+            &read(crate::certs::TLS_KEY),
+            Path::new("tls.crt"),
+            Path::new("tls.key"),
+        )
+        .expect("loads");
+        // rcgen's default validity ends 4096-01-01T00:00:00Z.
+        assert_eq!(not_after(&ck), Some(67_090_118_400));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

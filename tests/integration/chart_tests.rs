@@ -29,7 +29,7 @@ fn chart_dir() -> PathBuf {
 }
 
 /// The directory with the bed's kubectl and helm (`tests/testbed/testbed bin-dir`).
-fn bin_dir() -> Result<PathBuf, String> {
+pub(crate) fn bin_dir() -> Result<PathBuf, String> {
     let out = Command::new(repo_root().join("tests/testbed/testbed"))
         .arg("bin-dir")
         .output()

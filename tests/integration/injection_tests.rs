@@ -162,7 +162,7 @@ pub async fn controller_made_pods_get_their_networks_peers() -> TestResult {
 }
 
 /// A kubeconfig for a ServiceAccount token, against the bed's API server.
-async fn token_kubeconfig(ns: &TestNs, sa: &str) -> Result<std::path::PathBuf, String> {
+pub(crate) async fn token_kubeconfig(ns: &TestNs, sa: &str) -> Result<std::path::PathBuf, String> {
     let sa_api = ns.api::<ServiceAccount>();
     let acct: ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": sa}})).map_err(|e| e.to_string())?;

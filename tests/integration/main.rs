@@ -16,6 +16,7 @@ mod fault_tests;
 mod injection_tests;
 mod link_tests;
 mod multicluster_tests;
+mod prometheus_tests;
 mod rollout_tests;
 mod support;
 mod testbed_tests;
@@ -108,6 +109,7 @@ fn main() {
         "faults" => fault_tests,
         "multicluster" => multicluster_tests,
         "link" => link_tests,
+        "prometheus" => prometheus_tests,
     };
     let listed = registry.check();
     let mut trials = registry.trials;

@@ -105,3 +105,12 @@ app.kubernetes.io/component: admission-webhook
 {{- fail "webhook.url must start with https://" }}
 {{- end }}
 {{- end }}
+
+{{/* Label selector of the injector's series in the alert rules (rules/alerts.yaml). */}}
+{{- define "spi.ruleSelector" -}}
+{{- if .Values.prometheusRule.selector -}}
+{{- .Values.prometheusRule.selector -}}
+{{- else -}}
+job="{{ include "spi.fullname" . }}",namespace="{{ .Release.Namespace }}"
+{{- end -}}
+{{- end }}
