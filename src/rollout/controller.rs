@@ -65,6 +65,9 @@ struct Linking {
     intents: std::collections::BTreeSet<String>,
     /// Who we last waited for, per network, so that each change is logged once.
     waited: std::collections::BTreeMap<String, String>,
+    /// Networks we backed off from: not asked again before this instant, and the wait
+    /// that led to it (it doubles while the slot stays taken).
+    retry: std::collections::BTreeMap<String, (Instant, Duration)>,
 }
 
 impl Linking {
@@ -85,6 +88,12 @@ impl Linking {
                 self.held.insert(network.to_owned(), Instant::now());
             }
             return Ok(());
+        }
+        // Backed off a moment ago: no API calls until the retry is due.
+        if let Some((at, _)) = self.retry.get(network)
+            && Instant::now() < *at
+        {
+            return Err(self.waited.get(network).cloned().unwrap_or_default());
         }
         // A leader that restarted (or took over) while this cluster held the network.
         if self
@@ -126,10 +135,13 @@ impl Linking {
                 self.held.insert(network.to_owned(), Instant::now());
                 self.intents.remove(network);
                 self.waited.remove(network);
+                self.retry.remove(network);
                 tracing::info!(network, cluster = %self.me.cluster, "this cluster holds the network's cross-cluster rollout slot");
                 return Ok(());
             }
             Decision::KeepIntent { waiting_for } => {
+                // About to win: look again on the next pass.
+                self.retry.remove(network);
                 self.intents.insert(network.to_owned());
                 format!("linked clusters {} to back off", waiting_for.join(", "))
             }
@@ -152,6 +164,11 @@ impl Linking {
                 format!("linked cluster {cluster}, whose rollout state cannot be read ({why})")
             }
         };
+        if !self.intents.contains(network) {
+            let wait = super::coordination::next_retry(self.retry.get(network).map(|r| r.1));
+            self.retry
+                .insert(network.to_owned(), (Instant::now() + wait, wait));
+        }
         if self.waited.get(network) != Some(&why) {
             tracing::info!(network, "validator rollouts wait for {why}");
             self.waited.insert(network.to_owned(), why.clone());
@@ -167,6 +184,8 @@ impl Linking {
         busy: &std::collections::BTreeSet<String>,
         asked: &std::collections::BTreeSet<String>,
     ) {
+        // A network not asked for this pass starts its back-off afresh next time.
+        self.retry.retain(|n, _| asked.contains(n));
         let idle: Vec<String> = self
             .held
             .keys()
@@ -335,6 +354,7 @@ pub async fn run(
         held: Default::default(),
         intents: Default::default(),
         waited: Default::default(),
+        retry: Default::default(),
     });
     let mut wake = Duration::ZERO;
     let mut last_listing = Vec::new();

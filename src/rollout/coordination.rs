@@ -43,6 +43,17 @@ use sha2::{Digest, Sha256};
 pub const FLAG_TTL: Duration = Duration::from_secs(90);
 /// How often a held flag is renewed.
 pub const FLAG_RENEW: Duration = Duration::from_secs(20);
+/// After backing off, the first wait before asking again; it doubles up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_secs(2);
+/// The longest wait between two tries of a network whose slot another cluster holds
+/// (well under [`FLAG_TTL`], so a released slot is taken soon).
+pub const RETRY_MAX: Duration = Duration::from_secs(16);
+
+/// The wait before the next try, after a back-off that followed a wait of `previous`.
+pub fn next_retry(previous: Option<Duration>) -> Duration {
+    previous.map_or(RETRY_FIRST, |p| (p * 2).min(RETRY_MAX))
+}
+
 /// The annotation naming a flag's network (its name is a hash).
 pub const FLAG_NETWORK_ANNOTATION: &str = "stellar.org/network";
 
@@ -278,6 +289,20 @@ mod tests {
         v.iter()
             .map(|(c, s)| ((*c).to_owned(), s.clone()))
             .collect()
+    }
+
+    #[test]
+    fn retries_back_off_to_a_cap() {
+        let mut d = None;
+        let waits: Vec<u64> = (0..6)
+            .map(|_| {
+                let w = next_retry(d);
+                d = Some(w);
+                w.as_secs()
+            })
+            .collect();
+        assert_eq!(waits, [2, 4, 8, 16, 16, 16]);
+        assert!(RETRY_MAX < FLAG_TTL);
     }
 
     #[test]
