@@ -33,6 +33,10 @@ struct World {
     pods: Vec<Pod>,
     /// Said on stderr: what could not be read.
     notes: Vec<String>,
+    /// The cluster's client (`None` offline).
+    client: Option<Client>,
+    /// Offline: the documents of `-f`, read once (it may be stdin).
+    file_docs: Vec<Value>,
 }
 
 fn split_ref(flag: &str, s: &str) -> Result<(String, String), Error> {
@@ -116,7 +120,7 @@ pub async fn main(args: ExplainArgs) -> Result<(), Error> {
         let pod = match pod {
             Some(p) => p,
             // Not a Stellar pod (the list is by label): read it by name.
-            None => get_pod(&args, &ns, &name).await?,
+            None => get_pod(world.client.as_ref(), &ns, &name).await?,
         };
         items.push(explain_one(format!("Pod {ns}/{name}"), &pod, &ns));
     }
@@ -163,10 +167,8 @@ pub async fn main(args: ExplainArgs) -> Result<(), Error> {
             }
         }
     }
-    if let Some(file) = &args.file {
-        for (subject, ns, pod) in file_subjects(&args, file)? {
-            items.push(explain_one(subject, &pod, &ns));
-        }
+    for (subject, ns, pod) in file_subjects(&args, &world.file_docs) {
+        items.push(explain_one(subject, &pod, &ns));
     }
     match args.output {
         Output::Table => {
@@ -292,12 +294,19 @@ async fn from_cluster(args: &ExplainArgs) -> Result<World, Error> {
         deployments,
         pods,
         notes,
+        client: Some(client),
+        file_docs: Vec::new(),
     })
 }
 
-async fn get_pod(args: &ExplainArgs, ns: &str, name: &str) -> Result<Value, Error> {
-    let client: Client = args.kube.client().await?;
-    match Api::<Pod>::namespaced(client, ns).get_opt(name).await? {
+async fn get_pod(client: Option<&Client>, ns: &str, name: &str) -> Result<Value, Error> {
+    let Some(client) = client else {
+        return Err(Error::Config(format!("no pod {ns}/{name} in the file")));
+    };
+    match Api::<Pod>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await?
+    {
         Some(p) => serde_json::to_value(p).map_err(|e| Error::Config(e.to_string())),
         None => Err(Error::Config(format!(
             "no pod {ns}/{name} in the cluster (check the name and namespace)"
@@ -404,14 +413,16 @@ fn offline(args: &ExplainArgs, file: &str) -> Result<World, Error> {
         deployments: parse(dep, &mut notes),
         pods: parse(pods, &mut notes),
         notes,
+        client: None,
+        file_docs: docs,
     })
 }
 
 /// The pods and pod templates of the file, each with its subject line and namespace.
-fn file_subjects(args: &ExplainArgs, file: &str) -> Result<Vec<(String, String, Value)>, Error> {
+fn file_subjects(args: &ExplainArgs, docs: &[Value]) -> Vec<(String, String, Value)> {
     let mut out = Vec::new();
-    for d in documents(file)? {
-        let d = with_namespace(d, &args.namespace);
+    for d in docs {
+        let d = with_namespace(d.clone(), &args.namespace);
         let ns = d
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
@@ -433,5 +444,5 @@ fn file_subjects(args: &ExplainArgs, file: &str) -> Result<Vec<(String, String, 
             _ => {}
         }
     }
-    Ok(out)
+    out
 }

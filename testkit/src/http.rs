@@ -9,8 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::injector::Injector;
 
-/// Status code and body of a raw HTTP/1.1 response read to the end.
-fn split_response(buf: &[u8]) -> Result<(u16, String), String> {
+/// Status code and body of a raw HTTP/1.x response read to the end.
+pub fn split_response(buf: &[u8]) -> Result<(u16, String), String> {
     let text = String::from_utf8_lossy(buf).into_owned();
     let code = text
         .split(' ')

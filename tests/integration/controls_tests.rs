@@ -139,20 +139,28 @@ pub async fn pause_at_each_level_holds_the_rollout() -> TestResult {
     result
 }
 
-/// The daily window `[now + 2 h, now + 3 h)` is closed: a change queues up. A
-/// StellarNode's own window that contains now opens it for that node.
-pub async fn a_closed_window_queues_until_it_opens() -> TestResult {
-    let ns = TestNs::new("window").await?;
-    let n = ns.name.clone();
-    let bed = bed()?;
+/// Daily UTC windows `[now + 2 h, now + 3 h)`, closed now, and `[now - 1 h, now + 2 h)`,
+/// open now, as `--rollout-window` takes them.
+fn windows_around_now() -> Result<(String, String), String> {
     let now_min = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|e| e.to_string())?
         .as_secs()
         / 60;
     let hhmm = |m: u64| format!("{:02}:{:02}", (m % 1440) / 60, m % 60);
-    let closed = format!("{}-{}", hhmm(now_min + 120), hhmm(now_min + 180));
-    let open = format!("{}-{}", hhmm(now_min + 1440 - 60), hhmm(now_min + 120));
+    Ok((
+        format!("{}-{}", hhmm(now_min + 120), hhmm(now_min + 180)),
+        format!("{}-{}", hhmm(now_min + 1440 - 60), hhmm(now_min + 120)),
+    ))
+}
+
+/// The daily window `[now + 2 h, now + 3 h)` is closed: a change queues up. A
+/// StellarNode's own window that contains now opens it for that node.
+pub async fn a_closed_window_queues_until_it_opens() -> TestResult {
+    let ns = TestNs::new("window").await?;
+    let n = ns.name.clone();
+    let bed = bed()?;
+    let (closed, open) = windows_around_now()?;
     let inj = Injector::start(
         &n,
         &bed.kubeconfig,
@@ -336,13 +344,7 @@ pub async fn a_first_install_restarts_nothing_unless_asked() -> TestResult {
         || format!("explain --all --heal-uninjected=true: {l:?}"),
     )?;
     // ... and in a rollout window that is closed now: both wait for it.
-    let now_min = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_secs()
-        / 60;
-    let hhmm = |m: u64| format!("{:02}:{:02}", (m % 1440) / 60, m % 60);
-    let closed = format!("{}-{}", hhmm(now_min + 120), hhmm(now_min + 180));
+    let (closed, _) = windows_around_now()?;
     let later = explain_json(&[
         "--all",
         "--namespaces",

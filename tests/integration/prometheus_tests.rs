@@ -41,17 +41,7 @@ async fn get(port: u16, path_and_query: &str) -> Result<(u16, String), String> {
         .await
         .map_err(|_| "no answer in 10 s".to_owned())?
         .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad response: {text}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
+    split_response(&buf)
 }
 
 fn url_encode(s: &str) -> String {
