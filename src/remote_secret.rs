@@ -212,13 +212,13 @@ fn rule(group: &str, resource: &str, verbs: &[&str]) -> PolicyRule {
 }
 
 /// Cluster-wide: what a linking injector lists and watches (StellarNodes of every
-/// namespace). Nothing else.
+/// namespace), and the validator StatefulSets it lists before taking a network's
+/// rollout slot (are they ready?). Nothing else.
 pub fn cluster_rules() -> Vec<PolicyRule> {
-    vec![rule(
-        "stellar.org",
-        "stellarnodes",
-        &["get", "list", "watch"],
-    )]
+    vec![
+        rule("stellar.org", "stellarnodes", &["get", "list", "watch"]),
+        rule("apps", "statefulsets", &["list"]),
+    ]
 }
 
 /// In the remote (injector) namespace only: the rollout slot Leases, read one by one.
@@ -752,7 +752,7 @@ mod tests {
     }
 
     #[test]
-    fn the_reader_may_read_stellarnodes_and_get_leases_and_nothing_else() {
+    fn the_reader_may_read_stellarnodes_list_statefulsets_and_get_leases_and_nothing_else() {
         let o = reader_objects("stellar-system");
         type Rule = (Vec<String>, Vec<String>, Vec<String>, bool);
         let rules = |r: &[PolicyRule]| -> Vec<Rule> {
@@ -770,12 +770,15 @@ mod tests {
         let s = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         assert_eq!(
             rules(o.cluster_role.rules.as_deref().unwrap_or_default()),
-            vec![(
-                s(&["stellar.org"]),
-                s(&["stellarnodes"]),
-                s(&["get", "list", "watch"]),
-                true
-            )]
+            vec![
+                (
+                    s(&["stellar.org"]),
+                    s(&["stellarnodes"]),
+                    s(&["get", "list", "watch"]),
+                    true
+                ),
+                (s(&["apps"]), s(&["statefulsets"]), s(&["list"]), true)
+            ]
         );
         assert_eq!(
             rules(o.role.rules.as_deref().unwrap_or_default()),

@@ -229,8 +229,10 @@ pub struct RemoteSummary {
     pub peers: usize,
     /// Its validators left out (no usable external address).
     pub excluded: usize,
-    /// The networks its validators (peers here or not) belong to: it rolls them too.
-    pub networks: std::collections::BTreeSet<String>,
+    /// The networks its validators (peers here or not) belong to, each with those
+    /// validators (`namespace`, `name` there): it rolls them too, and a roll here waits
+    /// while one of them is not ready.
+    pub networks: BTreeMap<String, std::collections::BTreeSet<(String, String)>>,
 }
 
 /// An immutable, versioned view of every StellarNode's peers.
@@ -290,7 +292,11 @@ impl PeerSnapshot {
             if !rec.is_peer() {
                 continue;
             }
-            summary.networks.insert(rec.network.clone());
+            summary
+                .networks
+                .entry(rec.network.clone())
+                .or_default()
+                .insert((rec.namespace.clone(), rec.name.clone()));
             match address::external_address(
                 rec.peer_address.as_deref(),
                 rec.external_hostname.as_deref(),
@@ -430,9 +436,18 @@ impl PeerSnapshot {
     pub fn clusters_sharing(&self, network: &str) -> Vec<&str> {
         self.remotes
             .iter()
-            .filter(|(_, r)| r.networks.contains(network))
+            .filter(|(_, r)| r.networks.contains_key(network))
             .map(|(c, _)| c.as_str())
             .collect()
+    }
+
+    /// The validators (`namespace`, `name`) of `network` in linked cluster `cluster`.
+    pub fn remote_validators(&self, cluster: &str, network: &str) -> Vec<(String, String)> {
+        self.remotes
+            .get(cluster)
+            .and_then(|r| r.networks.get(network))
+            .map(|v| v.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Number of StellarNodes in the snapshot.

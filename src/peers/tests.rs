@@ -523,9 +523,20 @@ fn remote_validators_join_by_their_external_address_and_locals_keep_in_cluster_n
             nodes: 2,
             peers: 2,
             excluded: 0,
-            networks: ["testnet".to_owned()].into(),
+            networks: [(
+                "testnet".to_owned(),
+                [
+                    ("stellar".to_owned(), "b1".to_owned()),
+                    ("stellar".to_owned(), "b2".to_owned())
+                ]
+                .into()
+            )]
+            .into(),
         }
     );
+    assert_eq!(s.remote_validators("b", "testnet").len(), 2);
+    assert!(s.remote_validators("b", "mainnet").is_empty());
+    assert!(s.remote_validators("c", "testnet").is_empty());
     assert!(
         s.node("stellar", "b1").is_none(),
         "remote nodes get no list here"

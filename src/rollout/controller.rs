@@ -119,6 +119,7 @@ impl Linking {
                         client: c,
                         namespace: ns,
                         leader_lease: self.me.leader_lease.clone(),
+                        validators: snap.remote_validators(cluster, network),
                     };
                     read(&peer, network).await
                 }
@@ -154,6 +155,14 @@ impl Linking {
                 format!(
                     "linked cluster {held_by}, which rolls this network's validators or goes first"
                 )
+            }
+            Decision::NotReady { cluster, workload } => {
+                self.me
+                    .clear(client, network)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.intents.remove(network);
+                format!("validator {workload} of linked cluster {cluster} to be ready")
             }
             Decision::Unknown { cluster, why } => {
                 self.me

@@ -29,13 +29,25 @@
 //! Flags expire: one not renewed for [`FLAG_TTL`] counts as absent, so a cluster whose
 //! injector is gone for good does not block the others forever. A holder that comes
 //! back takes its own fresh `holding` flag up again.
+//!
+//! A flag that expired says nothing of the roll it covered: an injector that died in
+//! the middle of one leaves a validator starting. So the read also looks at the
+//! linked cluster's validator StatefulSets of the network (fresh `list`s, by their
+//! instance label), and one that is not settled by the loop's own rule
+//! ([`super::observe::sts_state`]) makes this cluster back off as a holder would
+//! ([`Seen::NotReady`]). That is the local rule across the link: a validator of the
+//! network that is unavailable, whoever caused it, holds the network's slot (unless
+//! its operator marked it `stellar.org/rollout: skip-wait`). The flags stay, because
+//! readiness alone races: two clusters that both see everything settled would both
+//! start.
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 
@@ -79,6 +91,10 @@ pub enum Seen {
     /// No flag, or an expired one.
     Clear,
     Flag(Phase),
+    /// No `holding` flag, but this validator workload of the network there
+    /// (`namespace/name`) is not settled: it may be the end of a roll whose flag
+    /// expired.
+    NotReady(String),
     /// It could not be read: the reason.
     Unknown(String),
 }
@@ -92,6 +108,8 @@ pub enum Decision {
     KeepIntent { waiting_for: Vec<String> },
     /// Clear the flag and wait: this cluster rolls, or goes first.
     BackOff { held_by: String },
+    /// Clear the flag and wait: a validator of the network there is not ready.
+    NotReady { cluster: String, workload: String },
     /// A linked cluster with validators of the network cannot be read: clear the flag
     /// and wait, since it may be rolling.
     Unknown { cluster: String, why: String },
@@ -114,6 +132,14 @@ pub fn decide(me: &str, others: &[(String, Seen)]) -> Decision {
     {
         return Decision::BackOff { held_by: c.clone() };
     }
+    if let Some((c, Seen::NotReady(w))) =
+        others.iter().find(|(_, s)| matches!(s, Seen::NotReady(_)))
+    {
+        return Decision::NotReady {
+            cluster: c.clone(),
+            workload: w.clone(),
+        };
+    }
     let mut first: Vec<&String> = others
         .iter()
         .filter(|(c, s)| *s == Seen::Flag(Phase::Intent) && c.as_str() < me)
@@ -135,6 +161,16 @@ pub fn decide(me: &str, others: &[(String, Seen)]) -> Decision {
     } else {
         Decision::KeepIntent { waiting_for: later }
     }
+}
+
+/// The first of a linked cluster's validator StatefulSets that is not settled by the
+/// rollout loop's rule and not released by `stellar.org/rollout: skip-wait`, as
+/// `namespace/name`. Pure.
+pub fn unsettled_validator(sets: &[StatefulSet]) -> Option<String> {
+    sets.iter()
+        .filter_map(super::observe::sts_state)
+        .find(|w| !w.settled && w.control != super::controls::Control::SkipWait)
+        .map(|w| format!("{}/{}", w.key.namespace, w.key.name))
 }
 
 /// The flag Lease's name for `network` (network names need not be valid object names).
@@ -172,6 +208,8 @@ pub struct Peer {
     pub namespace: String,
     /// Its injector's leader Lease there: proof that this is the right namespace.
     pub leader_lease: String,
+    /// Its validators of the network (`namespace`, `name`), whose StatefulSets are read.
+    pub validators: Vec<(String, String)>,
 }
 
 /// This cluster's side of the protocol: its name and its flags' namespace.
@@ -253,8 +291,46 @@ impl Coordinator {
 /// Reads a linked cluster's flag for `network` (a fresh `get`, never a cache). A
 /// missing flag counts as clear only where that cluster's injector is known to run
 /// (its leader Lease is there): a link naming the wrong namespace would otherwise read
-/// "clear" forever.
+/// "clear" forever. Unless it holds, its validators' StatefulSets are read as well
+/// ([`unsettled_validator`]).
 pub async fn read(peer: &Peer, network: &str) -> Seen {
+    let seen = read_flag_of(peer, network).await;
+    if matches!(seen, Seen::Flag(Phase::Holding) | Seen::Unknown(_)) {
+        return seen;
+    }
+    match read_validators(peer).await {
+        Ok(None) => seen,
+        Ok(Some(w)) => Seen::NotReady(w),
+        Err(why) => Seen::Unknown(why),
+    }
+}
+
+/// Whether one of the peer's validator StatefulSets is not settled (fresh `list`s by
+/// the instance label; a validator with none yet has nothing to be unavailable).
+async fn read_validators(peer: &Peer) -> Result<Option<String>, String> {
+    for (ns, name) in &peer.validators {
+        let api: Api<StatefulSet> = Api::namespaced(peer.client.clone(), ns);
+        let lp = ListParams::default().labels(&format!("{}={name}", crate::inject::LABEL_INSTANCE));
+        let sets = match tokio::time::timeout(Duration::from_secs(10), api.list(&lp)).await {
+            Err(_) => return Err("no answer within 10 s".into()),
+            Ok(Err(kube::Error::Api(e))) if e.code == 403 => {
+                return Err(format!(
+                    "its reader may not list StatefulSets in {ns} ({}): re-run `stellar-peer-injector remote-secret` \
+                     for that cluster, or upgrade its chart's multicluster.remoteReader, which grant apps/statefulsets list",
+                    e.message
+                ));
+            }
+            Ok(Err(e)) => return Err(crate::error::chain(&e)),
+            Ok(Ok(l)) => l.items,
+        };
+        if let Some(w) = unsettled_validator(&sets) {
+            return Ok(Some(w));
+        }
+    }
+    Ok(None)
+}
+
+async fn read_flag_of(peer: &Peer, network: &str) -> Seen {
     let api: Api<Lease> = Api::namespaced(peer.client.clone(), &peer.namespace);
     match tokio::time::timeout(Duration::from_secs(10), api.get_opt(&peer.leader_lease)).await {
         Err(_) => return Seen::Unknown("no answer within 10 s".into()),
@@ -351,6 +427,70 @@ mod tests {
             Decision::BackOff {
                 held_by: "a".into()
             }
+        );
+    }
+
+    #[test]
+    fn a_remote_validator_not_ready_makes_it_back_off_unless_another_holds() {
+        let not_ready = Seen::NotReady("stellar/b1".into());
+        assert_eq!(
+            decide("a", &seen(&[("b", not_ready.clone())])),
+            Decision::NotReady {
+                cluster: "b".into(),
+                workload: "stellar/b1".into()
+            },
+            "an expired flag's roll may still be starting"
+        );
+        assert_eq!(
+            decide(
+                "b",
+                &seen(&[("c", not_ready), ("a", Seen::Flag(Phase::Holding))])
+            ),
+            Decision::BackOff {
+                held_by: "a".into()
+            }
+        );
+    }
+
+    fn sts(name: &str, ready: i32, annotations: &[(&str, &str)]) -> StatefulSet {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name, "namespace": "stellar", "generation": 2,
+                "labels": {crate::inject::LABEL_INSTANCE: name},
+                "annotations": annotations.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+            },
+            "spec": {"replicas": 1, "selector": {}, "serviceName": name, "template": {}},
+            "status": {
+                "observedGeneration": 2, "replicas": 1, "readyReplicas": ready,
+                "updatedReplicas": 1, "currentRevision": "r1", "updateRevision": "r1",
+            },
+        }))
+        .expect("a StatefulSet")
+    }
+
+    #[test]
+    fn the_first_unsettled_remote_validator_is_named_and_skip_wait_releases_it() {
+        assert_eq!(unsettled_validator(&[]), None);
+        assert_eq!(unsettled_validator(&[sts("b1", 1, &[])]), None);
+        assert_eq!(
+            unsettled_validator(&[sts("b1", 1, &[]), sts("b2", 0, &[])]),
+            Some("stellar/b2".into())
+        );
+        assert_eq!(
+            unsettled_validator(&[sts(
+                "b2",
+                0,
+                &[(super::super::controls::ANNOTATION_ROLLOUT, "skip-wait")]
+            )]),
+            None,
+            "released by its operator"
+        );
+        let mut lagging = sts("b1", 1, &[]);
+        lagging.metadata.generation = Some(3);
+        assert_eq!(
+            unsettled_validator(&[lagging]),
+            Some("stellar/b1".into()),
+            "a status older than its spec is not settled"
         );
     }
 

@@ -9,7 +9,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -312,6 +312,28 @@ pub async fn link_remote_secret_links_a_cluster_with_a_least_privilege_reader() 
             "get a Lease in another namespace",
             Api::<Lease>::namespaced(reader.clone(), "default")
                 .get("slot")
+                .await,
+        )?;
+        Api::<StatefulSet>::all(reader.clone())
+            .list(&ListParams::default().labels("app.kubernetes.io/instance=b1"))
+            .await
+            .map_err(|e| format!("list StatefulSets by instance label: {e}"))?;
+        forbidden(
+            "get a StatefulSet",
+            Api::<StatefulSet>::namespaced(reader.clone(), &ns_b.name)
+                .get("b1")
+                .await,
+        )?;
+        forbidden(
+            "delete a StatefulSet",
+            Api::<StatefulSet>::namespaced(reader.clone(), &ns_b.name)
+                .delete("b1", &DeleteParams::default())
+                .await,
+        )?;
+        forbidden(
+            "list Deployments",
+            Api::<Deployment>::all(reader.clone())
+                .list(&ListParams::default())
                 .await,
         )?;
         forbidden(

@@ -624,3 +624,113 @@ pub async fn multicluster_a_validator_added_in_one_cluster_rolls_both_one_at_a_t
     unhook(&ns_a, &ns_b, &hooks).await;
     result
 }
+
+/// An injector that died in the middle of a roll leaves its flag to expire and its
+/// validator starting. Bed b shows exactly that: an expired `holding` flag of b, and b1
+/// not ready (its new pod cannot be scheduled). A peer change in a must then wait for
+/// b1, not for the flag, and roll only once b1 is ready again.
+pub async fn multicluster_a_linked_validator_not_ready_holds_the_slot_after_its_flag_expired()
+-> TestResult {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Patch, PatchParams};
+    use stellar_peer_injector::rollout::coordination::{FLAG_NETWORK_ANNOTATION, flag_name};
+    let LinkedPair {
+        ns_a,
+        ns_b,
+        inj_a,
+        inj_b,
+        hooks,
+    } = LinkedPair::start("mcx", "mcy").await?;
+    let net = ns_a.name.clone();
+    let ext = |n: &str, c: &str| format!("{n}.{net}.{c}.example.org");
+    let result = async {
+        for (ns, n, c) in [(&ns_a, "a1", "a"), (&ns_b, "b1", "b")] {
+            ns.create::<StellarNode>(validator(n, &net, Some(&ext(n, c)))).await?;
+            ns.create::<StatefulSet>(operator_statefulset(n, "Validator", &net, 1)).await?;
+        }
+        let b1_ext = format!("{}:11625", ext("b1", "b"));
+        wait_sorted(&ns_a, "a1", &[&b1_ext], 180, &inj_a).await?;
+        let settled = |ns: &TestNs, name: &'static str| {
+            let api = ns.api::<StatefulSet>();
+            async move {
+                api.get_opt(name).await.ok().flatten().and_then(|s| {
+                    stellar_peer_injector::rollout::observe::sts_state(&s)
+                        .filter(|w| w.settled)
+                        .map(|_| s)
+                })
+            }
+        };
+        wait_for(Duration::from_secs(120), "a1 settled", || settled(&ns_a, "a1")).await?;
+        wait_for(Duration::from_secs(120), "b1 settled", || settled(&ns_b, "b1")).await?;
+
+        // b "died mid-roll": its flag expired long ago, and b1's new pod cannot start.
+        ns_b.create::<Lease>(json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": flag_name(&net), "annotations": {FLAG_NETWORK_ANNOTATION: &net}},
+            "spec": {"holderIdentity": "b/holding", "leaseDurationSeconds": 90,
+                     "renewTime": "2026-01-01T00:00:00.000000Z"}
+        }))
+        .await?;
+        let unschedulable = json!({"spec": {"template": {"spec": {"nodeSelector": {"stellar.org/no-such-node": "x"}}}}});
+        ns_b.api::<StatefulSet>()
+            .patch("b1", &PatchParams::default(), &Patch::Merge(&unschedulable))
+            .await
+            .map_err(|e| format!("make b1 unschedulable: {e}"))?;
+        wait_for(Duration::from_secs(60), "b1 not settled", || {
+            let api = ns_b.api::<StatefulSet>();
+            async move {
+                let s = api.get_opt("b1").await.ok().flatten()?;
+                stellar_peer_injector::rollout::observe::sts_state(&s)
+                    .filter(|w| !w.settled)
+                    .map(|_| ())
+            }
+        })
+        .await?;
+
+        // a's peer set changes (a2 is local and has no external name, so b's does not).
+        let a1_before = ns_a
+            .api::<StatefulSet>()
+            .get("a1")
+            .await
+            .map_err(|e| e.to_string())?;
+        let hash_before = template_hash(&a1_before);
+        ns_a.create::<StellarNode>(validator("a2", &net, None)).await?;
+        ns_a.create::<StatefulSet>(operator_statefulset("a2", "Validator", &net, 1)).await?;
+        wait_for(Duration::from_secs(120), "a2 settled", || settled(&ns_a, "a2")).await?;
+        let waiting = format!(
+            "stellar_peer_injector_rollouts_waiting{{network=\"{net}\",reason=\"linked_cluster\"}}"
+        );
+        wait_metric(&inj_a, &waiting, Some(1.0), 60).await?;
+        let why = format!("validator {}/b1 of linked cluster b to be ready", ns_b.name);
+        ensure(inj_a.log_text().contains(&why), || {
+            format!("a's log should say it waits for {why}:\n{}", tail(&inj_a.log_text(), 30))
+        })?;
+        // It keeps waiting: no roll of a1 while b1 is not ready.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let a1_now = ns_a
+            .api::<StatefulSet>()
+            .get("a1")
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure_eq!(
+            template_hash(&a1_now),
+            hash_before,
+            "a1 must not roll while b1 is not ready"
+        )?;
+
+        // b1 starts again: a1 rolls and gets a2.
+        let schedulable = json!({"spec": {"template": {"spec": {"nodeSelector": null}}}});
+        ns_b.api::<StatefulSet>()
+            .patch("b1", &PatchParams::default(), &Patch::Merge(&schedulable))
+            .await
+            .map_err(|e| format!("make b1 schedulable again: {e}"))?;
+        wait_sorted(&ns_a, "a1", &[&b1_ext, &svc("a2", &ns_a.name)], 180, &inj_a).await?;
+        ensure(
+            !inj_b.log_text().contains("panicked"),
+            || format!("b's injector:\n{}", tail(&inj_b.log_text(), 30)),
+        )
+    }
+    .await;
+    unhook(&ns_a, &ns_b, &hooks).await;
+    result
+}
