@@ -724,6 +724,12 @@ pub async fn multicluster_a_linked_validator_not_ready_holds_the_slot_after_its_
             .patch("b1", &PatchParams::default(), &Patch::Merge(&schedulable))
             .await
             .map_err(|e| format!("make b1 schedulable again: {e}"))?;
+        // A StatefulSet does not replace a pod of a bad revision that never became
+        // ready (the documented forced rollback): its operator deletes it.
+        ns_b.api::<Pod>()
+            .delete("b1-0", &DeleteParams::default())
+            .await
+            .map_err(|e| format!("delete the pending b1-0: {e}"))?;
         wait_sorted(&ns_a, "a1", &[&b1_ext, &svc("a2", &ns_a.name)], 180, &inj_a).await?;
         ensure(
             !inj_b.log_text().contains("panicked"),
