@@ -127,52 +127,31 @@ impl Linking {
             };
             others.push((cluster.to_owned(), seen));
         }
-        let why = match decide(&self.me.cluster, &others) {
-            Decision::Hold => {
-                self.me
-                    .write(client, network, Phase::Holding)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.held.insert(network.to_owned(), Instant::now());
-                self.intents.remove(network);
-                self.waited.remove(network);
-                self.retry.remove(network);
-                tracing::info!(network, cluster = %self.me.cluster, "this cluster holds the network's cross-cluster rollout slot");
-                return Ok(());
-            }
-            Decision::KeepIntent { waiting_for } => {
-                // About to win: look again on the next pass.
-                self.retry.remove(network);
-                self.intents.insert(network.to_owned());
-                format!("linked clusters {} to back off", waiting_for.join(", "))
-            }
-            Decision::BackOff { held_by } => {
-                self.me
-                    .clear(client, network)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.intents.remove(network);
-                format!(
-                    "linked cluster {held_by}, which rolls this network's validators or goes first"
-                )
-            }
-            Decision::NotReady { cluster, workload } => {
-                self.me
-                    .clear(client, network)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.intents.remove(network);
-                format!("validator {workload} of linked cluster {cluster} to be ready")
-            }
-            Decision::Unknown { cluster, why } => {
-                self.me
-                    .clear(client, network)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.intents.remove(network);
-                format!("linked cluster {cluster}, whose rollout state cannot be read ({why})")
-            }
+        let decision = decide(&self.me.cluster, &others);
+        let Some(why) = decision.waits_for() else {
+            self.me
+                .write(client, network, Phase::Holding)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.held.insert(network.to_owned(), Instant::now());
+            self.intents.remove(network);
+            self.waited.remove(network);
+            self.retry.remove(network);
+            tracing::info!(network, cluster = %self.me.cluster, "this cluster holds the network's cross-cluster rollout slot");
+            return Ok(());
         };
+        if let Decision::KeepIntent { .. } = decision {
+            // About to win: look again on the next pass.
+            self.retry.remove(network);
+            self.intents.insert(network.to_owned());
+        } else {
+            // Every other decision backs off: clear the flag and wait.
+            self.me
+                .clear(client, network)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.intents.remove(network);
+        }
         if !self.intents.contains(network) {
             let wait = super::coordination::next_retry(self.retry.get(network).map(|r| r.1));
             self.retry

@@ -115,6 +115,29 @@ pub enum Decision {
     Unknown { cluster: String, why: String },
 }
 
+impl Decision {
+    /// What a cluster that did not win waits for, as its log line says it (`None`:
+    /// it holds). Pure.
+    pub fn waits_for(&self) -> Option<String> {
+        match self {
+            Self::Hold => None,
+            Self::KeepIntent { waiting_for } => Some(format!(
+                "linked clusters {} to back off",
+                waiting_for.join(", ")
+            )),
+            Self::BackOff { held_by } => Some(format!(
+                "linked cluster {held_by}, which rolls this network's validators or goes first"
+            )),
+            Self::NotReady { cluster, workload } => Some(format!(
+                "validator {workload} of linked cluster {cluster} to be ready"
+            )),
+            Self::Unknown { cluster, why } => Some(format!(
+                "linked cluster {cluster}, whose rollout state cannot be read ({why})"
+            )),
+        }
+    }
+}
+
 /// The protocol's decision for cluster `me`, after writing its intent, from the
 /// linked clusters' flags. Pure.
 pub fn decide(me: &str, others: &[(String, Seen)]) -> Decision {
@@ -449,6 +472,26 @@ mod tests {
             Decision::BackOff {
                 held_by: "a".into()
             }
+        );
+    }
+
+    #[test]
+    fn each_wait_names_what_it_waits_for() {
+        assert_eq!(Decision::Hold.waits_for(), None);
+        let d = Decision::NotReady {
+            cluster: "b".into(),
+            workload: "stellar/b1".into(),
+        };
+        assert_eq!(
+            d.waits_for().as_deref(),
+            Some("validator stellar/b1 of linked cluster b to be ready")
+        );
+        let d = Decision::KeepIntent {
+            waiting_for: vec!["b".into(), "c".into()],
+        };
+        assert_eq!(
+            d.waits_for().as_deref(),
+            Some("linked clusters b, c to back off")
         );
     }
 

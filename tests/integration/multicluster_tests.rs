@@ -24,6 +24,34 @@ fn validator(name: &str, net: &str, external: Option<&str>) -> Value {
     v
 }
 
+/// Validators named `name` in `ns` of cluster `cluster`, each with a StatefulSet shaped
+/// like the operator's and the external name `<name>.<net>.<cluster>.example.org`.
+async fn add_validators(net: &str, list: &[(&TestNs, &str, &str)]) -> TestResult {
+    for (ns, n, c) in list {
+        let ext = format!("{n}.{net}.{c}.example.org");
+        ns.create::<StellarNode>(validator(n, net, Some(&ext)))
+            .await?;
+        ns.create::<StatefulSet>(operator_statefulset(n, "Validator", net, 1))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Whether StatefulSet `name` is settled by the rollout loop's rule (`None`: not read).
+async fn sts_settled(ns: &TestNs, name: &str) -> Option<bool> {
+    let s = ns.api::<StatefulSet>().get_opt(name).await.ok().flatten()?;
+    Some(stellar_peer_injector::rollout::observe::sts_state(&s).is_some_and(|w| w.settled))
+}
+
+/// Waits until StatefulSet `name` is (or is not) settled.
+async fn wait_settled(ns: &TestNs, name: &str, settled: bool, secs: u64) -> TestResult {
+    let what = format!("{name} {}settled", if settled { "" } else { "not " });
+    wait_for(Duration::from_secs(secs), &what, || async {
+        (sts_settled(ns, name).await == Some(settled)).then_some(())
+    })
+    .await
+}
+
 /// A link Secret in `ns` for cluster `cluster`, holding the kubeconfig at `path`.
 async fn link(
     ns: &TestNs,
@@ -574,10 +602,7 @@ pub async fn multicluster_a_validator_added_in_one_cluster_rolls_both_one_at_a_t
     let ea = |n: &str, c: &str| format!("{}:11625", ext(n, c));
     let monitor = CrossMonitor::start(&[("a", &ns_a), ("b", &ns_b)]);
     let result = async {
-        for (ns, n, c) in [(&ns_a, "a1", "a"), (&ns_a, "a2", "a"), (&ns_b, "b1", "b"), (&ns_b, "b2", "b")] {
-            ns.create::<StellarNode>(validator(n, &net, Some(&ext(n, c)))).await?;
-            ns.create::<StatefulSet>(operator_statefulset(n, "Validator", &net, 1)).await?;
-        }
+        add_validators(&net, &[(&ns_a, "a1", "a"), (&ns_a, "a2", "a"), (&ns_b, "b1", "b"), (&ns_b, "b2", "b")]).await?;
         let (a1, a2) = (svc("a1", &ns_a.name), svc("a2", &ns_a.name));
         let (b1, b2, b3) = (svc("b1", &ns_b.name), svc("b2", &ns_b.name), svc("b3", &ns_b.name));
         wait_sorted(&ns_a, "a1", &[&a2, &ea("b1", "b"), &ea("b2", "b")], 180, &inj_a).await?;
@@ -593,8 +618,7 @@ pub async fn multicluster_a_validator_added_in_one_cluster_rolls_both_one_at_a_t
         monitor.reset();
 
         // b3 joins in b: a1, a2, b1 and b2 all roll, one at a time across both clusters.
-        ns_b.create::<StellarNode>(validator("b3", &net, Some(&ext("b3", "b")))).await?;
-        ns_b.create::<StatefulSet>(operator_statefulset("b3", "Validator", &net, 1)).await?;
+        add_validators(&net, &[(&ns_b, "b3", "b")]).await?;
         let all_b = [ea("b1", "b"), ea("b2", "b"), ea("b3", "b")];
         wait_sorted(&ns_a, "a1", &[&a2, &all_b[0], &all_b[1], &all_b[2]], 240, &inj_a).await?;
         wait_sorted(&ns_a, "a2", &[&a1, &all_b[0], &all_b[1], &all_b[2]], 240, &inj_a).await?;
@@ -642,26 +666,12 @@ pub async fn multicluster_a_linked_validator_not_ready_holds_the_slot_after_its_
         hooks,
     } = LinkedPair::start("mcx", "mcy").await?;
     let net = ns_a.name.clone();
-    let ext = |n: &str, c: &str| format!("{n}.{net}.{c}.example.org");
     let result = async {
-        for (ns, n, c) in [(&ns_a, "a1", "a"), (&ns_b, "b1", "b")] {
-            ns.create::<StellarNode>(validator(n, &net, Some(&ext(n, c)))).await?;
-            ns.create::<StatefulSet>(operator_statefulset(n, "Validator", &net, 1)).await?;
-        }
-        let b1_ext = format!("{}:11625", ext("b1", "b"));
+        add_validators(&net, &[(&ns_a, "a1", "a"), (&ns_b, "b1", "b")]).await?;
+        let b1_ext = format!("b1.{net}.b.example.org:11625");
         wait_sorted(&ns_a, "a1", &[&b1_ext], 180, &inj_a).await?;
-        let settled = |ns: &TestNs, name: &'static str| {
-            let api = ns.api::<StatefulSet>();
-            async move {
-                api.get_opt(name).await.ok().flatten().and_then(|s| {
-                    stellar_peer_injector::rollout::observe::sts_state(&s)
-                        .filter(|w| w.settled)
-                        .map(|_| s)
-                })
-            }
-        };
-        wait_for(Duration::from_secs(120), "a1 settled", || settled(&ns_a, "a1")).await?;
-        wait_for(Duration::from_secs(120), "b1 settled", || settled(&ns_b, "b1")).await?;
+        wait_settled(&ns_a, "a1", true, 120).await?;
+        wait_settled(&ns_b, "b1", true, 120).await?;
 
         // b "died mid-roll": its flag expired long ago, and b1's new pod cannot start.
         ns_b.create::<Lease>(json!({
@@ -676,16 +686,7 @@ pub async fn multicluster_a_linked_validator_not_ready_holds_the_slot_after_its_
             .patch("b1", &PatchParams::default(), &Patch::Merge(&unschedulable))
             .await
             .map_err(|e| format!("make b1 unschedulable: {e}"))?;
-        wait_for(Duration::from_secs(60), "b1 not settled", || {
-            let api = ns_b.api::<StatefulSet>();
-            async move {
-                let s = api.get_opt("b1").await.ok().flatten()?;
-                stellar_peer_injector::rollout::observe::sts_state(&s)
-                    .filter(|w| !w.settled)
-                    .map(|_| ())
-            }
-        })
-        .await?;
+        wait_settled(&ns_b, "b1", false, 60).await?;
 
         // a's peer set changes (a2 is local and has no external name, so b's does not).
         let a1_before = ns_a
@@ -696,7 +697,7 @@ pub async fn multicluster_a_linked_validator_not_ready_holds_the_slot_after_its_
         let hash_before = template_hash(&a1_before);
         ns_a.create::<StellarNode>(validator("a2", &net, None)).await?;
         ns_a.create::<StatefulSet>(operator_statefulset("a2", "Validator", &net, 1)).await?;
-        wait_for(Duration::from_secs(120), "a2 settled", || settled(&ns_a, "a2")).await?;
+        wait_settled(&ns_a, "a2", true, 120).await?;
         let waiting = format!(
             "stellar_peer_injector_rollouts_waiting{{network=\"{net}\",reason=\"linked_cluster\"}}"
         );
