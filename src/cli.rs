@@ -10,6 +10,10 @@ use crate::error::{Error, InputError, KubeConfigError};
 use crate::inject::InjectSettings;
 use crate::peers::{ExtraPeers, PeerSettings};
 
+/// `--shutdown-delay`'s default (the chart's too): /readyz fails this long before the
+/// listener stops accepting, so that the apiserver stops sending first.
+pub const DEFAULT_SHUTDOWN_DELAY: &str = "5s";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "stellar-peer-injector",
@@ -238,18 +242,27 @@ pub struct RemoteArgs {
     pub remote_kubeconfigs: Vec<(String, PathBuf)>,
 }
 
-fn parse_remote_kubeconfig(s: &str) -> Result<(String, PathBuf), String> {
-    let (name, path) = s.split_once('=').ok_or_else(|| {
-        format!("{s:?}: expected NAME=PATH, e.g. eu-west=/etc/links/eu-west.kubeconfig")
-    })?;
+/// Why a `--remote-kubeconfig` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteKubeconfigArgError {
+    #[error("{0:?}: expected NAME=PATH, e.g. eu-west=/etc/links/eu-west.kubeconfig")]
+    NoEquals(String),
+    #[error("{0:?}: a cluster name is 1-63 lower-case letters, digits or '-'")]
+    BadName(String),
+    #[error("{0:?}: the PATH is empty")]
+    EmptyPath(String),
+}
+
+fn parse_remote_kubeconfig(s: &str) -> Result<(String, PathBuf), RemoteKubeconfigArgError> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| RemoteKubeconfigArgError::NoEquals(s.to_owned()))?;
     let name = name.trim();
     if !crate::remote::valid_cluster_name(name) {
-        return Err(format!(
-            "{name:?}: a cluster name is 1-63 lower-case letters, digits or '-'"
-        ));
+        return Err(RemoteKubeconfigArgError::BadName(name.to_owned()));
     }
     if path.trim().is_empty() {
-        return Err(format!("{s:?}: the PATH is empty"));
+        return Err(RemoteKubeconfigArgError::EmptyPath(s.to_owned()));
     }
     Ok((name.to_owned(), PathBuf::from(path.trim())))
 }
@@ -318,8 +331,9 @@ pub struct ServeArgs {
     /// How often the TLS files are checked for changes.
     #[arg(long, env = "STELLAR_PEER_INJECTOR_TLS_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub tls_reload_interval: Duration,
-    /// On SIGTERM: how long /readyz fails before the listener stops accepting.
-    #[arg(long, env = "STELLAR_PEER_INJECTOR_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    /// On SIGTERM: how long /readyz fails before the listener stops accepting. The leader
+    /// Lease is released at once, not after this delay.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_SHUTDOWN_DELAY", default_value = DEFAULT_SHUTDOWN_DELAY, value_parser = parse_duration)]
     pub shutdown_delay: Duration,
     /// Rollout loop: `on`, `dry-run` (log what it would do) or `off`.
     #[arg(

@@ -263,19 +263,20 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// A `--dns-server` value that is not an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not IP or IP:PORT of a DNS server (like 10.96.0.10 or 127.0.0.1:5353)")]
+pub struct BadDnsServer(pub String);
+
 /// Parses a `--dns-server` value: `IP` or `IP:PORT` (`[IPv6]:PORT` for IPv6).
-pub fn parse_server(s: &str) -> Result<SocketAddr, String> {
+pub fn parse_server(s: &str) -> Result<SocketAddr, BadDnsServer> {
     let s = s.trim();
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
     s.parse::<IpAddr>()
         .map(|ip| SocketAddr::new(ip, DEFAULT_PORT))
-        .map_err(|_| {
-            format!(
-                "{s:?} is not IP or IP:PORT of a DNS server (like 10.96.0.10 or 127.0.0.1:5353)"
-            )
-        })
+        .map_err(|_| BadDnsServer(s.to_owned()))
 }
 
 /// Asks nameservers for A records.

@@ -226,7 +226,7 @@ pub async fn run(
         let recorder = Recorder::new(client.clone(), reporter.clone());
         if let Err(e) = recorder.publish(&ev, &n.regarding).await {
             metrics.errors(ErrorKind::EventPublish);
-            tracing::warn!(error = %e, reason = n.reason, kind = ?n.regarding.kind, namespace = ?n.regarding.namespace,
+            tracing::warn!(error = %crate::causes::Chain(&e), reason = n.reason, kind = ?n.regarding.kind, namespace = ?n.regarding.namespace,
                 name = ?n.regarding.name, "cannot record Event; check the injector's RBAC for events.k8s.io events (create)");
         }
     }

@@ -9,6 +9,7 @@
 //! [`remote_secret`] (the `remote-secret` command).
 
 pub mod cache;
+pub mod causes;
 pub mod certs;
 pub mod cli;
 pub mod config;

@@ -237,6 +237,7 @@ pub struct Metrics {
     pub rollouts_pending: Family<NetworkLabels, Gauge>,
     pub rollouts_waiting: Family<WaitLabels, Gauge>,
     pub rollouts_stuck: Family<NetworkLabels, Gauge>,
+    pub init_failures: Family<NetworkLabels, Gauge>,
     pub rollout_leader: Gauge,
     pub services_created: Counter,
     pub errors: Family<ErrorLabels, Counter>,
@@ -370,6 +371,12 @@ impl Metrics {
             "Workloads unavailable for longer than --stuck-after (holding their network's rollout slot unless marked skip-wait), by network",
             rollouts_stuck.clone(),
         );
+        let init_failures = Family::<NetworkLabels, Gauge>::default();
+        reg.register(
+            "init_failures",
+            "Pods whose merge-mode init step (stellar-peers-config) failed and that cannot start, by network (leader only)",
+            init_failures.clone(),
+        );
         let rollout_leader = Gauge::default();
         reg.register(
             "rollout_leader",
@@ -454,6 +461,7 @@ impl Metrics {
             rollouts_pending,
             rollouts_waiting,
             rollouts_stuck,
+            init_failures,
             rollout_leader,
             admission_requests,
             admission_duration,
@@ -652,7 +660,7 @@ mod tests {
                 "{name} {ty} not in {listed:?}"
             );
         }
-        assert_eq!(listed.len(), 25, "{listed:?}");
+        assert_eq!(listed.len(), 26, "{listed:?}");
         for line in [
             r#"stellar_peer_injector_admission_requests_total{outcome="injected",reason=""} 1"#,
             r#"stellar_peer_injector_admission_requests_total{outcome="skipped",reason="not-create"} 1"#,

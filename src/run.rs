@@ -159,7 +159,8 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     };
     if let Some((lease_settings, settings)) = rollout {
         let (c, l) = (client.clone(), leader.clone());
-        let stop = rt.stop_signal();
+        // Released as soon as shutdown is requested, not after --shutdown-delay.
+        let stop = rt.stepping_down();
         rt.spawn_restarting_draining("lease", move || {
             lease::run(c.clone(), lease_settings.clone(), l.clone(), stop.clone())
         });

@@ -48,6 +48,8 @@ pub const ANNOTATION_CONFIG_BASE: &str = "stellar.org/peers-config-base";
 pub const MERGED_VOLUME_NAME: &str = "stellar-peers-merged";
 /// Merge mode: the init container that writes the merged config.
 pub const INIT_CONTAINER_NAME: &str = "stellar-peers-config";
+/// The init container's uid: the image's nonroot user (the Dockerfile's `USER`).
+pub const INIT_CONTAINER_UID: u32 = 65532;
 
 /// How the peers reach stellar-core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]

@@ -18,8 +18,8 @@ use super::config::MergePlan;
 use super::review::{HasName, PodView};
 use super::{
     ANNOTATION_CONFIG, ANNOTATION_CONFIG_BASE, ANNOTATION_COUNT, ANNOTATION_HASH,
-    ANNOTATION_STATUS, INIT_CONTAINER_NAME, InjectSettings, MERGED_VOLUME_NAME, STATUS_ENV,
-    STATUS_MERGE, VOLUME_NAME,
+    ANNOTATION_STATUS, INIT_CONTAINER_NAME, INIT_CONTAINER_UID, InjectSettings, MERGED_VOLUME_NAME,
+    STATUS_ENV, STATUS_MERGE, VOLUME_NAME,
 };
 use crate::peers::PeerList;
 
@@ -305,10 +305,17 @@ pub fn build_patch(shape: &PatchShape, list: &PeerList, settings: &InjectSetting
             "args": ["render-config", "--base", m.plan.base, "--peers", settings.mount_path, "--out", settings.merged_path],
             "volumeMounts": [base_mount, peers_mount, merged_mount(false)],
             "terminationMessagePolicy": "FallbackToLogsOnError",
+            // Pod Security `restricted` judges every container by itself: a compliant pod
+            // must stay compliant once injected. The uid is the image's own nonroot user,
+            // set here too so that a pod-level `runAsUser: 0` cannot make the kubelet refuse
+            // to start this container (`runAsNonRoot`).
             "securityContext": {
                 "allowPrivilegeEscalation": false,
                 "readOnlyRootFilesystem": true,
+                "runAsNonRoot": true,
+                "runAsUser": INIT_CONTAINER_UID,
                 "capabilities": { "drop": ["ALL"] },
+                "seccompProfile": { "type": "RuntimeDefault" },
             },
             "resources": {
                 "requests": { "cpu": "10m", "memory": "16Mi" },

@@ -686,6 +686,34 @@ fn init_of(pod: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Pod Security `restricted` (pod-security-admission's checks, container by container):
+/// the injected init container passes them by itself, whatever the pod sets.
+#[test]
+fn the_init_container_satisfies_pod_security_restricted_by_itself() {
+    let snap = snapshot();
+    let s = merge_settings();
+    let body = review_with(|_| {});
+    let d = decide_with(&body, &snap, &s);
+    let pod = apply_with(&body, &d, &s);
+    let init = init_of(&pod);
+    let ours = init
+        .iter()
+        .find(|c| c["name"] == INIT_CONTAINER_NAME)
+        .expect("the init container");
+    let sc = &ours["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true, "{sc}");
+    assert_ne!(sc["runAsUser"], 0, "{sc}");
+    assert!(sc["runAsUser"].is_u64(), "{sc}");
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{sc}");
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{sc}");
+    assert!(sc["capabilities"]["add"].is_null(), "{sc}");
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{sc}");
+    assert!(
+        sc["privileged"].is_null() || sc["privileged"] == false,
+        "{sc}"
+    );
+}
+
 #[test]
 fn merge_mode_adds_the_init_container_the_emptydir_and_the_conf() {
     let snap = snapshot();
