@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, InputError, KubeConfigError};
-use crate::inject::InjectSettings;
+use crate::inject::{ConfigMode, InjectSettings};
 use crate::peers::{ExtraPeers, PeerSettings};
 
 /// `--shutdown-delay`'s default (the chart's too): /readyz fails this long before the
@@ -125,10 +125,10 @@ pub struct PatchArgs {
     #[arg(
         long,
         env = "STELLAR_PEER_INJECTOR_CONFIG_MODE",
-        value_enum,
-        default_value = "auto"
+        default_value = "auto",
+        value_parser = one_of(&ConfigMode::NAMES, ConfigMode::parse)
     )]
-    pub config_mode: crate::inject::ConfigMode,
+    pub config_mode: ConfigMode,
     /// Image of the merge init container: this injector's own image (it runs
     /// `stellar-peer-injector render-config`). Empty: no merge mode.
     #[arg(long, env = "STELLAR_PEER_INJECTOR_INIT_IMAGE", default_value = "")]
@@ -462,10 +462,17 @@ pub struct InjectArgs {
     pub patch: PatchArgs,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Table,
-    Json,
+pub use crate::inspect::Output;
+
+/// clap's parser for one of the core's enums (which know no clap): its names are the
+/// possible values (shown in `--help`, refused otherwise), then its own `parse`.
+fn one_of<T: Clone + Send + Sync + 'static>(
+    names: &'static [&'static str],
+    parse: fn(&str) -> Option<T>,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names)
+        .try_map(move |s: String| parse(&s).ok_or_else(|| format!("{s:?} is not one of {names:?}")))
 }
 
 #[derive(Args, Debug)]
@@ -474,7 +481,7 @@ pub struct PeersArgs {
     #[arg(long)]
     pub network: Option<String>,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    #[arg(short = 'o', long, default_value = "table", value_parser = one_of(&Output::NAMES, Output::parse))]
     pub output: Output,
     /// Also look every peer address up in DNS and show which do not resolve.
     #[arg(long)]
@@ -518,7 +525,7 @@ pub struct ExplainArgs {
     #[arg(long, default_value = crate::explain::WEBHOOK_NAME)]
     pub webhook_name: String,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    #[arg(short = 'o', long, default_value = "table", value_parser = one_of(&Output::NAMES, Output::parse))]
     pub output: Output,
     #[command(flatten)]
     pub kube: KubeArgs,

@@ -315,7 +315,7 @@ async fn get_pod(client: Option<&Client>, ns: &str, name: &str) -> Result<Value,
 }
 
 fn documents(path: &str) -> Result<Vec<Value>, Error> {
-    crate::inject::offline::yaml_documents(&crate::run::read_input(path)?, path)
+    crate::input::documents(path)
 }
 
 fn kind_of(d: &Value) -> &str {

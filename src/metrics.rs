@@ -18,7 +18,6 @@ use prometheus_client::registry::{Metric, Registry};
 
 use crate::inject::{DenyReason, SkipReason};
 use crate::peers::PeerSnapshot;
-use crate::rollout::controller::RolloutOutcome;
 
 /// `EncodeLabelValue` through each type's `as_str`.
 macro_rules! label_values {
@@ -32,8 +31,6 @@ macro_rules! label_values {
 }
 
 label_values!(
-    SkipReason,
-    DenyReason,
     RequestFailure,
     RolloutOutcome,
     CacheResult,
@@ -85,6 +82,30 @@ impl EncodeLabelSet for Admission {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
         let labels: &[(&str, &str)] = &[("outcome", self.outcome()), ("reason", self.reason())];
         labels.encode(encoder)
+    }
+}
+
+/// What became of one rollout action (label `outcome` of `rollouts_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RolloutOutcome {
+    /// The template was annotated or the stale pod deleted.
+    Started,
+    /// `--rollout=dry-run`: logged only.
+    DryRun,
+    /// OnDelete policy `event`: only an Event was recorded.
+    EventOnly,
+    /// The write failed; retried on the next pass.
+    Failed,
+}
+
+impl RolloutOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::DryRun => "dry_run",
+            Self::EventOnly => "event_only",
+            Self::Failed => "failed",
+        }
     }
 }
 

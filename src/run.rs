@@ -1,6 +1,5 @@
 //! What each subcommand does.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -407,19 +406,6 @@ async fn peers(args: PeersArgs) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn read_input(path: &str) -> Result<String, Error> {
-    let mut s = String::new();
-    if path == "-" {
-        std::io::stdin().read_to_string(&mut s)?;
-    } else {
-        s = std::fs::read_to_string(path).map_err(|e| Error::Input {
-            path: path.to_owned(),
-            source: e.into(),
-        })?;
-    }
-    Ok(s)
-}
-
 /// Offline injection: returns the mutated manifests as multi-document YAML.
 pub fn inject(args: &InjectArgs) -> Result<String, Error> {
     if args.nodes == "-" && args.file == "-" {
@@ -429,7 +415,7 @@ pub fn inject(args: &InjectArgs) -> Result<String, Error> {
     }
     let settings = args.peers.settings()?;
     let patch = args.patch.settings()?;
-    let node_docs = crate::inject::offline::yaml_documents(&read_input(&args.nodes)?, &args.nodes)?;
+    let node_docs = crate::input::documents(&args.nodes)?;
     let records: Vec<NodeRecord> = node_docs
         .iter()
         .filter(|d| d.get("kind").and_then(Value::as_str) == Some("StellarNode"))
@@ -439,8 +425,13 @@ pub fn inject(args: &InjectArgs) -> Result<String, Error> {
     for p in &snap.problems {
         eprintln!("warning: {}: {}", p.node, p.message);
     }
-    let docs = crate::inject::offline::yaml_documents(&read_input(&args.file)?, &args.file)?;
-    crate::inject::offline::inject_documents(docs, &snap, &patch, &args.namespace)
+    let docs = crate::input::documents(&args.file)?;
+    Ok(crate::inject::offline::inject_documents(
+        docs,
+        &snap,
+        &patch,
+        &args.namespace,
+    )?)
 }
 
 /// Parses the command line and runs it.

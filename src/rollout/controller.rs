@@ -25,7 +25,7 @@ use super::state::{Next, RolloutState, StateSettings};
 use crate::cache::PeerCache;
 use crate::events::{EventSink, Notice};
 use crate::inject::{ANNOTATION_HASH, LABEL_NAME, LABEL_NAME_VALUE};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RolloutOutcome};
 use crate::peers::{Lookup, PeerSnapshot};
 
 /// Field manager of the template annotation.
@@ -731,30 +731,6 @@ fn reference(key: &WorkloadKey) -> ObjectReference {
         namespace: Some(key.namespace.clone()),
         name: Some(key.name.clone()),
         ..Default::default()
-    }
-}
-
-/// What became of one rollout action (label `outcome` of `rollouts_total`).
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum RolloutOutcome {
-    /// The template was annotated or the stale pod deleted.
-    Started,
-    /// `--rollout=dry-run`: logged only.
-    DryRun,
-    /// OnDelete policy `event`: only an Event was recorded.
-    EventOnly,
-    /// The write failed; retried on the next pass.
-    Failed,
-}
-
-impl RolloutOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Started => "started",
-            Self::DryRun => "dry_run",
-            Self::EventOnly => "event_only",
-            Self::Failed => "failed",
-        }
     }
 }
 

@@ -5,7 +5,7 @@ use super::*;
 use crate::nodes::{Defect, NodeKind, NodeRecord};
 use crate::peers::{PeerSettings, PeerSnapshot};
 
-const REVIEW: &str = include_str!("../../tests/fixtures/validator-pod-review.json");
+const REVIEW: &str = include_str!("../../../tests/fixtures/validator-pod-review.json");
 
 fn node(ns: &str, name: &str, kind: NodeKind, net: &str) -> NodeRecord {
     NodeRecord::new(ns, name, kind, net)

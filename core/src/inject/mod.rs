@@ -52,7 +52,7 @@ pub const INIT_CONTAINER_NAME: &str = "stellar-peers-config";
 pub const INIT_CONTAINER_UID: u32 = 65532;
 
 /// How the peers reach stellar-core.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConfigMode {
     /// `merge` for validators whose container the injector understands and when an
     /// init image is set; `env` otherwise.
@@ -64,6 +64,9 @@ pub enum ConfigMode {
 }
 
 impl ConfigMode {
+    /// Every value [`Self::parse`] accepts, as flags and annotations spell them.
+    pub const NAMES: [&'static str; 3] = ["auto", "merge", "env"];
+
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" => Some(Self::Auto),

@@ -210,7 +210,7 @@ fn peer_key<'a>(
 }
 
 /// The normalised addresses of a `KNOWN_PEERS`/`PREFERRED_PEERS` value.
-pub(crate) fn addresses(
+pub fn addresses(
     key: &'static str,
     line: usize,
     value: &toml::Value,
