@@ -656,8 +656,30 @@ where
     }
 }
 
-/// Lists StellarNodes once (for the `peers` command).
-pub async fn list_once(
+/// One snapshot from the cluster, listed once (for `peers` and `explain`): the
+/// StellarNodes in `namespaces` (all when empty) and those of every cluster linked by
+/// `sources`. The notes say which linked clusters could not be listed.
+pub async fn snapshot_once(
+    client: &Client,
+    namespaces: &[String],
+    sources: &Sources,
+    settings: &PeerSettings,
+) -> Result<(PeerSnapshot, Vec<String>), kube::Error> {
+    let records = list_once(client.clone(), namespaces).await?;
+    let (remote, notes) = list_linked(client, sources).await?;
+    let snapshot = PeerSnapshot::build_linked(
+        1,
+        &records,
+        remote
+            .iter()
+            .flat_map(|(c, rs)| rs.iter().map(move |r| (c.as_str(), r))),
+        settings,
+    );
+    Ok((snapshot, notes))
+}
+
+/// Lists StellarNodes once.
+async fn list_once(
     client: Client,
     namespaces: &[String],
 ) -> Result<Vec<NodeRecord>, kube::Error> {
@@ -670,10 +692,10 @@ pub async fn list_once(
     Ok(out)
 }
 
-/// Lists the linked clusters' StellarNodes once (for the `peers` command): the links
-/// are the files and, with `link_namespace`, the link Secrets there. A cluster that
-/// cannot be listed is left out, with its error.
-pub async fn list_linked(
+/// Lists the linked clusters' StellarNodes once: the links are the files and, with
+/// `link_namespace`, the link Secrets there. A cluster that cannot be listed is left out,
+/// with its error.
+async fn list_linked(
     client: &Client,
     sources: &Sources,
 ) -> Result<(Vec<(String, Vec<NodeRecord>)>, Vec<String>), kube::Error> {

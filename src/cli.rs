@@ -276,6 +276,15 @@ impl RemoteArgs {
             .collect()
     }
 
+    /// The links of a one-shot command (`peers`, `explain`): the files and the Secrets.
+    pub fn sources(&self) -> Result<crate::cache::Sources, Error> {
+        Ok(crate::cache::Sources {
+            link_namespace: self.secret_namespace(),
+            link_files: self.file_links()?,
+            ..crate::cache::Sources::default()
+        })
+    }
+
     pub fn secret_namespace(&self) -> Option<String> {
         self.remote_secret_namespace
             .as_ref()

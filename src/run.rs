@@ -367,21 +367,13 @@ async fn peers(args: PeersArgs) -> Result<(), Error> {
         None
     };
     let client = args.kube.client().await?;
-    let records = cache::list_once(client.clone(), &args.kube.namespaces()).await?;
-    let sources = cache::Sources {
-        link_namespace: args.remote.secret_namespace(),
-        link_files: args.remote.file_links()?,
-        ..cache::Sources::default()
-    };
-    let (remote, link_errors) = cache::list_linked(&client, &sources).await?;
-    let snap = PeerSnapshot::build_linked(
-        1,
-        &records,
-        remote
-            .iter()
-            .flat_map(|(c, rs)| rs.iter().map(move |r| (c.as_str(), r))),
+    let (snap, link_errors) = cache::snapshot_once(
+        &client,
+        &args.kube.namespaces(),
+        &args.remote.sources()?,
         &settings,
-    );
+    )
+    .await?;
     let round = match &resolver {
         Some(r) => Some(crate::reports::check(r, &snap, &Default::default()).await),
         None => None,
