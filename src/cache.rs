@@ -679,10 +679,7 @@ pub async fn snapshot_once(
 }
 
 /// Lists StellarNodes once.
-async fn list_once(
-    client: Client,
-    namespaces: &[String],
-) -> Result<Vec<NodeRecord>, kube::Error> {
+async fn list_once(client: Client, namespaces: &[String]) -> Result<Vec<NodeRecord>, kube::Error> {
     let apis: Vec<Api<WatchedNode>> = scoped_apis(&client, namespaces);
     let mut out = Vec::new();
     for api in apis {
