@@ -16,14 +16,14 @@ use std::time::Duration;
 use base64::Engine;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use serde_json::{Value, json};
-use stellar_peer_injector::cache::PeerCache;
 use stellar_peer_injector::inject::patch::{PatchShape, build_patch};
 use stellar_peer_injector::inject::review::{Object, PodView, Request, parse_review};
 use stellar_peer_injector::inject::{Decision, InjectSettings, decide};
-use stellar_peer_injector::metrics::Metrics;
+use stellar_peer_injector::obs::metrics::Metrics;
 use stellar_peer_injector::peers::{PeerList, PeerSettings, PeerSnapshot};
 use stellar_peer_injector::server::AdmissionState;
 use stellar_peer_injector::server::admission::{PatchCache, answer};
+use stellar_peer_injector::watch::cache::PeerCache;
 
 use common::*;
 

@@ -43,11 +43,11 @@ pub enum Command {
     Certs(CertsArgs),
     /// Config mode (init container): merge the injected peers into the base
     /// stellar-core config and write the result for `stellar-core --conf`.
-    RenderConfig(crate::config::render::RenderArgs),
+    RenderConfig(crate::cmd::render_config::RenderArgs),
     /// Make the cluster of a kubeconfig context readable by another cluster's injector
     /// (a reader ServiceAccount with least-privilege RBAC and a token), and print the
     /// link Secret to apply in that other cluster.
-    RemoteSecret(crate::remote_secret::RemoteSecretArgs),
+    RemoteSecret(crate::cmd::remote_secret::RemoteSecretArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -172,16 +172,16 @@ pub struct DnsArgs {
     /// the nameservers of /etc/resolv.conf, which in a pod is the cluster DNS). Names are
     /// looked up as absolute names, without the search list.
     #[arg(long, env = "STELLAR_PEER_INJECTOR_DNS_SERVER", value_name = "IP[:PORT]",
-          value_parser = crate::dns::parse_server)]
+          value_parser = crate::watch::dns::parse_server)]
     pub dns_server: Option<SocketAddr>,
 }
 
 impl DnsArgs {
-    pub fn resolver(&self) -> Result<crate::dns::Resolver, Error> {
-        let timeout = crate::reports::DNS_TIMEOUT;
+    pub fn resolver(&self) -> Result<crate::watch::dns::Resolver, Error> {
+        let timeout = crate::obs::reports::DNS_TIMEOUT;
         Ok(match self.dns_server {
-            Some(s) => crate::dns::Resolver::new(vec![s], timeout),
-            None => crate::dns::Resolver::system(timeout)?,
+            Some(s) => crate::watch::dns::Resolver::new(vec![s], timeout),
+            None => crate::watch::dns::Resolver::system(timeout)?,
         })
     }
 }
@@ -258,7 +258,7 @@ fn parse_remote_kubeconfig(s: &str) -> Result<(String, PathBuf), RemoteKubeconfi
         .split_once('=')
         .ok_or_else(|| RemoteKubeconfigArgError::NoEquals(s.to_owned()))?;
     let name = name.trim();
-    if !crate::remote::valid_cluster_name(name) {
+    if !crate::watch::remote::valid_cluster_name(name) {
         return Err(RemoteKubeconfigArgError::BadName(name.to_owned()));
     }
     if path.trim().is_empty() {
@@ -269,19 +269,19 @@ fn parse_remote_kubeconfig(s: &str) -> Result<(String, PathBuf), RemoteKubeconfi
 
 impl RemoteArgs {
     /// The file links, read now (a file that cannot be read stops the command).
-    pub fn file_links(&self) -> Result<Vec<crate::remote::Link>, Error> {
+    pub fn file_links(&self) -> Result<Vec<crate::watch::remote::Link>, Error> {
         self.remote_kubeconfigs
             .iter()
-            .map(|(n, p)| crate::remote::Link::from_file(n, p).map_err(Error::Link))
+            .map(|(n, p)| crate::watch::remote::Link::from_file(n, p).map_err(Error::Link))
             .collect()
     }
 
     /// The links of a one-shot command (`peers`, `explain`): the files and the Secrets.
-    pub fn sources(&self) -> Result<crate::cache::Sources, Error> {
-        Ok(crate::cache::Sources {
+    pub fn sources(&self) -> Result<crate::watch::cache::Sources, Error> {
+        Ok(crate::watch::cache::Sources {
             link_namespace: self.secret_namespace(),
             link_files: self.file_links()?,
-            ..crate::cache::Sources::default()
+            ..crate::watch::cache::Sources::default()
         })
     }
 

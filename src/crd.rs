@@ -3,7 +3,7 @@
 //! else is preserved (`x-kubernetes-preserve-unknown-fields`).
 //!
 //! This is the one definition of the resource: its group, version, kind, plural and
-//! scope are also the watch cache's ([`crate::cache::WatchedNode`] takes them from
+//! scope are also the watch cache's ([`crate::watch::cache::WatchedNode`] takes them from
 //! here). The cache does not deserialize into these types but reads each object
 //! leniently ([`crate::nodes`]), so a malformed object never breaks the watch; the
 //! types serve the `crd` subcommand, tests and the examples.

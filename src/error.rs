@@ -2,7 +2,7 @@
 //!
 //! An [`Error`] stops a command (the process exits with its message), so it is never
 //! counted in a metric; failures of background work that is retried are counted in
-//! `errors_total{kind}` by [`crate::metrics::ErrorKind`] instead.
+//! `errors_total{kind}` by [`crate::obs::metrics::ErrorKind`] instead.
 
 /// Everything that can stop a command.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +28,9 @@ pub enum Error {
     #[error(transparent)]
     Settings(#[from] crate::inject::SettingsError),
     #[error("{}", chain(.0))]
-    Link(#[source] crate::remote::LinkError),
+    Link(#[source] crate::watch::remote::LinkError),
     #[error("{}", chain(.0))]
-    RemoteSecret(#[source] crate::remote_secret::RemoteSecretError),
+    RemoteSecret(#[source] crate::cmd::remote_secret::RemoteSecretError),
     #[error("certificate generation failed: {0}")]
     Certs(#[source] rcgen::Error),
     #[error("{0}")]
@@ -50,9 +50,9 @@ pub enum Error {
     )]
     TaskEnded(&'static str),
     #[error(transparent)]
-    RenderConfig(#[from] crate::config::render::RenderError),
+    RenderConfig(#[from] crate::cmd::render_config::RenderError),
     #[error("DNS: {0}")]
-    Dns(#[from] crate::dns::DnsError),
+    Dns(#[from] crate::watch::dns::DnsError),
 }
 
 /// Why no Kubernetes client configuration could be made.

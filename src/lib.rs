@@ -1,33 +1,28 @@
 #![forbid(unsafe_code)]
 //! stellar-peer-injector: gives Stellar pods their current peers at creation.
 //!
-//! Pure core: the `stellar-peer-core` crate (re-exported here as [`nodes`], [`peers`],
-//! [`inject`], [`explain`], [`inspect`], and inside [`config`], [`rollout`], [`dns`] and
-//! [`events`]).
-//! Edges: [`cache`] (watch), [`server`] (TLS admission and admin listeners),
-//! [`events`] (the one Event recorder), [`reports`] (problem Events and peer-resolution
-//! checks), [`run`] (commands), [`config::render`] (the `render-config` init container),
-//! [`remote_secret`] (the `remote-secret` command).
+//! Pure core: the `stellar-peer-core` crate, re-exported here as [`config`], [`explain`],
+//! [`inject`], [`inspect`], [`nodes`] and [`peers`], and inside [`rollout`],
+//! [`watch::dns`] and [`obs::events`]. The edges, by role:
+//! - [`cmd`]: the commands, one file each (`serve`, `inject`, `peers`, `explain`,
+//!   `render-config`, `remote-secret`, `certs`; `crd` prints [`crd`]);
+//! - [`watch`]: the StellarNode cache and links, governing Services, the DNS resolver;
+//! - [`rollout`]: the loop that executes the core's plan, the Lease, the linked clusters' flags;
+//! - [`server`]: the TLS admission listener and the admin listener;
+//! - [`obs`]: metrics, the Event recorder, problem and peer-resolution reports;
+//! - [`runtime`] (owns every task, one shutdown), [`cli`], [`error`] (command errors),
+//!   [`causes`] (how a failure is told), [`input`] (input files).
 
-pub use stellar_peer_core::{explain, inject, inspect, nodes, peers};
+pub use stellar_peer_core::{config, explain, inject, inspect, nodes, peers};
 
-pub mod cache;
 pub mod causes;
-pub mod certs;
 pub mod cli;
-pub mod config;
+pub mod cmd;
 pub mod crd;
-pub mod dns;
 pub mod error;
-pub mod events;
-pub mod explain_cmd;
 pub mod input;
-pub mod metrics;
-pub mod remote;
-pub mod remote_secret;
-pub mod reports;
+pub mod obs;
 pub mod rollout;
-pub mod run;
 pub mod runtime;
 pub mod server;
-pub mod services;
+pub mod watch;

@@ -3,5 +3,5 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    stellar_peer_injector::run::main_with(stellar_peer_injector::cli::Cli::parse())
+    stellar_peer_injector::cmd::main_with(stellar_peer_injector::cli::Cli::parse())
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::metrics::Metrics;
+use crate::obs::metrics::Metrics;
 
 /// What ended the runtime's wait.
 #[derive(Debug, PartialEq, Eq)]

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
-use stellar_peer_injector::cache::PeerCache;
 use stellar_peer_injector::inject::InjectSettings;
-use stellar_peer_injector::metrics::Metrics;
 use stellar_peer_injector::nodes::{NodeKind, NodeRecord};
+use stellar_peer_injector::obs::metrics::Metrics;
 use stellar_peer_injector::peers::PeerSettings;
 use stellar_peer_injector::server::{self, AdmissionState, Timeouts, tls::CertWatcher};
+use stellar_peer_injector::watch::cache::PeerCache;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -35,7 +35,7 @@ async fn start() -> Server {
         std::process::id(),
         rand_suffix()
     ));
-    stellar_peer_injector::certs::generate(
+    stellar_peer_injector::cmd::certs::generate(
         &dir,
         &["localhost".into()],
         &["127.0.0.1".parse().expect("ip")],

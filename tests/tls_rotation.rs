@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, ServerName};
-use stellar_peer_injector::cache::PeerCache;
 use stellar_peer_injector::inject::InjectSettings;
-use stellar_peer_injector::metrics::Metrics;
 use stellar_peer_injector::nodes::{NodeKind, NodeRecord};
+use stellar_peer_injector::obs::metrics::Metrics;
 use stellar_peer_injector::peers::PeerSettings;
 use stellar_peer_injector::server::{self, AdmissionState, tls::CertWatcher};
+use stellar_peer_injector::watch::cache::PeerCache;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -69,8 +69,8 @@ async fn rotation_under_load_loses_nothing() {
     let live = base.join("live");
     let (a, b) = (base.join("a"), base.join("b"));
     let ips = ["127.0.0.1".parse().expect("ip")];
-    stellar_peer_injector::certs::generate(&a, &["localhost".into()], &ips).expect("a");
-    stellar_peer_injector::certs::generate(&b, &["localhost".into()], &ips).expect("b");
+    stellar_peer_injector::cmd::certs::generate(&a, &["localhost".into()], &ips).expect("a");
+    stellar_peer_injector::cmd::certs::generate(&b, &["localhost".into()], &ips).expect("b");
     std::fs::create_dir_all(&live).expect("live");
     for f in ["tls.crt", "tls.key"] {
         std::fs::copy(a.join(f), live.join(f)).expect("copy");

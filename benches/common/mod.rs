@@ -78,7 +78,7 @@ pub fn make_certs(tag: &str) -> PathBuf {
         .join("target/bench-certs")
         .join(format!("{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    stellar_peer_injector::certs::generate(
+    stellar_peer_injector::cmd::certs::generate(
         &dir,
         &["localhost".into()],
         &["127.0.0.1".parse().expect("ip")],

@@ -22,11 +22,11 @@ use super::controls::Windows;
 use super::observe;
 use super::plan::{Action, Kind, PlanSettings, Report, WorkloadKey, WorkloadState};
 use super::state::{Next, RolloutState, StateSettings};
-use crate::cache::PeerCache;
-use crate::events::{EventSink, Notice};
 use crate::inject::{ANNOTATION_HASH, LABEL_NAME, LABEL_NAME_VALUE};
-use crate::metrics::{Metrics, RolloutOutcome};
+use crate::obs::events::{EventSink, Notice};
+use crate::obs::metrics::{Metrics, RolloutOutcome};
 use crate::peers::{Lookup, PeerSnapshot};
+use crate::watch::cache::PeerCache;
 
 /// Field manager of the template annotation.
 pub const FIELD_MANAGER: &str = "stellar-peer-injector";
@@ -70,7 +70,7 @@ enum NotNow {
 /// ([`super::linking::Linking`], clock passed in) and the reads and writes it asks for.
 struct Linking {
     me: super::coordination::Coordinator,
-    linked: Arc<crate::remote::Linked>,
+    linked: Arc<crate::watch::remote::Linked>,
     state: super::linking::Linking,
 }
 
@@ -250,7 +250,7 @@ pub async fn run(
     mut leader: watch::Receiver<bool>,
     events: EventSink,
     metrics: Arc<Metrics>,
-    linked: Arc<crate::remote::Linked>,
+    linked: Arc<crate::watch::remote::Linked>,
 ) {
     let notify = Arc::new(Notify::new());
     // The reflectors' tasks live exactly as long as this loop.
@@ -261,15 +261,15 @@ pub async fn run(
         .labels(&format!("{LABEL_NAME}={LABEL_NAME_VALUE}"));
     let scoped = |tasks: &mut JoinSet<()>| {
         (
-            crate::cache::scoped_apis::<StatefulSet>(&client, &s.namespaces)
+            crate::watch::cache::scoped_apis::<StatefulSet>(&client, &s.namespaces)
                 .into_iter()
                 .map(|a| start_reflector(tasks, a, ours.clone(), notify.clone()))
                 .collect(),
-            crate::cache::scoped_apis::<Deployment>(&client, &s.namespaces)
+            crate::watch::cache::scoped_apis::<Deployment>(&client, &s.namespaces)
                 .into_iter()
                 .map(|a| start_reflector(tasks, a, ours.clone(), notify.clone()))
                 .collect(),
-            crate::cache::scoped_apis::<Pod>(&client, &s.namespaces)
+            crate::watch::cache::scoped_apis::<Pod>(&client, &s.namespaces)
                 .into_iter()
                 .map(|a| start_reflector(tasks, a, ours.clone(), notify.clone()))
                 .collect(),
@@ -388,7 +388,7 @@ pub async fn run(
         for (net, n) in &plan.pending {
             metrics
                 .rollouts_pending
-                .get_or_create(&crate::metrics::NetworkLabels {
+                .get_or_create(&crate::obs::metrics::NetworkLabels {
                     network: net.clone(),
                 })
                 .set(*n as i64);
@@ -397,7 +397,7 @@ pub async fn run(
         for w in &plan.waiting {
             metrics
                 .rollouts_waiting
-                .get_or_create(&crate::metrics::WaitLabels {
+                .get_or_create(&crate::obs::metrics::WaitLabels {
                     network: w.network.clone(),
                     reason: w.why.label(),
                 })
@@ -407,7 +407,7 @@ pub async fn run(
         for st in &plan.stuck {
             metrics
                 .rollouts_stuck
-                .get_or_create(&crate::metrics::NetworkLabels {
+                .get_or_create(&crate::obs::metrics::NetworkLabels {
                     network: st.network.clone(),
                 })
                 .inc();
@@ -444,7 +444,7 @@ pub async fn run(
                     }
                     metrics
                         .rollouts_waiting
-                        .get_or_create(&crate::metrics::WaitLabels {
+                        .get_or_create(&crate::obs::metrics::WaitLabels {
                             network: action.network().to_owned(),
                             reason: "linked_cluster",
                         })
@@ -543,14 +543,14 @@ impl Told {
             let network = node.map_or_else(String::new, |n| n.record.network.clone());
             metrics
                 .init_failures
-                .get_or_create(&crate::metrics::NetworkLabels { network })
+                .get_or_create(&crate::obs::metrics::NetworkLabels { network })
                 .inc();
             let key = format!("{}/{}/{}", f.uid, f.pod, f.message);
             if !self.init_told.contains(&key) {
                 tracing::warn!(namespace = %f.namespace, pod = %f.pod, failures = f.failures,
                     "init container {} failed: {}", crate::inject::INIT_CONTAINER_NAME, f.message);
                 events.send(Notice::warning(
-                    crate::events::stellar_node(
+                    crate::obs::events::stellar_node(
                         &f.namespace,
                         &f.instance,
                         node.and_then(|n| n.record.uid.as_deref()),

@@ -149,7 +149,7 @@ async fn read_flag_of(peer: &Peer, network: &str) -> Seen {
                  and run its rollout loop",
                 peer.leader_lease,
                 peer.namespace,
-                crate::remote::LEASE_NAMESPACE_ANNOTATION
+                crate::watch::remote::LEASE_NAMESPACE_ANNOTATION
             ));
         }
         Ok(Ok(Some(_))) => {}

@@ -13,13 +13,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
 
-use crate::cache::PeerCache;
-use crate::events::{EventSink, Notice};
 use crate::inject::patch::{PatchShape, build_patch};
 use crate::inject::review::parse_review;
 use crate::inject::{Decision, InjectSettings, decide};
-use crate::metrics::{Admission, Metrics, RequestFailure};
+use crate::obs::events::{EventSink, Notice};
+use crate::obs::metrics::{Admission, Metrics, RequestFailure};
 use crate::peers::PeerList;
+use crate::watch::cache::PeerCache;
 
 /// Largest accepted request body (kube-apiserver sends well under 1 MiB for pods).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -309,7 +309,7 @@ fn config_notice(node: &str, snapshot: Option<&crate::peers::PeerSnapshot>, why:
         .and_then(|s| s.node(ns, name))
         .and_then(|e| e.record.uid.as_deref());
     Notice::warning(
-        crate::events::stellar_node(ns, name, uid),
+        crate::obs::events::stellar_node(ns, name, uid),
         "PeersConfigNotMerged",
         "InjectPeers",
         format!(

@@ -20,9 +20,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::cache::PeerCache;
 use crate::error::Error;
-use crate::metrics::Metrics;
+use crate::obs::metrics::Metrics;
+use crate::watch::cache::PeerCache;
 pub use admission::AdmissionState;
 
 /// Timeouts that protect the listener from slow or silent clients.

@@ -15,7 +15,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::metrics::{Metrics, ReloadResult};
+use crate::obs::metrics::{Metrics, ReloadResult};
 
 /// Why the certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -301,11 +301,11 @@ mod tests {
     #[test]
     fn dev_certificates_report_their_not_after() {
         let dir = std::env::temp_dir().join(format!("spi-tls-dev-{}", std::process::id()));
-        crate::certs::generate(&dir, &["localhost".into()], &[]).expect("generate");
+        crate::cmd::certs::generate(&dir, &["localhost".into()], &[]).expect("generate");
         let read = |n| std::fs::read(dir.join(n)).expect("read");
         let ck = load_certified_key(
-            &read(crate::certs::TLS_CERT),
-            &read(crate::certs::TLS_KEY),
+            &read(crate::cmd::certs::TLS_CERT),
+            &read(crate::cmd::certs::TLS_KEY),
             Path::new("tls.crt"),
             Path::new("tls.key"),
         )

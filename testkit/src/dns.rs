@@ -1,4 +1,4 @@
-//! The bed's CoreDNS, asked with the injector's own DNS client (`stellar_peer_injector::dns`).
+//! The bed's CoreDNS, asked with the injector's own DNS client (`stellar_peer_injector::watch::dns`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -16,7 +16,7 @@ pub fn dns_addr() -> Result<SocketAddr, String> {
 /// Asks the bed's CoreDNS for the A records of `name` (2 s per attempt). An unknown name
 /// is `Err("NXDOMAIN: <name>")`; other failures are other errors.
 pub async fn resolve_a(name: &str) -> Result<Vec<Ipv4Addr>, String> {
-    use stellar_peer_injector::dns::{Answer, Resolver};
+    use stellar_peer_injector::watch::dns::{Answer, Resolver};
     let resolver = Resolver::new(vec![dns_addr()?], Duration::from_secs(2));
     match resolver.lookup_a(name).await {
         Ok(Answer::Addresses(ips)) => Ok(ips),

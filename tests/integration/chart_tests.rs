@@ -935,7 +935,7 @@ fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> Result<&'a Value, Str
 /// The chart's remote-reader objects are `remote-secret`'s: same kinds, names,
 /// namespaces, rules, subjects and token Secret (src/remote_secret.rs is the source).
 fn check_reader_objects(docs: &[Value], ns: &str) -> TestResult {
-    use stellar_peer_injector::remote_secret::reader_objects;
+    use stellar_peer_injector::cmd::remote_secret::reader_objects;
     let o = reader_objects(ns);
     let want = [
         ("ServiceAccount", serde_json::to_value(&o.service_account)),
@@ -989,7 +989,7 @@ fn check_reader_objects(docs: &[Value], ns: &str) -> TestResult {
 }
 
 pub async fn chart_multicluster_links_clusters_and_makes_a_least_privilege_reader() -> TestResult {
-    use stellar_peer_injector::remote_secret::{self as rs, LinkCredentials};
+    use stellar_peer_injector::cmd::remote_secret::{self as rs, LinkCredentials};
     let rel = TestNs::new("chartmc").await?;
     let other = TestNs::new("chartmo").await?;
     let n = rel.name.clone();
@@ -1059,7 +1059,7 @@ pub async fn chart_multicluster_links_clusters_and_makes_a_least_privilege_reade
         "link Secret label"
     )?;
     let secret: Secret = serde_json::from_value(link.clone()).map_err(|e| e.to_string())?;
-    let parsed = stellar_peer_injector::remote::Link::from_secret(&secret)
+    let parsed = stellar_peer_injector::watch::remote::Link::from_secret(&secret)
         .map_err(|e| format!("the injector refuses the chart's link Secret: {e}"))?;
     ensure_eq!(parsed.cluster, "b", "linked cluster")?;
     let secrets_role = named(&d, "Role", &format!("{fullname}-remote-secrets"))?;

@@ -16,8 +16,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
+use stellar_peer_injector::cmd::remote_secret::{self, LEASE_NAMESPACE_ANNOTATION};
 use stellar_peer_injector::crd::StellarNode;
-use stellar_peer_injector::remote_secret::{self, LEASE_NAMESPACE_ANNOTATION};
 
 use crate::support::*;
 
@@ -49,7 +49,7 @@ fn said(out: &Output) -> String {
 /// A client of the printed link Secret's kubeconfig (as the injector would build it).
 async fn link_client(secret_yaml: &str) -> Result<Client, String> {
     let s: Secret = serde_yaml::from_str(secret_yaml).map_err(|e| format!("not a Secret: {e}"))?;
-    let link = stellar_peer_injector::remote::Link::from_secret(&s)
+    let link = stellar_peer_injector::watch::remote::Link::from_secret(&s)
         .map_err(|e| format!("the injector refuses the printed Secret: {e}"))?;
     link.client().await.map_err(|e| e.to_string())
 }
@@ -142,7 +142,7 @@ pub async fn link_remote_secret_links_a_cluster_with_a_least_privilege_reader() 
             .get(&remote_secret::link_secret_name("b"))
             .await
             .map_err(|e| format!("the applied link Secret: {e}"))?;
-        stellar_peer_injector::remote::Link::from_secret(&secret)
+        stellar_peer_injector::watch::remote::Link::from_secret(&secret)
             .map_err(|e| format!("the applied Secret as the injector reads it: {e}"))?;
         // b1 exists before a's injector starts, so its first snapshot (which waits for
         // the linked clusters' first list) has it: b runs no injector here, so a's rollout

@@ -392,7 +392,7 @@ pub async fn prometheus_scrapes_the_dashboards_metrics_and_fires_alerts() -> Tes
         let meta = prom.api(&format!("/api/v1/targets/metadata?match_target={}", url_encode(&format!("{{job=\"{JOB}\"}}")))).await?;
         let known: BTreeSet<String> = meta.as_array().into_iter().flatten()
             .filter_map(|m| m["metric"].as_str().map(str::to_owned)).collect();
-        let registered: BTreeSet<String> = stellar_peer_injector::metrics::Metrics::new()
+        let registered: BTreeSet<String> = stellar_peer_injector::obs::metrics::Metrics::new()
             .families()
             .map(|(n, _)| n.to_owned())
             .collect();
@@ -543,7 +543,7 @@ pub async fn prometheus_metrics_table_matches_the_exposition() -> TestResult {
             format!("{PREFIX}{must} not exposed:\n{text}")
         })?;
     }
-    let metrics = stellar_peer_injector::metrics::Metrics::new();
+    let metrics = stellar_peer_injector::obs::metrics::Metrics::new();
     let registered: BTreeMap<String, String> = metrics
         .families()
         .map(|(n, t)| (n.to_owned(), t.to_owned()))

@@ -9,7 +9,7 @@
 pub mod address;
 pub mod extra;
 pub mod resolve;
-pub mod service;
+pub mod services;
 mod snippet;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,6 +1,6 @@
 //! Edge: creates the governing Services validators' addresses need, when missing.
 //!
-//! For every validator known by its pod address ([`crate::peers::service::wanted`]),
+//! For every validator known by its pod address ([`crate::peers::services::wanted`]),
 //! the Service `{name}-headless` must exist for `{name}-0.{name}-headless.{ns}.svc`
 //! to resolve. This task creates it when it does not exist, owned by the StellarNode,
 //! and never changes a Service that exists, whoever made it. Creating is idempotent
@@ -14,10 +14,10 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use crate::cache::PeerCache;
-use crate::events::{EventSink, Notice, stellar_node};
-use crate::metrics::Metrics;
-use crate::peers::service::{self, GoverningService};
+use crate::obs::events::{EventSink, Notice, stellar_node};
+use crate::obs::metrics::Metrics;
+use crate::peers::services::{self as service, GoverningService};
+use crate::watch::cache::PeerCache;
 
 /// How often Services already checked are checked again (someone may delete one).
 const RECHECK: Duration = Duration::from_secs(600);
@@ -47,7 +47,7 @@ pub async fn run(client: Client, cache: Arc<PeerCache>, events: EventSink, metri
                         ensured.insert(g);
                     }
                     Err(e) => {
-                        metrics.errors(crate::metrics::ErrorKind::ServiceCreate);
+                        metrics.errors(crate::obs::metrics::ErrorKind::ServiceCreate);
                         let hint = crate::causes::ApiCause::of(&e).hint(
                             "the injector's RBAC must allow get and create on services",
                             "the namespace must exist",

@@ -25,7 +25,7 @@ use std::time::Instant;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::{Mutex, mpsc};
 
-use crate::metrics::{ErrorKind, Metrics};
+use crate::obs::metrics::{ErrorKind, Metrics};
 pub use stellar_peer_core::events::*;
 
 /// Hands notices to the events task; cheap to clone, never blocks.

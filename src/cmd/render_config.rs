@@ -1,6 +1,6 @@
 //! `render-config`: the init container that writes stellar-core's merged config.
 //!
-//! A thin edge over [`super::merge()`]: read the base config and the peers
+//! A thin edge over [`crate::config::merge()`]: read the base config and the peers
 //! snippet, merge, check, write atomically. Every failure is one line on
 //! stderr (and in `/dev/termination-log`, so `kubectl describe pod` shows it).
 
@@ -8,8 +8,8 @@ use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::merge::{MergeError, addresses};
-use super::{KNOWN_PEERS, PREFERRED_PEERS, TomlError, Violation, check, merge};
+use crate::config::merge::{MergeError, addresses};
+use crate::config::{KNOWN_PEERS, PREFERRED_PEERS, TomlError, Violation, check, merge};
 
 /// Flags of `render-config`.
 #[derive(clap::Args, Debug, Clone)]
@@ -199,7 +199,7 @@ pub fn render(args: &RenderArgs) -> Result<Rendered, RenderError> {
             violations: Violations(ours),
         });
     }
-    let counts = super::base_peers(&merged).map_err(|source| RenderError::Base {
+    let counts = crate::config::base_peers(&merged).map_err(|source| RenderError::Base {
         path: shown(&args.base),
         source,
     })?;

@@ -12,7 +12,6 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::cache;
 use crate::cli::{ExplainArgs, Output};
 use crate::error::Error;
 use crate::explain::{Context, Explanation, explain, render_restarts, render_table, restarts_json};
@@ -22,6 +21,7 @@ use crate::peers::PeerSnapshot;
 use crate::rollout::observe::{self, Observed};
 use crate::rollout::plan::{Restart, WorkloadKey};
 use crate::rollout::state::{Next, RolloutState, StateSettings};
+use crate::watch::cache;
 
 /// Everything `explain` looks at.
 struct World {

@@ -24,10 +24,10 @@ use serde::{Deserialize, Deserializer};
 use tokio::sync::watch;
 
 use crate::crd::StellarNode;
-use crate::metrics::Metrics;
 use crate::nodes::NodeRecord;
+use crate::obs::metrics::Metrics;
 use crate::peers::{PeerSettings, PeerSnapshot};
-use crate::remote::{Link, LinkOrigin};
+use crate::watch::remote::{Link, LinkOrigin};
 
 /// A StellarNode as the watcher decodes it: minimal metadata and a lenient record.
 ///
@@ -218,11 +218,11 @@ pub struct Sources {
     /// The namespace whose labelled Secrets link clusters (`None`: no Secret watch).
     pub link_namespace: Option<String>,
     /// Links given as files (`--remote-kubeconfig NAME=PATH`), fixed for the process.
-    pub link_files: Vec<crate::remote::Link>,
+    pub link_files: Vec<crate::watch::remote::Link>,
     /// How long the first snapshot waits for every linked cluster's first list.
     pub first_sync_timeout: std::time::Duration,
     /// Where the linked clusters' clients are published for the rollout loop.
-    pub linked: Arc<crate::remote::Linked>,
+    pub linked: Arc<crate::watch::remote::Linked>,
     /// This cluster's `--cluster-name`: a link Secret naming it is refused.
     pub own_cluster: Option<String>,
 }
@@ -265,7 +265,7 @@ struct Feeds {
     /// Link errors already logged (text), so a broken Secret is told once per content.
     told: BTreeSet<String>,
     /// The linked clusters' clients, for the rollout loop.
-    linked: Arc<crate::remote::Linked>,
+    linked: Arc<crate::watch::remote::Linked>,
     /// This cluster's name: never linked.
     own_cluster: Option<String>,
 }
@@ -326,8 +326,8 @@ impl Feeds {
         }
     }
 
-    fn tell_link_error(&mut self, e: &crate::remote::LinkError, metrics: &Metrics) {
-        metrics.errors(crate::metrics::ErrorKind::RemoteLink);
+    fn tell_link_error(&mut self, e: &crate::watch::remote::LinkError, metrics: &Metrics) {
+        metrics.errors(crate::obs::metrics::ErrorKind::RemoteLink);
         let text = crate::error::chain(e);
         if self.told.insert(text.clone()) {
             tracing::warn!(error = %text, "cannot link a cluster; fix the link Secret or file (a cluster linked before stays linked)");
@@ -346,7 +346,7 @@ impl Feeds {
             .filter(|(_, r)| matches!(r.link.origin, LinkOrigin::Secret(_)))
             .map(|(c, r)| (c.clone(), r.link.clone()))
             .collect();
-        let (mut wanted, errors) = crate::remote::desired_links(
+        let (mut wanted, errors) = crate::watch::remote::desired_links(
             self.secrets.values(),
             &previous,
             self.own_cluster.as_deref(),
@@ -544,7 +544,7 @@ pub async fn run(
     if let Some(ns) = &sources.link_namespace {
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);
         let cfg = watcher::Config::default()
-            .labels(&format!("{}=true", crate::remote::REMOTE_LABEL))
+            .labels(&format!("{}=true", crate::watch::remote::REMOTE_LABEL))
             .any_semantic();
         events.push(
             kube::runtime::watcher(api, cfg)
@@ -704,9 +704,9 @@ async fn list_linked(
     if let Some(ns) = &sources.link_namespace {
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);
         let lp = kube::api::ListParams::default()
-            .labels(&format!("{}=true", crate::remote::REMOTE_LABEL));
+            .labels(&format!("{}=true", crate::watch::remote::REMOTE_LABEL));
         let secrets = api.list(&lp).await?;
-        let (wanted, errs) = crate::remote::desired_links(
+        let (wanted, errs) = crate::watch::remote::desired_links(
             &secrets.items,
             &BTreeMap::new(),
             sources.own_cluster.as_deref(),

@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use crate::cache::PeerCache;
-use crate::dns::Resolver;
-use crate::events::{EventSink, Notice, stellar_node};
-use crate::metrics::{ErrorKind, Metrics};
+use crate::obs::events::{EventSink, Notice, stellar_node};
+use crate::obs::metrics::{ErrorKind, Metrics};
 use crate::peers::resolve::{self, ClusterDns, Round, Status, Target, Tracker};
 use crate::peers::{PeerSnapshot, Problem};
+use crate::watch::cache::PeerCache;
+use crate::watch::dns::Resolver;
 
 /// Lookups in flight at once in a round.
 const CONCURRENCY: usize = 16;
@@ -180,7 +180,7 @@ pub async fn run_resolution_checks(
             if round.failed > 0 {
                 metrics
                     .errors
-                    .get_or_create(&crate::metrics::ErrorLabels {
+                    .get_or_create(&crate::obs::metrics::ErrorLabels {
                         kind: ErrorKind::Dns,
                     })
                     .inc_by(round.failed as u64);

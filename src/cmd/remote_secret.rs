@@ -5,7 +5,7 @@
 //! reader ServiceAccount with exactly what a linking injector reads there (see
 //! [`cluster_rules`] and [`namespace_rules`]) and a long-lived token for it; then it
 //! prints a Secret ([`link_secret_yaml`]) whose kubeconfig holds that token, in the form
-//! [`crate::remote::Link::from_secret`] reads. Building the objects and the text is pure;
+//! [`crate::watch::remote::Link::from_secret`] reads. Building the objects and the text is pure;
 //! only [`run`] talks to the cluster.
 //!
 //! The objects are the ones the Helm chart creates with `multicluster.remoteReader.create`
@@ -30,9 +30,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-use crate::remote::{CLUSTER_NAME_ANNOTATION, KUBECONFIG_KEY, REMOTE_LABEL};
+use crate::watch::remote::{CLUSTER_NAME_ANNOTATION, KUBECONFIG_KEY, REMOTE_LABEL};
 
-pub use crate::remote::LEASE_NAMESPACE_ANNOTATION;
+pub use crate::watch::remote::LEASE_NAMESPACE_ANNOTATION;
 /// Field manager of the server-side applies.
 pub const FIELD_MANAGER: &str = "stellar-peer-injector";
 /// The reader ServiceAccount, Role, RoleBinding (in the remote namespace), and the prefix
@@ -207,7 +207,7 @@ pub fn parse_long_duration(s: &str) -> Result<Duration, TokenDurationError> {
 }
 
 fn is_namespace_name(s: &str) -> bool {
-    crate::remote::valid_cluster_name(s)
+    crate::watch::remote::valid_cluster_name(s)
 }
 
 /// Objects are named after the namespace they serve: `READER_NAME-<namespace>`.
@@ -461,7 +461,7 @@ fn classify(what: &str, context: &str, e: kube::Error) -> RemoteSecretError {
 /// Connects to context `args.context`, applies the reader's objects, gets its token, and
 /// returns the link Secret's YAML. Progress goes to stderr.
 pub async fn run(args: &RemoteSecretArgs) -> Result<String, RemoteSecretError> {
-    if !crate::remote::valid_cluster_name(&args.name) {
+    if !crate::watch::remote::valid_cluster_name(&args.name) {
         return Err(RemoteSecretError::BadName(args.name.clone()));
     }
     for (flag, value) in [
@@ -700,7 +700,7 @@ async fn token(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote::Link;
+    use crate::watch::remote::Link;
 
     fn creds() -> LinkCredentials {
         LinkCredentials {

@@ -1,76 +1,20 @@
-//! What each subcommand does.
+//! `serve`: the webhook, the watches, the rollout loop and the admin listener, every task
+//! owned by one [`Runtime`] with one shutdown path.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::cache::{self, PeerCache};
-use crate::cli::{CertsArgs, Cli, Command, InjectArgs, LogFormat, PeersArgs, ServeArgs};
+use crate::cli::ServeArgs;
 use crate::error::Error;
-use crate::events::EventSink;
-use crate::metrics::Metrics;
-use crate::nodes::NodeRecord;
-use crate::peers::PeerSnapshot;
+use crate::obs::events::EventSink;
+use crate::obs::metrics::Metrics;
 use crate::runtime::{Runtime, Stop};
 use crate::server::{self, AdminState, AdmissionState, tls::CertWatcher};
+use crate::watch::cache::{self, PeerCache};
 
-/// Runs a parsed command line.
-pub async fn run(cli: Cli) -> Result<(), Error> {
-    match cli.command {
-        Command::Serve(a) => {
-            init_tracing(a.log_format);
-            serve(*a).await
-        }
-        Command::Inject(a) => {
-            init_tracing(LogFormat::Plain);
-            let out = inject(&a)?;
-            print!("{out}");
-            Ok(())
-        }
-        Command::Peers(a) => {
-            init_tracing(LogFormat::Plain);
-            peers(a).await
-        }
-        Command::Explain(a) => crate::explain_cmd::main(*a).await,
-        Command::Crd => {
-            print!("{}", crate::crd::crd_yaml().map_err(Error::Crd)?);
-            Ok(())
-        }
-        Command::Certs(CertsArgs { out, hosts, ips }) => {
-            crate::certs::generate(&out, &hosts, &ips)?;
-            eprintln!("wrote {}/{{ca.crt,tls.crt,tls.key}}", out.display());
-            Ok(())
-        }
-        Command::RenderConfig(a) => crate::config::render::main(&a),
-        Command::RemoteSecret(a) => {
-            print!(
-                "{}",
-                crate::remote_secret::run(&a)
-                    .await
-                    .map_err(Error::RemoteSecret)?
-            );
-            Ok(())
-        }
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour codes only on a terminal: `kubectl logs` and log collectors get plain text.
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => b.json().try_init(),
-        LogFormat::Plain => b.try_init(),
-    };
-}
-
-async fn serve(args: ServeArgs) -> Result<(), Error> {
+pub async fn main(args: ServeArgs) -> Result<(), Error> {
     use crate::rollout::{controller, lease};
     let peer_settings = args.peers.settings()?;
     let inject_settings = args.patch.settings()?;
@@ -84,7 +28,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     // One identity for the Lease and the Events.
     let identity = crate::rollout::lease::identity();
     let rollout = rollout_settings(&args, &identity)?;
-    let linked = Arc::new(crate::remote::Linked::default());
+    let linked = Arc::new(crate::watch::remote::Linked::default());
     let resolve = resolve_settings(&args)?;
 
     let https = server::bind(args.listen).await?;
@@ -95,7 +39,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
 
     let mut rt = Runtime::new(metrics.clone());
     // The one Event recorder: every producer hands it notices through a bounded queue.
-    let (events, queue) = EventSink::channel(crate::events::QUEUE_CAPACITY, metrics.clone());
+    let (events, queue) = EventSink::channel(crate::obs::events::QUEUE_CAPACITY, metrics.clone());
     {
         let reporter = kube::runtime::events::Reporter {
             controller: crate::rollout::controller::FIELD_MANAGER.into(),
@@ -103,7 +47,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         };
         let (client, metrics) = (client.clone(), metrics.clone());
         rt.spawn_restarting("events", move || {
-            crate::events::run(
+            crate::obs::events::run(
                 queue.clone(),
                 client.clone(),
                 reporter.clone(),
@@ -139,7 +83,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
             events.clone(),
         );
         rt.spawn_restarting("governing-services", move || {
-            crate::services::run(
+            crate::watch::services::run(
                 client.clone(),
                 cache.clone(),
                 events.clone(),
@@ -187,7 +131,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     {
         let (cache, gate, events) = (cache.clone(), may_report.clone(), events.clone());
         rt.spawn_restarting("node-problems", move || {
-            crate::reports::run_problem_events(cache.clone(), gate.clone(), events.clone())
+            crate::obs::reports::run_problem_events(cache.clone(), gate.clone(), events.clone())
         });
     }
     if let Some(settings) = resolve {
@@ -198,7 +142,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
             metrics.clone(),
         );
         rt.spawn_restarting("peer-resolution", move || {
-            crate::reports::run_resolution_checks(
+            crate::obs::reports::run_resolution_checks(
                 cache.clone(),
                 settings.clone(),
                 gate.clone(),
@@ -304,7 +248,7 @@ fn coordination(
     if !linking {
         return Ok(None);
     }
-    if !crate::remote::valid_cluster_name(name) {
+    if !crate::watch::remote::valid_cluster_name(name) {
         return Err(Error::Config(format!(
             "linked clusters need this cluster's name for their rollouts to take turns: pass --cluster-name \
              (1-63 lower-case letters, digits or '-'; got {name:?}), or --rollout=off"
@@ -328,7 +272,9 @@ fn coordination(
 }
 
 /// The resolution checks' settings, or `None` with `--resolve-check-interval=0s`.
-fn resolve_settings(args: &ServeArgs) -> Result<Option<crate::reports::ResolveSettings>, Error> {
+fn resolve_settings(
+    args: &ServeArgs,
+) -> Result<Option<crate::obs::reports::ResolveSettings>, Error> {
     if args.resolve_check_interval.is_zero() {
         return Ok(None);
     }
@@ -337,7 +283,7 @@ fn resolve_settings(args: &ServeArgs) -> Result<Option<crate::reports::ResolveSe
             "peer resolution checks: {e}; pass --dns-server, or --resolve-check-interval=0s to turn them off"
         ))
     })?;
-    Ok(Some(crate::reports::ResolveSettings {
+    Ok(Some(crate::obs::reports::ResolveSettings {
         interval: args.resolve_check_interval,
         grace: args.resolve_grace,
         resolver,
@@ -355,94 +301,6 @@ async fn shutdown_signal() {
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-async fn peers(args: PeersArgs) -> Result<(), Error> {
-    let settings = args.peers.settings()?;
-    let resolver = if args.resolve {
-        Some(args.dns.resolver()?)
-    } else {
-        None
-    };
-    let client = args.kube.client().await?;
-    let (snap, link_errors) = cache::snapshot_once(
-        &client,
-        &args.kube.namespaces(),
-        &args.remote.sources()?,
-        &settings,
-    )
-    .await?;
-    let round = match &resolver {
-        Some(r) => Some(crate::reports::check(r, &snap, &Default::default()).await),
-        None => None,
-    };
-    let servers: Vec<String> = resolver
-        .iter()
-        .flat_map(|r| r.servers())
-        .map(ToString::to_string)
-        .collect();
-    let out = crate::inspect::PeersView {
-        snap: &snap,
-        network: args.network.as_deref(),
-        round: round.as_ref(),
-        dns_servers: &servers,
-        link_errors: &link_errors,
-    }
-    .render(args.output);
-    for line in &out.notes {
-        eprintln!("{line}");
-    }
-    print!("{}", out.stdout);
-    Ok(())
-}
-
-/// Offline injection: returns the mutated manifests as multi-document YAML.
-pub fn inject(args: &InjectArgs) -> Result<String, Error> {
-    if args.nodes == "-" && args.file == "-" {
-        return Err(Error::Config(
-            "--nodes and -f cannot both read stdin".to_owned(),
-        ));
-    }
-    let settings = args.peers.settings()?;
-    let patch = args.patch.settings()?;
-    let node_docs = crate::input::documents(&args.nodes)?;
-    let records: Vec<NodeRecord> = node_docs
-        .iter()
-        .filter(|d| d.get("kind").and_then(Value::as_str) == Some("StellarNode"))
-        .filter_map(|d| NodeRecord::from_json(d, &args.namespace))
-        .collect();
-    let snap = PeerSnapshot::build(1, &records, &settings);
-    for p in &snap.problems {
-        eprintln!("warning: {}: {}", p.node, p.message);
-    }
-    let docs = crate::input::documents(&args.file)?;
-    Ok(crate::inject::offline::inject_documents(
-        docs,
-        &snap,
-        &patch,
-        &args.namespace,
-    )?)
-}
-
-/// Parses the command line and runs it.
-pub fn main_with(cli: Cli) -> std::process::ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
         }
     }
 }
