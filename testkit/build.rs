@@ -1,4 +1,4 @@
-//! Finds the integration trials (`pub async fn name() -> TestResult` in
+//! Finds the integration trials (`pub async fn name() -> TestResult` at column 0 in
 //! tests/integration/*_tests.rs) and writes the registry `testkit::trials!` expands to,
 //! so that no hand-kept list of test names can drift from the tests.
 

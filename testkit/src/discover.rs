@@ -2,8 +2,7 @@
 //! (no parameters), exclusive when its body opens with `exclusive!();`. Used by build.rs,
 //! which writes the registry `trials!` expands to, and unit-tested here.
 //!
-//! The scan is lexical: comments, string and character literals are skipped, so a
-//! signature quoted in a string or a comment is no trial.
+//! The scan reads lines of rustfmt-formatted source (see [`trials_in`]): no lexer.
 
 /// One trial found in a module's source.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,197 +19,48 @@ pub struct Found {
     pub exclusive: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Tok {
-    Ident(String),
-    Punct(char),
-    /// A string, character or number literal (its text does not matter here).
-    Lit,
+/// The opening line of a trial's body that makes it exclusive.
+fn is_marker(line: &str) -> bool {
+    let l = line.trim_start();
+    l.starts_with("exclusive!();") || l.starts_with("testkit::exclusive!();")
 }
 
-/// The tokens of Rust source text, with their line numbers, without comments.
-fn tokens(src: &str) -> Vec<(Tok, usize)> {
-    let c: Vec<char> = src.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    let mut line = 1;
-    let ident_char = |ch: char| ch.is_alphanumeric() || ch == '_';
-    while i < c.len() {
-        let ch = c[i];
-        let next = c.get(i + 1).copied();
-        if ch == '\n' {
-            line += 1;
-            i += 1;
-        } else if ch.is_whitespace() {
-            i += 1;
-        } else if ch == '/' && next == Some('/') {
-            while i < c.len() && c[i] != '\n' {
-                i += 1;
-            }
-        } else if ch == '/' && next == Some('*') {
-            // Block comments nest.
-            let mut depth = 0;
-            while i < c.len() {
-                if c[i] == '/' && c.get(i + 1) == Some(&'*') {
-                    depth += 1;
-                    i += 2;
-                } else if c[i] == '*' && c.get(i + 1) == Some(&'/') {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    if c[i] == '\n' {
-                        line += 1;
-                    }
-                    i += 1;
-                }
-            }
-        } else if let Some(end) = raw_string_end(&c, i) {
-            line += c[i..end].iter().filter(|&&x| x == '\n').count();
-            out.push((Tok::Lit, line));
-            i = end;
-        } else if ch == '"' || (ch == 'b' && next == Some('"')) {
-            i += if ch == 'b' { 2 } else { 1 };
-            while i < c.len() && c[i] != '"' {
-                if c[i] == '\\' {
-                    i += 1;
-                }
-                if c.get(i) == Some(&'\n') {
-                    line += 1;
-                }
-                i += 1;
-            }
-            i += 1;
-            out.push((Tok::Lit, line));
-        } else if ch == '\'' || (ch == 'b' && next == Some('\'')) {
-            // A character literal ('x', '\n', b'x'), or a lifetime ('a).
-            let q = if ch == 'b' { i + 1 } else { i };
-            match (c.get(q + 1), c.get(q + 2)) {
-                (Some('\\'), _) => {
-                    i = q + 2;
-                    while i < c.len() && c[i] != '\'' {
-                        i += 1;
-                    }
-                    i += 1;
-                    out.push((Tok::Lit, line));
-                }
-                (Some(_), Some('\'')) => {
-                    i = q + 3;
-                    out.push((Tok::Lit, line));
-                }
-                _ => {
-                    out.push((Tok::Punct('\''), line));
-                    i = q + 1;
-                }
-            }
-        } else if ch.is_ascii_digit() {
-            while i < c.len() && (ident_char(c[i]) || c[i] == '.') {
-                i += 1;
-            }
-            out.push((Tok::Lit, line));
-        } else if ident_char(ch) {
-            // Raw identifiers (r#type) are their name.
-            if ch == 'r' && next == Some('#') && c.get(i + 2).is_some_and(|&x| ident_char(x)) {
-                i += 2;
-            }
-            let start = i;
-            while i < c.len() && ident_char(c[i]) {
-                i += 1;
-            }
-            out.push((Tok::Ident(c[start..i].iter().collect()), line));
-        } else {
-            out.push((Tok::Punct(ch), line));
-            i += 1;
-        }
-    }
-    out
-}
-
-/// Where a raw string literal (`r"…"`, `r#"…"#`, `br"…"`) starting at `i` ends.
-fn raw_string_end(c: &[char], i: usize) -> Option<usize> {
-    if i > 0 && (c[i - 1].is_alphanumeric() || c[i - 1] == '_') {
-        return None;
-    }
-    let mut j = i;
-    if c.get(j) == Some(&'b') {
-        j += 1;
-    }
-    if c.get(j) != Some(&'r') {
-        return None;
-    }
-    j += 1;
-    let hashes = c[j..].iter().take_while(|&&x| x == '#').count();
-    j += hashes;
-    if c.get(j) != Some(&'"') {
-        return None;
-    }
-    j += 1;
-    while j < c.len() {
-        if c[j] == '"'
-            && c[j + 1..]
-                .iter()
-                .take(hashes)
-                .filter(|&&x| x == '#')
-                .count()
-                == hashes
-        {
-            return Some(j + 1 + hashes);
-        }
-        j += 1;
-    }
-    Some(c.len())
-}
-
-fn is_ident(t: Option<&(Tok, usize)>, want: &str) -> bool {
-    matches!(t, Some((Tok::Ident(s), _)) if s == want)
-}
-
-fn is_punct(t: Option<&(Tok, usize)>, want: char) -> bool {
-    matches!(t, Some((Tok::Punct(p), _)) if *p == want)
-}
-
-/// At `i`: `exclusive!();` or `testkit::exclusive!();`; returns the index after it.
-fn marker_at(t: &[(Tok, usize)], mut i: usize) -> Option<usize> {
-    if is_ident(t.get(i), "testkit") && is_punct(t.get(i + 1), ':') && is_punct(t.get(i + 2), ':') {
-        i += 3;
-    }
-    let ok = is_ident(t.get(i), "exclusive")
-        && is_punct(t.get(i + 1), '!')
-        && is_punct(t.get(i + 2), '(')
-        && is_punct(t.get(i + 3), ')')
-        && is_punct(t.get(i + 4), ';');
-    ok.then_some(i + 5)
-}
-
-/// The trials of test module `module` (a file stem such as `fault_tests`) in `src`, in
-/// source order. Fails on an `exclusive!` that does not open a trial's body: it would
-/// mark nothing, and the trial would run beside others.
+/// The trials of `module`'s source, in source order.
+///
+/// The source is rustfmt's (`cargo fmt --check` is part of the lint), so an item's
+/// signature starts at column 0: a trial is a line `pub async fn NAME() -> TestResult {`,
+/// or, where rustfmt wraps a long one, `pub async fn NAME()` then `-> TestResult {`, or
+/// `pub async fn NAME() -> TestResult` then `{`.
+/// Anything indented (inside a string, a block or another item) or behind `//` is no trial.
 pub fn trials_in(module: &str, src: &str) -> Result<Vec<Found>, String> {
-    let t = tokens(src);
+    let lines: Vec<&str> = src.lines().collect();
     let group = module.strip_suffix("_tests").unwrap_or(module);
     let mut found = Vec::new();
-    // Where each `exclusive!` that opens a trial's body stands.
+    // The lines where an `exclusive!` opens a trial's body.
     let mut opening = Vec::new();
-    for i in 0..t.len() {
-        let signature = is_ident(t.get(i), "pub")
-            && is_ident(t.get(i + 1), "async")
-            && is_ident(t.get(i + 2), "fn")
-            && is_punct(t.get(i + 4), '(')
-            && is_punct(t.get(i + 5), ')')
-            && is_punct(t.get(i + 6), '-')
-            && is_punct(t.get(i + 7), '>')
-            && is_ident(t.get(i + 8), "TestResult")
-            && is_punct(t.get(i + 9), '{');
-        let Some((Tok::Ident(function), _)) = t.get(i + 3).filter(|_| signature) else {
+    for (i, line) in lines.iter().enumerate() {
+        let Some(rest) = line.strip_prefix("pub async fn ") else {
             continue;
         };
-        let body = i + 10;
-        let exclusive = marker_at(&t, body).is_some();
+        let (function, body) = if let Some(f) = rest.strip_suffix("() -> TestResult {") {
+            (f, i + 1)
+        } else if let Some(f) = rest.strip_suffix("()")
+            && lines.get(i + 1).map(|l| l.trim()) == Some("-> TestResult {")
+        {
+            (f, i + 2)
+        } else if let Some(f) = rest.strip_suffix("() -> TestResult")
+            && lines.get(i + 1).map(|l| l.trim()) == Some("{")
+        {
+            (f, i + 2)
+        } else {
+            continue;
+        };
+        if function.is_empty() || !function.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let exclusive = lines.get(body).is_some_and(|l| is_marker(l));
         if exclusive {
-            let path = is_ident(t.get(body), "testkit");
-            opening.push(if path { body + 3 } else { body });
+            opening.push(body);
         }
         let name = function
             .strip_prefix(group)
@@ -219,19 +69,20 @@ pub fn trials_in(module: &str, src: &str) -> Result<Vec<Found>, String> {
             .unwrap_or(function);
         found.push(Found {
             module: module.to_owned(),
-            function: function.clone(),
+            function: function.to_owned(),
             name: name.to_owned(),
             exclusive,
         });
     }
-    let stray = (0..t.len()).find(|&i| {
-        is_ident(t.get(i), "exclusive") && is_punct(t.get(i + 1), '!') && !opening.contains(&i)
-    });
-    if let Some(i) = stray {
+    let stray = lines
+        .iter()
+        .enumerate()
+        .find(|(i, l)| is_marker(l) && !opening.contains(i));
+    if let Some((i, _)) = stray {
         return Err(format!(
             "tests/integration/{module}.rs:{}: `exclusive!()` must be the first statement of \
              a trial (`pub async fn name() -> TestResult {{ exclusive!(); ... }}`)",
-            t[i].1
+            i + 1
         ));
     }
     Ok(found)
@@ -306,15 +157,21 @@ mod tests {
 use crate::support::*;
 
 /// A helper with parameters is no trial.
-pub async fn setup(ns: &TestNs) -> TestResult { Ok(()) }
+pub async fn setup(ns: &TestNs) -> TestResult {
+    Ok(())
+}
+
+/// Nor is a one-line item rustfmt would have expanded.
+pub async fn one_line() -> TestResult { Ok(()) }
 
 pub async fn first_trial() -> TestResult {
     let s = "pub async fn in_a_string() -> TestResult {";
     Ok(())
 }
 
-// pub async fn commented_out() -> TestResult {}
+// pub async fn commented_out() -> TestResult {
 /* pub async fn in_a_block_comment() -> TestResult { /* nested */ } */
+    pub async fn indented_in_another_item() -> TestResult {
 
 async fn private_helper() -> TestResult { Ok(()) }
 pub fn not_async() -> TestResult { Ok(()) }
@@ -326,11 +183,22 @@ pub async fn a_very_long_trial_name_that_rustfmt_put_the_return_type_of_on_its_o
     let l: &'static str = r#"exclusive!();"#;
     Ok(())
 }
+
+pub async fn a_long_trial_name_whose_opening_brace_rustfmt_put_on_its_own_line() -> TestResult
+{
+    exclusive!();
+    Ok(())
+}
 "##;
         let long = "a_very_long_trial_name_that_rustfmt_put_the_return_type_of_on_its_own_line";
+        let brace = "a_long_trial_name_whose_opening_brace_rustfmt_put_on_its_own_line";
         assert_eq!(
             scan("rollout_tests", src),
-            want(&[("first_trial", "first_trial", false), (long, long, false)])
+            want(&[
+                ("first_trial", "first_trial", false),
+                (long, long, false),
+                (brace, brace, true)
+            ])
         );
         let found = trials_in("rollout_tests", src).expect("scan");
         assert!(found.iter().all(|f| f.module == "rollout_tests"));
@@ -354,9 +222,9 @@ pub async fn a_very_long_trial_name_that_rustfmt_put_the_return_type_of_on_its_o
             ),
             (
                 "chart_tests",
-                "pub async fn chart_lints() -> TestResult { Ok(()) }\n\
-                 pub async fn chart_() -> TestResult { Ok(()) }\n\
-                 pub async fn charted() -> TestResult { Ok(()) }\n",
+                "pub async fn chart_lints() -> TestResult {\n    Ok(())\n}\n\
+                 pub async fn chart_() -> TestResult {\n    Ok(())\n}\n\
+                 pub async fn charted() -> TestResult {\n    Ok(())\n}\n",
                 &[
                     ("chart_lints", "lints", false),
                     ("chart_", "chart_", false),
