@@ -8,8 +8,10 @@ use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::merge::{MergeError, addresses};
-use super::{KNOWN_PEERS, PREFERRED_PEERS, TomlError, Violation, check, merge};
+use super::merge::{Flavour, MergeError, addresses};
+use super::{
+    KNOWN_PEERS, PREFERRED_PEERS, TomlError, Violation, check, check_captive, merge, merge_captive,
+};
 
 /// Flags of `render-config`.
 #[derive(clap::Args, Debug, Clone)]
@@ -37,6 +39,17 @@ pub struct RenderArgs {
         default_value = "/dev/termination-log"
     )]
     pub termination_log: PathBuf,
+    /// What --base is: `core`, stellar-core's own config (a validator: KNOWN_PEERS and
+    /// PREFERRED_PEERS merged); `captive-core`, the captive-core TOML of Horizon or
+    /// stellar-rpc (all the snippet's peers merged into PREFERRED_PEERS, never a
+    /// KNOWN_PEERS, which captive core refuses).
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_FLAVOUR",
+        value_enum,
+        default_value = "core"
+    )]
+    pub flavour: Flavour,
 }
 
 /// What a successful run wrote.
@@ -45,12 +58,22 @@ pub struct Rendered {
     pub out: PathBuf,
     pub known: usize,
     pub preferred: usize,
+    /// Which kind of file was written.
+    pub flavour: Flavour,
     /// Rules the base config breaks that are not ours (written anyway; stellar-core decides).
     pub foreign: Vec<Violation>,
 }
 
 impl fmt::Display for Rendered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.flavour == Flavour::CaptiveCore {
+            return write!(
+                f,
+                "render-config: wrote {} (captive core: {} {PREFERRED_PEERS}, no {KNOWN_PEERS})",
+                self.out.display(),
+                self.preferred
+            );
+        }
         write!(
             f,
             "render-config: wrote {} ({} {KNOWN_PEERS}, {} {PREFERRED_PEERS})",
@@ -176,6 +199,9 @@ pub fn render(args: &RenderArgs) -> Result<Rendered, RenderError> {
         path: shown(&args.peers),
         source,
     })?;
+    if args.flavour == Flavour::CaptiveCore {
+        return render_captive(args, &base, &known, &preferred);
+    }
     let merged = merge(&base, &known, &preferred).map_err(|source| RenderError::Base {
         path: shown(&args.base),
         source,
@@ -211,6 +237,66 @@ pub fn render(args: &RenderArgs) -> Result<Rendered, RenderError> {
         out: args.out.clone(),
         known: counts.known.len(),
         preferred: counts.preferred.len(),
+        flavour: Flavour::Core,
+        foreign,
+    })
+}
+
+/// The captive-core flavour of [`render`]: every peer of the snippet (its
+/// `KNOWN_PEERS` holds the preferred ones too) into `PREFERRED_PEERS`.
+fn render_captive(
+    args: &RenderArgs,
+    base: &str,
+    known: &[String],
+    preferred: &[String],
+) -> Result<Rendered, RenderError> {
+    let shown = |p: &Path| p.display().to_string();
+    let peers: Vec<&str> = known.iter().chain(preferred).map(String::as_str).collect();
+    let merged = merge_captive(base, &peers).map_err(|source| RenderError::Base {
+        path: shown(&args.base),
+        source,
+    })?;
+    // Ours: the merged file is TOML and its top-level PREFERRED_PEERS is sound. Misplaced
+    // or refused keys are the base's own, reported against the base.
+    let user_kept = |v: &Violation| {
+        matches!(
+            v,
+            Violation::CaptiveRefused { .. } | Violation::MisplacedKey { .. }
+        )
+    };
+    let ours: Vec<_> = check_captive(&merged)
+        .err()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| !user_kept(v))
+        .collect();
+    if !ours.is_empty() {
+        return Err(RenderError::Unsafe {
+            path: shown(&args.out),
+            violations: Violations(ours),
+        });
+    }
+    let foreign: Vec<_> = check_captive(base)
+        .err()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(user_kept)
+        .collect();
+    let count = super::captive_base_peers(&merged)
+        .map_err(|source| RenderError::Base {
+            path: shown(&args.base),
+            source,
+        })?
+        .len();
+    write_atomic(&args.out, merged.as_bytes()).map_err(|source| RenderError::Write {
+        path: shown(&args.out),
+        source,
+    })?;
+    Ok(Rendered {
+        out: args.out.clone(),
+        known: 0,
+        preferred: count,
+        flavour: Flavour::CaptiveCore,
         foreign,
     })
 }
@@ -322,6 +408,7 @@ mod tests {
             peers: d.file("peers.cfg", peers),
             out: d.0.join("merged").join("stellar-core.cfg"),
             termination_log: d.file("termination-log", ""),
+            flavour: Flavour::Core,
         }
     }
 
