@@ -1,0 +1,298 @@
+//! Captive core on the real control plane: a Horizon StellarNode's pod (made by its
+//! Deployment, through the API server, on kwok) gets the init container and the env
+//! that points Horizon at the merged captive-core file; the init step's own command
+//! line, run over the kubelet's layout of the pod's volumes, writes a file the real
+//! captive-core parser accepts; a peer change rolls the Horizon Deployment once, and
+//! never while a validator of its network holds the rollout slot.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::ListParams;
+use kube::runtime::watcher;
+use serde_json::json;
+use stellar_peer_injector::crd::StellarNode;
+use stellar_peer_injector::rollout::observe;
+
+use crate::config_tests::lay_out;
+use crate::support::*;
+
+const INIT_IMAGE: &str = "stellar-peer-injector:bed";
+const TESTNET: &str = "Test SDF Network ; September 2015";
+/// The operator's SorobanRpc-style captive-core file (tests/fixtures/captive).
+const CAPTIVE_CFG: &str = include_str!("../fixtures/captive/operator-sorobanrpc-testnet.cfg");
+const MERGED: &str = "/etc/stellar/merged/captive-core.cfg";
+
+/// The operator's Horizon Deployment, with its ConfigMap `{name}-config` (here holding a
+/// captive-core file, which the StellarNode's `stellar.org/captive-core-config` names)
+/// at /config and the health-check sidecar.
+fn horizon_deployment(name: &str) -> serde_json::Value {
+    let labels = operator_labels(name, "Horizon", "testnet");
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+        "spec": {"replicas": 1,
+                 "selector": {"matchLabels": {"app.kubernetes.io/name": "stellar-node", "app.kubernetes.io/instance": name}},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [
+                                  {"name": "stellar-node", "image": "stellar/stellar-horizon:22.0.0",
+                                   "volumeMounts": [{"name": "data", "mountPath": "/opt/stellar/data"},
+                                                    {"name": "config", "mountPath": "/config", "readOnly": true}]},
+                                  {"name": "stellar-health-check", "image": "stellar/health-check:v0.3.1"}],
+                                       "volumes": [{"name": "data", "emptyDir": {}},
+                                                   {"name": "config", "configMap": {"name": format!("{name}-config")}}]}}}
+    })
+}
+
+/// The bed's captive-check (the real captive-core parser).
+fn checker() -> Result<PathBuf, String> {
+    let bed = bed()?;
+    let dir = bed.run(&["bin-dir"])?;
+    let bin = PathBuf::from(dir.trim()).join("captive-check");
+    ensure(bin.is_file(), || {
+        format!("{} missing: run tests/testbed/testbed build", bin.display())
+    })?;
+    Ok(bin)
+}
+
+/// Template hashes a Deployment went through, and every change made while a
+/// StatefulSet of the network was unavailable (by its own status).
+#[derive(Default)]
+struct Seen {
+    hashes: Vec<Option<String>>,
+    unavailable: BTreeSet<String>,
+    violations: Vec<String>,
+}
+
+fn deployment_hash(d: &Deployment) -> Option<String> {
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get("stellar.org/peers-hash")
+        .cloned()
+}
+
+/// Watches the namespace's StatefulSets and the Deployment `name`.
+fn watch(ns: &TestNs, name: &str) -> (Arc<Mutex<Seen>>, Vec<tokio::task::JoinHandle<()>>) {
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let s1 = seen.clone();
+    let sts_api = ns.api::<StatefulSet>();
+    let sts = tokio::spawn(async move {
+        let mut ev = watcher(sts_api, watcher::Config::default()).boxed();
+        while let Some(e) = ev.next().await {
+            if let Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) = e {
+                let n = s.metadata.name.clone().unwrap_or_default();
+                let settled = observe::sts_state(&s).is_some_and(|w| w.settled);
+                let mut st = s1.lock().expect("lock");
+                if settled {
+                    st.unavailable.remove(&n);
+                } else {
+                    st.unavailable.insert(n);
+                }
+            }
+        }
+    });
+    let s2 = seen.clone();
+    let dep_api = ns.api::<Deployment>();
+    let want = name.to_owned();
+    let dep = tokio::spawn(async move {
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={want}"));
+        let mut ev = watcher(dep_api, cfg).boxed();
+        while let Some(e) = ev.next().await {
+            if let Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) = e {
+                let h = deployment_hash(&d);
+                let mut st = s2.lock().expect("lock");
+                if st.hashes.last() != Some(&h) {
+                    if !st.hashes.is_empty() && !st.unavailable.is_empty() {
+                        let v = format!(
+                            "{want} rolled to {h:?} while {:?} were unavailable",
+                            st.unavailable
+                        );
+                        st.violations.push(v);
+                    }
+                    st.hashes.push(h);
+                }
+            }
+        }
+    });
+    (seen, vec![sts, dep])
+}
+
+async fn horizon_pod(ns: &TestNs, want_hash: Option<&str>) -> Result<Pod, String> {
+    let api = ns.api::<Pod>();
+    wait_for(Duration::from_secs(120), "a Ready pod of h1", || {
+        let api = api.clone();
+        async move {
+            api.list(&ListParams::default().labels("app.kubernetes.io/instance=h1"))
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && want_hash.is_none_or(|h| {
+                            annotation(p, "stellar.org/peers-hash").as_deref() == Some(h)
+                        })
+                })
+        }
+    })
+    .await
+}
+
+pub async fn horizon_reads_a_merged_captive_core_file_and_rolls_after_validators() -> TestResult {
+    let bin = checker()?;
+    let ns = TestNs::new("captive").await?;
+    let n = ns.name.clone();
+    let bed = bed()?;
+    let inj = Injector::start(
+        &n,
+        &bed.kubeconfig,
+        &["--init-image", INIT_IMAGE, "--debounce", "0s"],
+        true,
+    )
+    .await?;
+    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+    let (seen, tasks) = watch(&ns, "h1");
+    let result: TestResult = async {
+        for v in ["v1", "v2"] {
+            ns.create::<StellarNode>(stellar_node(v, "Validator", "testnet", false))
+                .await?;
+            ns.create::<StatefulSet>(operator_statefulset(v, "Validator", "testnet", 1))
+                .await?;
+        }
+        let mut h1 = stellar_node("h1", "Horizon", "testnet", false);
+        h1["metadata"]["annotations"] =
+            json!({"stellar.org/captive-core-config": "/config/captive-core.cfg"});
+        ns.create::<StellarNode>(h1).await?;
+        ns.create::<ConfigMap>(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "h1-config"},
+            "data": {"captive-core.cfg": CAPTIVE_CFG, "STELLAR_CORE_URL": "http://v1:11626"}}),
+        )
+        .await?;
+        ns.create::<Deployment>(horizon_deployment("h1")).await?;
+        let two = [svc("v1", &n), svc("v2", &n)];
+        wait_peers(&ns, "h1", &two, 120).await?;
+
+        // The pod the API server made: init container (captive flavour), env, emptyDir.
+        let pod = horizon_pod(&ns, None).await?;
+        let spec = pod.spec.as_ref().ok_or("spec")?;
+        let init = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .find(|c| c.name == "stellar-peers-config")
+            .ok_or("no stellar-peers-config init container")?;
+        let args = init.args.clone().unwrap_or_default();
+        ensure(
+            args.windows(2).any(|w| w == ["--flavour", "captive-core"]),
+            || format!("init args {args:?}"),
+        )?;
+        ensure(
+            args.windows(2)
+                .any(|w| w == ["--base", "/config/captive-core.cfg"]),
+            || format!("init args {args:?}"),
+        )?;
+        let main = spec
+            .containers
+            .iter()
+            .find(|c| c.name == "stellar-node")
+            .ok_or("main container")?;
+        ensure(main.args.is_none() && main.command.is_none(), || {
+            format!("args {:?}", main.args)
+        })?;
+        let env = env_get(&pod, "stellar-node", "CAPTIVE_CORE_CONFIG_PATH");
+        ensure(env.as_deref() == Some(MERGED), || {
+            format!("CAPTIVE_CORE_CONFIG_PATH {env:?}")
+        })?;
+        let status = annotation(&pod, "stellar.org/peers-injection-status").unwrap_or_default();
+        ensure(status.contains("\"captive-merge\""), || {
+            format!("status {status}")
+        })?;
+
+        // The init step's own command line over the kubelet's layout, judged by the parser.
+        let root = repo_root().join("target/testbed/captive-tests").join(&n);
+        let _ = std::fs::remove_dir_all(&root);
+        let args = lay_out(&ns, &pod, &root).await?;
+        let out = Command::new(env!("CARGO_BIN_EXE_stellar-peer-injector"))
+            .args(&args)
+            .arg("--termination-log")
+            .arg(root.join("termination-log"))
+            .output()
+            .map_err(|e| e.to_string())?;
+        ensure(out.status.success(), || {
+            format!(
+                "render-config {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        let merged_path = args
+            .iter()
+            .skip_while(|a| *a != "--out")
+            .nth(1)
+            .ok_or("no --out")?;
+        let merged =
+            std::fs::read_to_string(merged_path).map_err(|e| format!("{merged_path}: {e}"))?;
+        let judged = Command::new(&bin)
+            .arg("--passphrase")
+            .arg(TESTNET)
+            .arg(merged_path)
+            .output()
+            .map_err(|e| e.to_string())?;
+        ensure(judged.status.success(), || {
+            format!(
+                "captive-check refused it: {}\n{merged}",
+                String::from_utf8_lossy(&judged.stdout)
+            )
+        })?;
+        let t: toml::Table = merged.parse().map_err(|e| format!("{e}"))?;
+        let pref: BTreeSet<String> = t
+            .get("PREFERRED_PEERS")
+            .and_then(|v| v.as_array())
+            .ok_or("no top-level PREFERRED_PEERS")?
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        ensure(pref == BTreeSet::from(two.clone()), || {
+            format!("PREFERRED_PEERS {pref:?}")
+        })?;
+        ensure(!merged.contains("KNOWN_PEERS"), || merged.clone())?;
+        let _ = std::fs::remove_dir_all(&root);
+
+        // A peer change: v3 joins. v1 and v2 roll first; h1 rolls once, after them, and
+        // never while a testnet StatefulSet is unavailable (v3 starting included).
+        let before = seen.lock().expect("lock").hashes.len();
+        ns.create::<StellarNode>(stellar_node("v3", "Validator", "testnet", false))
+            .await?;
+        ns.create::<StatefulSet>(operator_statefulset("v3", "Validator", "testnet", 1))
+            .await?;
+        let three = [svc("v1", &n), svc("v2", &n), svc("v3", &n)];
+        wait_peers(&ns, "h1", &three, 180).await?;
+        // Let a second roll show itself if there were one.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let st = seen.lock().expect("lock");
+        let rolls = st.hashes.len() - before;
+        ensure(rolls == 1, || {
+            format!(
+                "h1 went through {rolls} template hashes after the change: {:?}",
+                st.hashes
+            )
+        })?;
+        ensure(st.violations.is_empty(), || format!("{:?}", st.violations))?;
+        Ok(())
+    }
+    .await;
+    for t in tasks {
+        t.abort();
+    }
+    delete_webhook(&ns.client, &hook).await;
+    result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
+}
