@@ -630,4 +630,106 @@ mod tests {
         assert_eq!(a.peers, PathBuf::from("/etc/stellar/peers/peers.cfg"));
         assert_eq!(a.termination_log, PathBuf::from("/dev/termination-log"));
     }
+
+    #[test]
+    fn captive_flavour_writes_preferred_peers_only_and_warns_about_known_peers() {
+        let d = TempDir::new();
+        let base = "NETWORK_PASSPHRASE=\"Test SDF Network ; September 2015\"\nKNOWN_PEERS=[\"a.example.org\"]\n[HISTORY.h]\nget=\"curl -sf http://x/{0} -o {1}\"\nPEER_PORT=11625\n";
+        let mut a = args(&d, base, SNIPPET);
+        a.flavour = Flavour::CaptiveCore;
+        out_dir(&a);
+        let r = render(&a).expect("renders");
+        let written = std::fs::read_to_string(&a.out).expect("written");
+        // Every peer of the snippet, as PREFERRED_PEERS; the user's KNOWN_PEERS kept as is.
+        assert_eq!(
+            written,
+            merge_captive(
+                base,
+                &[
+                    "v1.ns.svc.cluster.local:11625",
+                    "v2.ns.svc.cluster.local:11625"
+                ]
+            )
+            .expect("merge")
+        );
+        assert_eq!(written.matches("KNOWN_PEERS").count(), 1);
+        assert_eq!(
+            (r.known, r.preferred, r.flavour),
+            (0, 2, Flavour::CaptiveCore)
+        );
+        assert_eq!(
+            r.to_string(),
+            format!(
+                "render-config: wrote {} (captive core: 2 PREFERRED_PEERS, no KNOWN_PEERS)",
+                a.out.display()
+            )
+        );
+        assert_eq!(
+            r.foreign,
+            [Violation::CaptiveRefused {
+                key: "KNOWN_PEERS".into(),
+                line: 2
+            }]
+        );
+        // Twice: the same bytes.
+        let first = std::fs::read(&a.out).expect("bytes");
+        render(&a).expect("again");
+        assert_eq!(std::fs::read(&a.out).expect("bytes"), first);
+        // A bad base is refused with the path and line, nothing written.
+        let mut bad = args(&d, "PREFERRED_PEERS=\"x\"\n", SNIPPET);
+        bad.flavour = Flavour::CaptiveCore;
+        bad.out = d.0.join("merged").join("bad.cfg");
+        let m = one_line(&render(&bad).expect_err("bad"));
+        assert!(
+            m.contains("line 1: PREFERRED_PEERS must be an array"),
+            "{m}"
+        );
+        assert!(!bad.out.exists());
+    }
+
+    #[test]
+    fn cli_parses_the_captive_flavour() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "stellar-peer-injector",
+            "render-config",
+            "--base",
+            "/config/stellar-core.cfg",
+            "--out",
+            "/etc/stellar/merged/captive-core.cfg",
+            "--flavour",
+            "captive-core",
+        ])
+        .expect("parses");
+        let crate::cli::Command::RenderConfig(a) = cli.command else {
+            panic!("not render-config");
+        };
+        assert_eq!(a.flavour, Flavour::CaptiveCore);
+        let cli = crate::cli::Cli::try_parse_from([
+            "stellar-peer-injector",
+            "render-config",
+            "--base",
+            "/b",
+            "--out",
+            "/o/x",
+        ])
+        .expect("parses");
+        let crate::cli::Command::RenderConfig(a) = cli.command else {
+            panic!("not render-config");
+        };
+        assert_eq!(a.flavour, Flavour::Core, "the default is unchanged");
+        assert!(
+            crate::cli::Cli::try_parse_from([
+                "stellar-peer-injector",
+                "render-config",
+                "--base",
+                "/b",
+                "--out",
+                "/o/x",
+                "--flavour",
+                "horizon",
+            ])
+            .is_err()
+        );
+    }
 }

@@ -839,3 +839,38 @@ fn env_mode_and_non_validators_are_unchanged_and_odd_commands_are_left_alone() {
     let pod = apply_with(&body, &decide_with(&body, &snap, &s), &s);
     assert!(init_of(&pod).is_empty());
 }
+
+#[test]
+fn read_replicas_get_env_and_the_snippet_only() {
+    let snap = snapshot();
+    let s = merge_settings();
+    // The operator's {name}-read pod: the validator's labels plus the role, a bash script.
+    let body = review_with(|v| {
+        let pod = &mut v["request"]["object"];
+        pod["metadata"]["labels"]["stellar.org/role"] = json!("read-replica");
+        pod["spec"]["containers"] = json!([{"name": "stellar-core", "image": "stellar/stellar-core",
+            "command": ["/bin/bash", "/config/startup.sh"],
+            "volumeMounts": [{"name": "config", "mountPath": "/config"}]}]);
+    });
+    let d = decide_with(&body, &snap, &s);
+    let Decision::Inject {
+        warnings,
+        config_problem,
+        ..
+    } = &d
+    else {
+        panic!("{d:?}")
+    };
+    assert!(config_problem.is_none(), "{config_problem:?}");
+    assert!(
+        warnings.iter().all(|w| w.contains("no container named")),
+        "{warnings:?}"
+    );
+    let pod = apply_with(&body, &d, &s);
+    assert!(init_of(&pod).is_empty());
+    assert!(env_value(&pod, "stellar-core", "STELLAR_PEERS").is_some());
+    assert_eq!(
+        pod["spec"]["containers"][0]["command"],
+        json!(["/bin/bash", "/config/startup.sh"])
+    );
+}
