@@ -81,6 +81,10 @@ pub type RequestView<'a> = Request<'a, Object<'a>>;
 
 /// `request.object`, as far as it was read.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "Pod is the usual request and lives on the stack once per request; boxing it would add an allocation to every admission for the rare Raw case"
+)]
 pub enum Object<'a> {
     /// Read in the one pass over the body (the usual request).
     Pod(PodView<'a>),
