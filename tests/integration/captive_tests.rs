@@ -66,6 +66,9 @@ fn checker() -> Result<PathBuf, String> {
 struct Seen {
     hashes: Vec<Option<String>>,
     unavailable: BTreeSet<String>,
+    /// Every StatefulSet seen unavailable since the last reset: the check above ran
+    /// against real disruptions.
+    ever_unavailable: BTreeSet<String>,
     violations: Vec<String>,
 }
 
@@ -96,6 +99,7 @@ fn watch(ns: &TestNs, name: &str) -> (Arc<Mutex<Seen>>, Vec<tokio::task::JoinHan
                 if settled {
                     st.unavailable.remove(&n);
                 } else {
+                    st.ever_unavailable.insert(n.clone());
                     st.unavailable.insert(n);
                 }
             }
@@ -269,7 +273,11 @@ pub async fn horizon_reads_a_merged_captive_core_file_and_rolls_after_validators
 
         // A peer change: v3 joins. v1 and v2 roll first; h1 rolls once, after them, and
         // never while a testnet StatefulSet is unavailable (v3 starting included).
-        let before = seen.lock().expect("lock").hashes.len();
+        let before = {
+            let mut st = seen.lock().expect("lock");
+            st.ever_unavailable.clear();
+            st.hashes.len()
+        };
         ns.create::<StellarNode>(stellar_node("v3", "Validator", "testnet", false))
             .await?;
         ns.create::<StatefulSet>(operator_statefulset("v3", "Validator", "testnet", 1))
@@ -287,6 +295,11 @@ pub async fn horizon_reads_a_merged_captive_core_file_and_rolls_after_validators
             )
         })?;
         ensure(st.violations.is_empty(), || format!("{:?}", st.violations))?;
+        // The validators did roll (and v3 started) meanwhile: h1 waited for real slots.
+        let want: BTreeSet<String> = ["v1", "v2", "v3"].iter().map(|s| (*s).to_owned()).collect();
+        ensure(st.ever_unavailable == want, || {
+            format!("unavailable meanwhile: {:?}", st.ever_unavailable)
+        })?;
         Ok(())
     }
     .await;
