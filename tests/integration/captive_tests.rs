@@ -309,3 +309,124 @@ pub async fn horizon_reads_a_merged_captive_core_file_and_rolls_after_validators
     delete_webhook(&ns.client, &hook).await;
     result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
 }
+
+/// The operator's read replicas of validator `name`: StatefulSet `{name}-read`, the
+/// validator's labels plus `stellar.org/role=read-replica`, container `stellar-core`
+/// running the startup script.
+fn read_replicas(name: &str, replicas: i32) -> serde_json::Value {
+    let mut labels = operator_labels(name, "Validator", "testnet");
+    labels["stellar.org/role"] = json!("read-replica");
+    json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": format!("{name}-read"), "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": format!("{name}-read"),
+            "selector": {"matchLabels": {"app.kubernetes.io/instance": name, "stellar.org/role": "read-replica"}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [
+                    {"name": "stellar-core", "image": "stellar/stellar-core:22.1.0",
+                     "command": ["/bin/bash", "/config/startup.sh"],
+                     "volumeMounts": [{"name": "config", "mountPath": "/config"}]}],
+                         "volumes": [{"name": "config", "configMap": {"name": format!("{name}-read-config")}}]}
+            }
+        }
+    })
+}
+
+/// Read replicas get env vars and the snippet, never count as their validator's pods
+/// (which would keep it from ever settling and hold the network's slot), and are never
+/// rolled: a peer change rolls v1 and v2, and leaves v1-read's template alone.
+pub async fn read_replicas_neither_hold_the_slot_nor_roll() -> TestResult {
+    let ns = TestNs::new("readrep").await?;
+    let n = ns.name.clone();
+    let bed = bed()?;
+    let inj = Injector::start(
+        &n,
+        &bed.kubeconfig,
+        &["--init-image", INIT_IMAGE, "--debounce", "0s"],
+        true,
+    )
+    .await?;
+    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+    let result: TestResult = async {
+        for v in ["v1", "v2"] {
+            ns.create::<StellarNode>(stellar_node(v, "Validator", "testnet", false))
+                .await?;
+            ns.create::<StatefulSet>(operator_statefulset(v, "Validator", "testnet", 1))
+                .await?;
+        }
+        ns.create::<StatefulSet>(read_replicas("v1", 2)).await?;
+        wait_peers(&ns, "v2", &[svc("v1", &n)], 120).await?;
+        // The replicas' pods: injected in env mode, their script left alone.
+        let api = ns.api::<Pod>();
+        let pods = wait_for(
+            Duration::from_secs(120),
+            "two injected read replica pods",
+            || {
+                let api = api.clone();
+                async move {
+                    let l = api
+                        .list(&ListParams::default().labels("stellar.org/role=read-replica"))
+                        .await
+                        .ok()?;
+                    (l.items.len() == 2
+                        && l.items
+                            .iter()
+                            .all(|p| annotation(p, "stellar.org/peers-hash").is_some()))
+                    .then_some(l.items)
+                }
+            },
+        )
+        .await?;
+        for p in &pods {
+            let spec = p.spec.as_ref().ok_or("spec")?;
+            ensure(spec.init_containers.is_none(), || {
+                format!("{:?} got an init container", p.metadata.name)
+            })?;
+            let c = &spec.containers[0];
+            ensure(
+                c.command.as_deref()
+                    == Some(&["/bin/bash".to_owned(), "/config/startup.sh".to_owned()][..]),
+                || format!("command {:?}", c.command),
+            )?;
+            ensure(
+                env_get(p, "stellar-core", "STELLAR_PEERS").as_deref()
+                    == Some(svc("v2", &n).as_str()),
+                || {
+                    format!(
+                        "{:?}: STELLAR_PEERS {:?}",
+                        p.metadata.name,
+                        env_get(p, "stellar-core", "STELLAR_PEERS")
+                    )
+                },
+            )?;
+            let status = annotation(p, "stellar.org/peers-injection-status").unwrap_or_default();
+            ensure(status.contains("\"env\""), || format!("status {status}"))?;
+        }
+        // A peer change: v1 and v2 both roll (v1 settles although its replicas' pods
+        // share its instance label), the replicas' template is never annotated.
+        ns.create::<StellarNode>(stellar_node("v3", "Validator", "testnet", false))
+            .await?;
+        ns.create::<StatefulSet>(operator_statefulset("v3", "Validator", "testnet", 1))
+            .await?;
+        wait_peer_mesh(&ns, &["v1", "v2", "v3"], &["v1", "v2", "v3"], 180).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let sts = ns.api::<StatefulSet>();
+        for v in ["v1", "v2"] {
+            let s = sts.get(v).await.map_err(|e| e.to_string())?;
+            ensure(template_hash(&s).is_some(), || {
+                format!("{v} was not rolled")
+            })?;
+        }
+        let read = sts.get("v1-read").await.map_err(|e| e.to_string())?;
+        ensure(template_hash(&read).is_none(), || {
+            "v1-read's template was annotated: rolled as a validator".into()
+        })?;
+        Ok(())
+    }
+    .await;
+    delete_webhook(&ns.client, &hook).await;
+    result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
+}
