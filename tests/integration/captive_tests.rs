@@ -271,6 +271,34 @@ pub async fn horizon_reads_a_merged_captive_core_file_and_rolls_after_validators
         ensure(!merged.contains("KNOWN_PEERS"), || merged.clone())?;
         let _ = std::fs::remove_dir_all(&root);
 
+        // A Horizon that names no captive-core file (the operator's, unannotated): env
+        // mode, and a Warning Event on its StellarNode saying what to set.
+        ns.create::<StellarNode>(stellar_node("h2", "Horizon", "testnet", false))
+            .await?;
+        ns.create::<Deployment>(horizon_deployment("h2")).await?;
+        let evs = wait_event_about(
+            &ns,
+            "StellarNode",
+            "h2",
+            "PeersConfigNotMerged",
+            Duration::from_secs(60),
+        )
+        .await?;
+        let note = evs
+            .iter()
+            .filter_map(|e| e.note.as_deref())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        ensure(
+            note.contains("stellar.org/captive-core-config")
+                && note.contains("--captive-core-config-path"),
+            || format!("Event notes: {note}"),
+        )?;
+        ns.api::<Deployment>()
+            .delete("h2", &Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+
         // A peer change: v3 joins. v1 and v2 roll first; h1 rolls once, after them, and
         // never while a testnet StatefulSet is unavailable (v3 starting included).
         let before = {
