@@ -529,3 +529,35 @@ fn every_merged_fixture_is_accepted_by_the_real_parser() {
     let e = judge(&bin, TESTNET, &wrong).expect_err("misplaced key refused");
     assert!(e.contains("HOME_DOMAINS.0.PREFERRED_PEERS"), "{e}");
 }
+
+/// `check_captive` (render-config's warnings) flags exactly the keys the real parser
+/// refuses, among these.
+#[test]
+fn check_captive_agrees_with_the_real_parser() {
+    let bin = checker();
+    let scratch = Scratch::new("keys");
+    for (line, refused) in [
+        ("KNOWN_PEERS=[\"a.example.org\"]", true),
+        (
+            "NODE_SEED=\"SBI3CZU7XZEWVXU7OZLW5MMUQAP334JFOPXSLTPOH43IRTEQ2QYXU5RG\"",
+            true,
+        ),
+        ("TARGET_PEER_CONNECTIONS=8", true),
+        ("CATCHUP_RECENT=100", true),
+        ("CATCHUP_COMPLETE=true", false),
+        ("PREFERRED_PEERS=[\"a.example.org:11625\"]", false),
+        (
+            "PREFERRED_PEER_KEYS=[\"GDKXE2OZMJIPOSLNA6N6F2BVCI3O777I2OOC4BV7VOYUEHYX7RTRYA7Y\"]",
+            false,
+        ),
+        ("PREFERRED_PEERS_ONLY=true", false),
+    ] {
+        let cfg = format!("{line}\nNETWORK_PASSPHRASE=\"{TESTNET}\"\n");
+        let file = scratch.0.join("k.cfg");
+        std::fs::write(&file, &cfg).expect("write");
+        let real = judge(&bin, TESTNET, &file);
+        assert_eq!(real.is_err(), refused, "{line}: {real:?}");
+        let ours = config::check_captive(&cfg);
+        assert_eq!(ours.is_err(), refused, "{line}: {ours:?}");
+    }
+}

@@ -146,14 +146,19 @@ pub fn check_ours(cfg: &str) -> Result<(), Vec<Violation>> {
     }
 }
 
-/// Top-level keys captive core's strict parser refuses in every SDK version seen
-/// (`ingest/ledgerbackend/toml.go`), besides `CATCHUP_*`. Others come and go between
-/// versions; the process itself names them.
-const CAPTIVE_REFUSED: [&str; 3] = [KNOWN_PEERS, "NODE_SEED", "TARGET_PEER_CONNECTIONS"];
+/// Top-level keys captive core's strict parser refuses (`ingest/ledgerbackend/toml.go`
+/// of go-stellar-sdk v0.7.3, checked with the real parser: `captive-check`); it accepts
+/// `CATCHUP_COMPLETE`. Other keys come and go between versions; the process names them.
+const CAPTIVE_REFUSED: [&str; 4] = [
+    KNOWN_PEERS,
+    "NODE_SEED",
+    "TARGET_PEER_CONNECTIONS",
+    "CATCHUP_RECENT",
+];
 
 /// Checks a captive-core file for what its strict parser refuses and this crate can
 /// see without it: not TOML; a top-level `KNOWN_PEERS`, `NODE_SEED`,
-/// `TARGET_PEER_CONNECTIONS` or `CATCHUP_*` ([`Violation::CaptiveRefused`]); a
+/// `TARGET_PEER_CONNECTIONS` or `CATCHUP_RECENT` ([`Violation::CaptiveRefused`]); a
 /// `PREFERRED_PEERS` inside a table ([`Violation::MisplacedKey`]); a top-level
 /// `PREFERRED_PEERS` that is not an array of addresses. Everything else (the
 /// allow-list changes between SDK versions, the passphrase and ports must match the
@@ -169,7 +174,7 @@ pub fn check_captive(cfg: &str) -> Result<(), Vec<Violation>> {
         match &s.kind {
             Kind::Header { path, .. } => table = Some(path.join(".")),
             Kind::KeyValue { key, value } => match &table {
-                None if CAPTIVE_REFUSED.contains(&key.as_str()) || key.starts_with("CATCHUP_") => {
+                None if CAPTIVE_REFUSED.contains(&key.as_str()) => {
                     out.push(Violation::CaptiveRefused {
                         key: key.clone(),
                         line: s.line,
