@@ -519,6 +519,25 @@ fn every_merged_fixture_is_accepted_by_the_real_parser() {
         e.contains("not supported by captive core") && e.contains("[\"KNOWN_PEERS\"]"),
         "{e}"
     );
+    // Keys of SDF's horizon chart presets that v0.7.3 refuses: the same verdict before
+    // and after the merge (the merge is never the cause of a refusal).
+    let preset = format!(
+        "NETWORK_PASSPHRASE=\"{TESTNET}\"\nENABLE_PULL_MODE=true\nEXPERIMENTAL_BUCKETLIST_DB=true\nINVARIANT_CHECKS=[]\n\n[[HOME_DOMAINS]]\nHOME_DOMAIN=\"testnet.stellar.org\"\nQUALITY=\"MEDIUM\"\n"
+    );
+    let verdict = |text: &str, name: &str| {
+        let f = scratch.0.join(name);
+        std::fs::write(&f, text).expect("write");
+        judge(&bin, TESTNET, &f)
+            .expect_err("preset keys are refused")
+            .replacen(&format!("{}: ", f.display()), "", 1)
+    };
+    let before = verdict(&preset, "preset-base.cfg");
+    let after = verdict(
+        &config::merge_captive(&preset, &peers).expect("merge"),
+        "preset-merged.cfg",
+    );
+    assert!(before.contains("ENABLE_PULL_MODE"), "{before}");
+    assert_eq!(before, after);
     // The checker is a real judge: the shape the merge avoids is refused.
     let wrong = scratch.0.join("under-home-domains.cfg");
     std::fs::write(
