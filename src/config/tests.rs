@@ -1073,6 +1073,95 @@ mod captive {
         assert!(merge_captive("[PREFERRED_PEERS]\n", &KNOWN).is_err());
     }
 
+    /// Statement texts without line endings, minus the top-level PREFERRED_PEERS and our
+    /// captive marker (what `merge_captive` owns).
+    fn captive_foreign(cfg: &str) -> Vec<String> {
+        let mut in_table = false;
+        super::super::scan::scan(cfg)
+            .expect("scans")
+            .iter()
+            .filter(|s| match &s.kind {
+                super::super::scan::Kind::Header { .. } => {
+                    in_table = true;
+                    true
+                }
+                super::super::scan::Kind::KeyValue { key, .. } => {
+                    in_table || key != PREFERRED_PEERS
+                }
+                super::super::scan::Kind::Comment => !cfg[s.range.clone()]
+                    .trim_start()
+                    .starts_with(CAPTIVE_MARKER),
+                super::super::scan::Kind::Blank => true,
+            })
+            .map(|s| {
+                cfg[s.range.clone()]
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn generated_captive_files_keep_every_other_statement() {
+        const PARTS: &[&str] = &[
+            "NETWORK_PASSPHRASE = \"x\"\n",
+            "PEER_PORT=2 # [HISTORY.x]\n",
+            "KNOWN_PEERS = [\"a.example.org\"]\n",
+            "PREFERRED_PEERS = ['a.example.org:11625', \"B.example.org\"]\n",
+            "PREFERRED_PEERS = [\n  \"c.example.org\", # ] [\n]\n",
+            "[[HOME_DOMAINS]]\n",
+            "HOME_DOMAIN = \"h.org\"\n",
+            "[[VALIDATORS]]\n",
+            "ADDRESS = \"v.example.org\"\n",
+            "[QUORUM_SET]\n",
+            "THRESHOLD_PERCENT = 67\n",
+            "[HISTORY.h]\n",
+            "get = \"cp {0} {1}\"\n",
+            "LOG_LEVEL = \"info\"\n",
+            "# comment with PREFERRED_PEERS = []\n",
+            "\n",
+            "DATABASE = \"\"\"\n[NOT]\nPREFERRED_PEERS = [\"z\"]\n\"\"\"\n",
+            "PREFERRED_PEERS_ONLY = false # no newline",
+        ];
+        let mut seed: u64 = 0x5eed_cafe_0024_0001;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize
+        };
+        let mut tried = 0;
+        for _ in 0..3000 {
+            let n = next() % 9;
+            let mut base = String::new();
+            for _ in 0..n {
+                base.push_str(PARTS[next() % PARTS.len()]);
+            }
+            if toml::from_str::<toml::Table>(&base).is_err() {
+                continue;
+            }
+            tried += 1;
+            let out = merge_captive(&base, &KNOWN)
+                .unwrap_or_else(|e| panic!("merge failed on {base:?}: {e}"));
+            assert_eq!(merge_captive(&out, &KNOWN).as_ref(), Ok(&out), "{base:?}");
+            assert_eq!(
+                captive_foreign(&out),
+                captive_foreign(&base),
+                "{base:?}\n{out}"
+            );
+            assert_eq!(
+                out.matches("KNOWN_PEERS").count(),
+                base.matches("KNOWN_PEERS").count(),
+                "{base:?}"
+            );
+            let got = top_level_preferred(&out);
+            assert!(KNOWN.iter().all(|k| got.iter().any(|g| g == k)), "{got:?}");
+            let t: toml::Table = toml::from_str(&out).expect("TOML");
+            assert!(t[PREFERRED_PEERS].is_array());
+        }
+        assert!(tried > 300, "only {tried} generated files were TOML");
+    }
+
     #[test]
     fn core_flavour_is_unchanged_by_the_captive_one() {
         // A validator's merge still writes both keys, with its own marker.
