@@ -9,8 +9,9 @@ FROM rust:1-bookworm AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-# The workspace's other member (the dev-only test kit): cargo reads its manifest even
-# though the image build never compiles it.
+# The pure core (core/) is a dependency. The workspace's other member (the dev-only test
+# kit): cargo reads its manifest even though the image build never compiles it.
+COPY core ./core
 COPY testkit ./testkit
 # The cache mounts keep the registry and compiled dependencies between builds (BuildKit).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -440,8 +440,11 @@ impl Feeds {
                     Err(e) => {
                         metrics.remote_error(&cluster);
                         if r.healthy || !r.scope.synced {
-                            tracing::warn!(cluster = %cluster, error = %e, "linked cluster unreachable or refusing: keeping its last known peers and retrying with backoff. \
-                                Check its API server, and that the link's credentials are valid and may list and watch stellarnodes.stellar.org");
+                            let hint = crate::causes::ApiCause::of_watch(&e).hint(
+                                "the link's credentials must allow list and watch on stellarnodes.stellar.org there (run remote-secret again)",
+                                "the StellarNode CRD must be installed in that cluster",
+                            );
+                            tracing::warn!(cluster = %cluster, error = %crate::causes::Chain(&e), "linked cluster unreachable or refusing: keeping its last known peers and retrying with backoff. {hint}");
                         }
                         r.healthy = false;
                         false
@@ -459,8 +462,11 @@ impl Feeds {
                 let ev = match ev {
                     Ok(ev) => ev,
                     Err(e) => {
-                        tracing::warn!(error = %e, "link Secret watch failed; retrying with backoff and keeping the links. \
-                            Check that the injector may list and watch Secrets in its namespace");
+                        let hint = crate::causes::ApiCause::of_watch(&e).hint(
+                            "the injector's Role must allow list and watch on secrets in its namespace",
+                            "the injector's namespace must exist",
+                        );
+                        tracing::warn!(error = %crate::causes::Chain(&e), "link Secret watch failed; retrying with backoff and keeping the links. {hint}");
                         return false;
                     }
                 };
@@ -624,8 +630,11 @@ fn handle(scope: &mut Scope, ev: watcher::Result<Event<WatchedNode>>) -> bool {
     match ev {
         Ok(ev) => scope.apply(ev),
         Err(e) => {
-            tracing::warn!(error = %e, "StellarNode watch failed; retrying with backoff and serving the last good snapshot. \
-                Check that the StellarNode CRD is installed and that the injector may list and watch stellarnodes.stellar.org");
+            let hint = crate::causes::ApiCause::of_watch(&e).hint(
+                "the injector's ClusterRole must allow list and watch on stellarnodes.stellar.org",
+                "the StellarNode CRD (stellarnodes.stellar.org) must be installed",
+            );
+            tracing::warn!(error = %crate::causes::Chain(&e), "StellarNode watch failed; retrying with backoff and serving the last good snapshot. {hint}");
             false
         }
     }
@@ -647,11 +656,30 @@ where
     }
 }
 
-/// Lists StellarNodes once (for the `peers` command).
-pub async fn list_once(
-    client: Client,
+/// One snapshot from the cluster, listed once (for `peers` and `explain`): the
+/// StellarNodes in `namespaces` (all when empty) and those of every cluster linked by
+/// `sources`. The notes say which linked clusters could not be listed.
+pub async fn snapshot_once(
+    client: &Client,
     namespaces: &[String],
-) -> Result<Vec<NodeRecord>, kube::Error> {
+    sources: &Sources,
+    settings: &PeerSettings,
+) -> Result<(PeerSnapshot, Vec<String>), kube::Error> {
+    let records = list_once(client.clone(), namespaces).await?;
+    let (remote, notes) = list_linked(client, sources).await?;
+    let snapshot = PeerSnapshot::build_linked(
+        1,
+        &records,
+        remote
+            .iter()
+            .flat_map(|(c, rs)| rs.iter().map(move |r| (c.as_str(), r))),
+        settings,
+    );
+    Ok((snapshot, notes))
+}
+
+/// Lists StellarNodes once.
+async fn list_once(client: Client, namespaces: &[String]) -> Result<Vec<NodeRecord>, kube::Error> {
     let apis: Vec<Api<WatchedNode>> = scoped_apis(&client, namespaces);
     let mut out = Vec::new();
     for api in apis {
@@ -661,10 +689,10 @@ pub async fn list_once(
     Ok(out)
 }
 
-/// Lists the linked clusters' StellarNodes once (for the `peers` command): the links
-/// are the files and, with `link_namespace`, the link Secrets there. A cluster that
-/// cannot be listed is left out, with its error.
-pub async fn list_linked(
+/// Lists the linked clusters' StellarNodes once: the links are the files and, with
+/// `link_namespace`, the link Secrets there. A cluster that cannot be listed is left out,
+/// with its error.
+async fn list_linked(
     client: &Client,
     sources: &Sources,
 ) -> Result<(Vec<(String, Vec<NodeRecord>)>, Vec<String>), kube::Error> {

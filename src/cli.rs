@@ -7,8 +7,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, InputError, KubeConfigError};
-use crate::inject::InjectSettings;
+use crate::inject::{ConfigMode, InjectSettings};
 use crate::peers::{ExtraPeers, PeerSettings};
+
+/// `--shutdown-delay`'s default (the chart's too): /readyz fails this long before the
+/// listener stops accepting, so that the apiserver stops sending first.
+pub const DEFAULT_SHUTDOWN_DELAY: &str = "5s";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -121,10 +125,10 @@ pub struct PatchArgs {
     #[arg(
         long,
         env = "STELLAR_PEER_INJECTOR_CONFIG_MODE",
-        value_enum,
-        default_value = "auto"
+        default_value = "auto",
+        value_parser = one_of(&ConfigMode::NAMES, ConfigMode::parse)
     )]
-    pub config_mode: crate::inject::ConfigMode,
+    pub config_mode: ConfigMode,
     /// Image of the merge init container: this injector's own image (it runs
     /// `stellar-peer-injector render-config`). Empty: no merge mode.
     #[arg(long, env = "STELLAR_PEER_INJECTOR_INIT_IMAGE", default_value = "")]
@@ -238,18 +242,27 @@ pub struct RemoteArgs {
     pub remote_kubeconfigs: Vec<(String, PathBuf)>,
 }
 
-fn parse_remote_kubeconfig(s: &str) -> Result<(String, PathBuf), String> {
-    let (name, path) = s.split_once('=').ok_or_else(|| {
-        format!("{s:?}: expected NAME=PATH, e.g. eu-west=/etc/links/eu-west.kubeconfig")
-    })?;
+/// Why a `--remote-kubeconfig` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteKubeconfigArgError {
+    #[error("{0:?}: expected NAME=PATH, e.g. eu-west=/etc/links/eu-west.kubeconfig")]
+    NoEquals(String),
+    #[error("{0:?}: a cluster name is 1-63 lower-case letters, digits or '-'")]
+    BadName(String),
+    #[error("{0:?}: the PATH is empty")]
+    EmptyPath(String),
+}
+
+fn parse_remote_kubeconfig(s: &str) -> Result<(String, PathBuf), RemoteKubeconfigArgError> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| RemoteKubeconfigArgError::NoEquals(s.to_owned()))?;
     let name = name.trim();
     if !crate::remote::valid_cluster_name(name) {
-        return Err(format!(
-            "{name:?}: a cluster name is 1-63 lower-case letters, digits or '-'"
-        ));
+        return Err(RemoteKubeconfigArgError::BadName(name.to_owned()));
     }
     if path.trim().is_empty() {
-        return Err(format!("{s:?}: the PATH is empty"));
+        return Err(RemoteKubeconfigArgError::EmptyPath(s.to_owned()));
     }
     Ok((name.to_owned(), PathBuf::from(path.trim())))
 }
@@ -261,6 +274,15 @@ impl RemoteArgs {
             .iter()
             .map(|(n, p)| crate::remote::Link::from_file(n, p).map_err(Error::Link))
             .collect()
+    }
+
+    /// The links of a one-shot command (`peers`, `explain`): the files and the Secrets.
+    pub fn sources(&self) -> Result<crate::cache::Sources, Error> {
+        Ok(crate::cache::Sources {
+            link_namespace: self.secret_namespace(),
+            link_files: self.file_links()?,
+            ..crate::cache::Sources::default()
+        })
     }
 
     pub fn secret_namespace(&self) -> Option<String> {
@@ -318,8 +340,9 @@ pub struct ServeArgs {
     /// How often the TLS files are checked for changes.
     #[arg(long, env = "STELLAR_PEER_INJECTOR_TLS_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub tls_reload_interval: Duration,
-    /// On SIGTERM: how long /readyz fails before the listener stops accepting.
-    #[arg(long, env = "STELLAR_PEER_INJECTOR_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    /// On SIGTERM: how long /readyz fails before the listener stops accepting. The leader
+    /// Lease is released at once, not after this delay.
+    #[arg(long, env = "STELLAR_PEER_INJECTOR_SHUTDOWN_DELAY", default_value = DEFAULT_SHUTDOWN_DELAY, value_parser = parse_duration)]
     pub shutdown_delay: Duration,
     /// Rollout loop: `on`, `dry-run` (log what it would do) or `off`.
     #[arg(
@@ -448,10 +471,17 @@ pub struct InjectArgs {
     pub patch: PatchArgs,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Table,
-    Json,
+pub use crate::inspect::Output;
+
+/// clap's parser for one of the core's enums (which know no clap): its names are the
+/// possible values (shown in `--help`, refused otherwise), then its own `parse`.
+fn one_of<T: Clone + Send + Sync + 'static>(
+    names: &'static [&'static str],
+    parse: fn(&str) -> Option<T>,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names)
+        .try_map(move |s: String| parse(&s).ok_or_else(|| format!("{s:?} is not one of {names:?}")))
 }
 
 #[derive(Args, Debug)]
@@ -460,7 +490,7 @@ pub struct PeersArgs {
     #[arg(long)]
     pub network: Option<String>,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    #[arg(short = 'o', long, default_value = "table", value_parser = one_of(&Output::NAMES, Output::parse))]
     pub output: Output,
     /// Also look every peer address up in DNS and show which do not resolve.
     #[arg(long)]
@@ -504,7 +534,7 @@ pub struct ExplainArgs {
     #[arg(long, default_value = crate::explain::WEBHOOK_NAME)]
     pub webhook_name: String,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    #[arg(short = 'o', long, default_value = "table", value_parser = one_of(&Output::NAMES, Output::parse))]
     pub output: Output,
     #[command(flatten)]
     pub kube: KubeArgs,

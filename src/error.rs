@@ -66,28 +66,7 @@ pub enum KubeConfigError {
     Infer(#[from] kube::config::InferConfigError),
 }
 
-/// Why an input file (`--nodes`, `-f`, `--extra-peers`) could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum InputError {
-    #[error(transparent)]
-    Read(#[from] std::io::Error),
-    #[error("document {document}: {source}")]
-    Yaml {
-        /// 1-based.
-        document: usize,
-        #[source]
-        source: serde_yaml::Error,
-    },
-    #[error("document {document}: {source}")]
-    Json {
-        /// 1-based.
-        document: usize,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error(transparent)]
-    ExtraPeers(#[from] crate::peers::extra::ExtraPeersError),
-}
+pub use crate::inject::offline::InputError;
 
 /// An error and all its sources, joined with `": "`, for one log line.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -243,21 +243,8 @@ async fn from_cluster(args: &ExplainArgs) -> Result<World, Error> {
     let client = args.kube.client().await?;
     let scope = args.kube.namespaces();
     let peer_settings = args.peers.settings()?;
-    let records = cache::list_once(client.clone(), &scope).await?;
-    let sources = cache::Sources {
-        link_namespace: args.remote.secret_namespace(),
-        link_files: args.remote.file_links()?,
-        ..cache::Sources::default()
-    };
-    let (remote, mut notes) = cache::list_linked(&client, &sources).await?;
-    let snapshot = PeerSnapshot::build_linked(
-        1,
-        &records,
-        remote
-            .iter()
-            .flat_map(|(c, rs)| rs.iter().map(move |r| (c.as_str(), r))),
-        &peer_settings,
-    );
+    let (snapshot, mut notes) =
+        cache::snapshot_once(&client, &scope, &args.remote.sources()?, &peer_settings).await?;
     let webhooks = match Api::<MutatingWebhookConfiguration>::all(client.clone())
         .list(&ListParams::default())
         .await
@@ -315,7 +302,7 @@ async fn get_pod(client: Option<&Client>, ns: &str, name: &str) -> Result<Value,
 }
 
 fn documents(path: &str) -> Result<Vec<Value>, Error> {
-    crate::inject::offline::yaml_documents(&crate::run::read_input(path)?, path)
+    crate::input::documents(path)
 }
 
 fn kind_of(d: &Value) -> &str {

@@ -1,14 +1,18 @@
 #![forbid(unsafe_code)]
 //! stellar-peer-injector: gives Stellar pods their current peers at creation.
 //!
-//! Pure core: [`nodes`], [`peers`], [`inject`], [`config`] (merge and check), the
-//! codec of [`dns`].
+//! Pure core: the `stellar-peer-core` crate (re-exported here as [`nodes`], [`peers`],
+//! [`inject`], [`explain`], [`inspect`], and inside [`config`], [`rollout`], [`dns`] and
+//! [`events`]).
 //! Edges: [`cache`] (watch), [`server`] (TLS admission and admin listeners),
 //! [`events`] (the one Event recorder), [`reports`] (problem Events and peer-resolution
 //! checks), [`run`] (commands), [`config::render`] (the `render-config` init container),
 //! [`remote_secret`] (the `remote-secret` command).
 
+pub use stellar_peer_core::{explain, inject, inspect, nodes, peers};
+
 pub mod cache;
+pub mod causes;
 pub mod certs;
 pub mod cli;
 pub mod config;
@@ -16,13 +20,9 @@ pub mod crd;
 pub mod dns;
 pub mod error;
 pub mod events;
-pub mod explain;
 pub mod explain_cmd;
-pub mod inject;
-pub mod inspect;
+pub mod input;
 pub mod metrics;
-pub mod nodes;
-pub mod peers;
 pub mod remote;
 pub mod remote_secret;
 pub mod reports;

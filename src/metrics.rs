@@ -18,7 +18,6 @@ use prometheus_client::registry::{Metric, Registry};
 
 use crate::inject::{DenyReason, SkipReason};
 use crate::peers::PeerSnapshot;
-use crate::rollout::controller::RolloutOutcome;
 
 /// `EncodeLabelValue` through each type's `as_str`.
 macro_rules! label_values {
@@ -32,8 +31,6 @@ macro_rules! label_values {
 }
 
 label_values!(
-    SkipReason,
-    DenyReason,
     RequestFailure,
     RolloutOutcome,
     CacheResult,
@@ -85,6 +82,30 @@ impl EncodeLabelSet for Admission {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
         let labels: &[(&str, &str)] = &[("outcome", self.outcome()), ("reason", self.reason())];
         labels.encode(encoder)
+    }
+}
+
+/// What became of one rollout action (label `outcome` of `rollouts_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RolloutOutcome {
+    /// The template was annotated or the stale pod deleted.
+    Started,
+    /// `--rollout=dry-run`: logged only.
+    DryRun,
+    /// OnDelete policy `event`: only an Event was recorded.
+    EventOnly,
+    /// The write failed; retried on the next pass.
+    Failed,
+}
+
+impl RolloutOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::DryRun => "dry_run",
+            Self::EventOnly => "event_only",
+            Self::Failed => "failed",
+        }
     }
 }
 
@@ -237,6 +258,7 @@ pub struct Metrics {
     pub rollouts_pending: Family<NetworkLabels, Gauge>,
     pub rollouts_waiting: Family<WaitLabels, Gauge>,
     pub rollouts_stuck: Family<NetworkLabels, Gauge>,
+    pub init_failures: Family<NetworkLabels, Gauge>,
     pub rollout_leader: Gauge,
     pub services_created: Counter,
     pub errors: Family<ErrorLabels, Counter>,
@@ -370,6 +392,12 @@ impl Metrics {
             "Workloads unavailable for longer than --stuck-after (holding their network's rollout slot unless marked skip-wait), by network",
             rollouts_stuck.clone(),
         );
+        let init_failures = Family::<NetworkLabels, Gauge>::default();
+        reg.register(
+            "init_failures",
+            "Pods whose merge-mode init step (stellar-peers-config) failed and that cannot start, by network (leader only)",
+            init_failures.clone(),
+        );
         let rollout_leader = Gauge::default();
         reg.register(
             "rollout_leader",
@@ -454,6 +482,7 @@ impl Metrics {
             rollouts_pending,
             rollouts_waiting,
             rollouts_stuck,
+            init_failures,
             rollout_leader,
             admission_requests,
             admission_duration,
@@ -652,7 +681,7 @@ mod tests {
                 "{name} {ty} not in {listed:?}"
             );
         }
-        assert_eq!(listed.len(), 25, "{listed:?}");
+        assert_eq!(listed.len(), 26, "{listed:?}");
         for line in [
             r#"stellar_peer_injector_admission_requests_total{outcome="injected",reason=""} 1"#,
             r#"stellar_peer_injector_admission_requests_total{outcome="skipped",reason="not-create"} 1"#,

@@ -164,26 +164,44 @@ pub enum RemoteSecretError {
     Yaml(#[source] serde_yaml::Error),
 }
 
+/// Why a `--token-duration` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenDurationError {
+    #[error("{0:?} is not a duration like 720h or 365d")]
+    NotANumber(String),
+    #[error("{value:?}")]
+    Range {
+        value: String,
+        #[source]
+        source: std::time::TryFromFloatSecsError,
+    },
+    #[error(transparent)]
+    Short(#[from] crate::cli::DurationError),
+    #[error("{0:?}: a token must live at least 10m (the API server's minimum)")]
+    TooShort(String),
+}
+
 /// Parses `--token-duration`: `h` (hours) and `d` (days) besides `ms`, `s` and `m`.
-pub fn parse_long_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_long_duration(s: &str) -> Result<Duration, TokenDurationError> {
     let t = s.trim();
-    let hours = |n: &str, per: f64| -> Result<Duration, String> {
+    let hours = |n: &str, per: f64| -> Result<Duration, TokenDurationError> {
         let n: f64 = n
             .parse()
-            .map_err(|_| format!("{t:?} is not a duration like 720h or 365d"))?;
-        Duration::try_from_secs_f64(n * per).map_err(|e| format!("{t:?}: {e}"))
+            .map_err(|_| TokenDurationError::NotANumber(t.to_owned()))?;
+        Duration::try_from_secs_f64(n * per).map_err(|source| TokenDurationError::Range {
+            value: t.to_owned(),
+            source,
+        })
     };
     let d = if let Some(n) = t.strip_suffix('h') {
         hours(n, 3600.0)?
     } else if let Some(n) = t.strip_suffix('d') {
         hours(n, 86400.0)?
     } else {
-        crate::cli::parse_duration(t).map_err(|e| e.to_string())?
+        crate::cli::parse_duration(t)?
     };
     if d < Duration::from_secs(600) {
-        return Err(format!(
-            "{t:?}: a token must live at least 10m (the API server's minimum)"
-        ));
+        return Err(TokenDurationError::TooShort(t.to_owned()));
     }
     Ok(d)
 }

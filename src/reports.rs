@@ -25,7 +25,7 @@ use crate::cache::PeerCache;
 use crate::dns::Resolver;
 use crate::events::{EventSink, Notice, stellar_node};
 use crate::metrics::{ErrorKind, Metrics};
-use crate::peers::resolve::{self, ClusterDns, Status, Target, Tracker};
+use crate::peers::resolve::{self, ClusterDns, Round, Status, Target, Tracker};
 use crate::peers::{PeerSnapshot, Problem};
 
 /// Lookups in flight at once in a round.
@@ -93,15 +93,6 @@ pub struct ResolveSettings {
     /// How long an address may not resolve before its owners get an Event.
     pub grace: Duration,
     pub resolver: Resolver,
-}
-
-/// One round of lookups.
-#[derive(Debug)]
-pub struct Round {
-    pub cluster: ClusterDns,
-    pub statuses: Vec<(Target, Status)>,
-    /// Lookups that failed (no answer, SERVFAIL, ...).
-    pub failed: usize,
 }
 
 /// Looks every address of `snap` up (the canary first; see [`crate::peers::resolve`]),

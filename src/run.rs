@@ -1,6 +1,5 @@
 //! What each subcommand does.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -159,7 +158,8 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     };
     if let Some((lease_settings, settings)) = rollout {
         let (c, l) = (client.clone(), leader.clone());
-        let stop = rt.stop_signal();
+        // Released as soon as shutdown is requested, not after --shutdown-delay.
+        let stop = rt.stepping_down();
         rt.spawn_restarting_draining("lease", move || {
             lease::run(c.clone(), lease_settings.clone(), l.clone(), stop.clone())
         });
@@ -367,21 +367,13 @@ async fn peers(args: PeersArgs) -> Result<(), Error> {
         None
     };
     let client = args.kube.client().await?;
-    let records = cache::list_once(client.clone(), &args.kube.namespaces()).await?;
-    let sources = cache::Sources {
-        link_namespace: args.remote.secret_namespace(),
-        link_files: args.remote.file_links()?,
-        ..cache::Sources::default()
-    };
-    let (remote, link_errors) = cache::list_linked(&client, &sources).await?;
-    let snap = PeerSnapshot::build_linked(
-        1,
-        &records,
-        remote
-            .iter()
-            .flat_map(|(c, rs)| rs.iter().map(move |r| (c.as_str(), r))),
+    let (snap, link_errors) = cache::snapshot_once(
+        &client,
+        &args.kube.namespaces(),
+        &args.remote.sources()?,
         &settings,
-    );
+    )
+    .await?;
     let round = match &resolver {
         Some(r) => Some(crate::reports::check(r, &snap, &Default::default()).await),
         None => None,
@@ -406,19 +398,6 @@ async fn peers(args: PeersArgs) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn read_input(path: &str) -> Result<String, Error> {
-    let mut s = String::new();
-    if path == "-" {
-        std::io::stdin().read_to_string(&mut s)?;
-    } else {
-        s = std::fs::read_to_string(path).map_err(|e| Error::Input {
-            path: path.to_owned(),
-            source: e.into(),
-        })?;
-    }
-    Ok(s)
-}
-
 /// Offline injection: returns the mutated manifests as multi-document YAML.
 pub fn inject(args: &InjectArgs) -> Result<String, Error> {
     if args.nodes == "-" && args.file == "-" {
@@ -428,7 +407,7 @@ pub fn inject(args: &InjectArgs) -> Result<String, Error> {
     }
     let settings = args.peers.settings()?;
     let patch = args.patch.settings()?;
-    let node_docs = crate::inject::offline::yaml_documents(&read_input(&args.nodes)?, &args.nodes)?;
+    let node_docs = crate::input::documents(&args.nodes)?;
     let records: Vec<NodeRecord> = node_docs
         .iter()
         .filter(|d| d.get("kind").and_then(Value::as_str) == Some("StellarNode"))
@@ -438,8 +417,13 @@ pub fn inject(args: &InjectArgs) -> Result<String, Error> {
     for p in &snap.problems {
         eprintln!("warning: {}: {}", p.node, p.message);
     }
-    let docs = crate::inject::offline::yaml_documents(&read_input(&args.file)?, &args.file)?;
-    crate::inject::offline::inject_documents(docs, &snap, &patch, &args.namespace)
+    let docs = crate::input::documents(&args.file)?;
+    Ok(crate::inject::offline::inject_documents(
+        docs,
+        &snap,
+        &patch,
+        &args.namespace,
+    )?)
 }
 
 /// Parses the command line and runs it.

@@ -12,9 +12,15 @@
 //!   place: the HTTPS and admin listeners and the certificate reloader (its state is
 //!   shared with the listener's TLS configuration).
 //!
-//! Shutdown is a [`watch`] channel every task sees (kubert's drain signal is the model):
-//! restarting tasks are cancelled by it, the listeners drain on it, and
-//! [`Runtime::shutdown`] waits for all of them, bounded.
+//! Shutdown has two phases, each a [`watch`] channel every task may see (kubert's drain
+//! signal is the model):
+//! - **stepping down** ([`Runtime::stepping_down`]) becomes `true` the moment shutdown is
+//!   requested, when [`Runtime::wait`] returns: what must not wait for the drain reacts to
+//!   it (the Lease is released here, so that a standby leads at once, not after
+//!   `--shutdown-delay`). From then on no task is restarted.
+//! - **stop** ([`Runtime::stop_signal`]) becomes `true` when [`Runtime::shutdown`] starts,
+//!   after the delay: restarting tasks are cancelled by it, the listeners drain on it, and
+//!   [`Runtime::shutdown`] waits for all of them, bounded.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,6 +54,7 @@ enum OnStop {
 
 /// Owns the tasks; see the module docs.
 pub struct Runtime {
+    step_down_tx: watch::Sender<bool>,
     stop_tx: watch::Sender<bool>,
     tasks: JoinSet<(&'static str, bool)>,
     names: Vec<&'static str>,
@@ -58,7 +65,9 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         let (stop_tx, _) = watch::channel(false);
+        let (step_down_tx, _) = watch::channel(false);
         Self {
+            step_down_tx,
             stop_tx,
             tasks: JoinSet::new(),
             names: Vec::new(),
@@ -73,9 +82,15 @@ impl Runtime {
         self
     }
 
-    /// The shutdown signal: becomes `true` once, when shutdown starts.
+    /// The shutdown signal: becomes `true` once, when shutdown starts (after the delay).
     pub fn stop_signal(&self) -> watch::Receiver<bool> {
         self.stop_tx.subscribe()
+    }
+
+    /// Becomes `true` once, as soon as shutdown is requested ([`Self::wait`] returned),
+    /// before the shutdown delay: for work that must not wait for the drain.
+    pub fn stepping_down(&self) -> watch::Receiver<bool> {
+        self.step_down_tx.subscribe()
     }
 
     /// Spawns a task that is restarted with backoff whenever it ends before shutdown,
@@ -89,8 +104,8 @@ impl Runtime {
     }
 
     /// Like [`Self::spawn_restarting`], but at shutdown the task is awaited, not
-    /// cancelled: it watches [`Self::stop_signal`] itself to finish its work (the Lease
-    /// is released this way).
+    /// cancelled: it watches [`Self::stop_signal`] or [`Self::stepping_down`] itself to
+    /// finish its work (the Lease is released this way, on stepping down).
     pub fn spawn_restarting_draining<F, Fut>(&mut self, name: &'static str, mut make: F)
     where
         F: FnMut() -> Fut + Send + 'static,
@@ -130,6 +145,7 @@ impl Runtime {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let mut stop = self.stop_signal();
+        let stepping_down = self.stepping_down();
         let metrics = self.metrics.clone();
         let (first, most) = self.backoff;
         self.names.push(name);
@@ -146,8 +162,8 @@ impl Runtime {
                     },
                     OnStop::Wait => task.await,
                 }
-                if *stop.borrow() {
-                    return (name, false);
+                if *stop.borrow() || *stepping_down.borrow() {
+                    return (name, false); // shutting down: nothing is restarted
                 }
                 if on_end == OnEnd::Fail {
                     return (name, true);
@@ -163,8 +179,15 @@ impl Runtime {
         });
     }
 
-    /// Waits for `signal` or for a critical task to end first.
+    /// Waits for `signal` or for a critical task to end first; then shutdown has been
+    /// requested, and [`Self::stepping_down`] becomes `true`.
     pub async fn wait(&mut self, signal: impl Future<Output = ()>) -> Stop {
+        let stop = self.wait_inner(signal).await;
+        self.step_down_tx.send_replace(true);
+        stop
+    }
+
+    async fn wait_inner(&mut self, signal: impl Future<Output = ()>) -> Stop {
         let mut signal = std::pin::pin!(signal);
         loop {
             tokio::select! {
@@ -173,7 +196,7 @@ impl Runtime {
                     Ok((name, true)) => return Stop::TaskEnded(name),
                     Ok((name, false)) => tracing::debug!(task = name, "task finished"),
                     Err(e) => {
-                        tracing::error!(error = %e, "a task panicked");
+                        tracing::error!(error = %crate::causes::Chain(&e), "a task panicked");
                         return Stop::TaskEnded("panicked");
                     }
                 },
@@ -183,6 +206,7 @@ impl Runtime {
 
     /// Starts shutdown and waits up to `timeout` for every task to finish.
     pub async fn shutdown(mut self, timeout: Duration) {
+        self.step_down_tx.send_replace(true);
         self.stop_tx.send_replace(true);
         let mut left = self.names.clone();
         let tasks = &mut self.tasks;
@@ -294,5 +318,37 @@ mod tests {
         assert_eq!(rt.wait(async {}).await, Stop::Signal);
         rt.shutdown(Duration::from_secs(5)).await;
         assert_eq!(released.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stepping_down_comes_when_wait_returns_before_the_delay_and_stops_restarts() {
+        let mut rt = Runtime::new(Arc::new(Metrics::new()))
+            .with_backoff(Duration::from_millis(10), Duration::from_millis(10));
+        let (released, runs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (r, n, step) = (released.clone(), runs.clone(), rt.stepping_down());
+        rt.spawn_restarting_draining("lease", move || {
+            let (r, n, mut step) = (r.clone(), n.clone(), step.clone());
+            async move {
+                n.fetch_add(1, Ordering::SeqCst);
+                stopped(&mut step).await;
+                r.fetch_add(1, Ordering::SeqCst); // the release, then the task ends
+            }
+        });
+        assert!(!*rt.stepping_down().borrow());
+        assert_eq!(rt.wait(async {}).await, Stop::Signal);
+        assert!(*rt.stepping_down().borrow());
+        assert!(
+            !*rt.stop_signal().borrow(),
+            "stop comes only with shutdown()"
+        );
+        // The shutdown delay: the release happens at its start, and nothing restarts.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(released.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "not restarted while stepping down"
+        );
+        rt.shutdown(Duration::from_secs(1)).await;
     }
 }

@@ -48,8 +48,12 @@ pub async fn run(client: Client, cache: Arc<PeerCache>, events: EventSink, metri
                     }
                     Err(e) => {
                         metrics.errors(crate::metrics::ErrorKind::ServiceCreate);
-                        tracing::warn!(service = %g.name, namespace = %g.namespace, error = %e,
-                            "cannot create the governing Service; the validator's peers cannot resolve it until it exists. Check the injector's RBAC for services (get, create), or create it yourself, or set stellar.org/peer-address");
+                        let hint = crate::causes::ApiCause::of(&e).hint(
+                            "the injector's RBAC must allow get and create on services",
+                            "the namespace must exist",
+                        );
+                        tracing::warn!(service = %g.name, namespace = %g.namespace, error = %crate::causes::Chain(&e),
+                            "cannot create the governing Service; the validator's peers cannot resolve it until it exists. {hint}. Or create it yourself, or set stellar.org/peer-address");
                     }
                 }
             }

@@ -46,10 +46,26 @@ pub struct RenderArgs {
     #[arg(
         long,
         env = "STELLAR_PEER_INJECTOR_FLAVOUR",
-        value_enum,
-        default_value = "core"
+        default_value = "core",
+        value_parser = flavour_parser()
     )]
     pub flavour: Flavour,
+}
+
+/// `core` or `captive-core` (the core crate's [`Flavour`] knows no command line).
+fn flavour_parser() -> impl clap::builder::TypedValueParser<Value = Flavour> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new([
+        Flavour::Core.as_str(),
+        Flavour::CaptiveCore.as_str(),
+    ])
+    .map(|s| {
+        if s == Flavour::CaptiveCore.as_str() {
+            Flavour::CaptiveCore
+        } else {
+            Flavour::Core
+        }
+    })
 }
 
 /// What a successful run wrote.

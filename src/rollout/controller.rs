@@ -25,7 +25,7 @@ use super::state::{Next, RolloutState, StateSettings};
 use crate::cache::PeerCache;
 use crate::events::{EventSink, Notice};
 use crate::inject::{ANNOTATION_HASH, LABEL_NAME, LABEL_NAME_VALUE};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RolloutOutcome};
 use crate::peers::{Lookup, PeerSnapshot};
 
 /// Field manager of the template annotation.
@@ -57,6 +57,17 @@ pub struct RolloutSettings {
 
 /// The cross-cluster protocol's state in this leader: per network, whether we hold the
 /// flag (and when we last renewed it) or left an intent.
+/// Why a validator roll in a network shared with linked clusters cannot start now.
+#[derive(Debug, thiserror::Error)]
+enum NotNow {
+    /// Another cluster has (or is about to have) the slot, or we back off: who and why.
+    #[error("{0}")]
+    Waits(String),
+    /// This cluster's own rollout flag could not be read or written.
+    #[error("cannot read or write this cluster's rollout flag")]
+    Flags(#[source] kube::Error),
+}
+
 struct Linking {
     me: super::coordination::Coordinator,
     linked: Arc<crate::remote::Linked>,
@@ -77,14 +88,14 @@ impl Linking {
         client: &Client,
         snap: &PeerSnapshot,
         network: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), NotNow> {
         use super::coordination::{Decision, Phase, Seen, decide, read};
         if let Some(renewed) = self.held.get(network) {
             if renewed.elapsed() >= super::coordination::FLAG_RENEW {
                 self.me
                     .write(client, network, Phase::Holding)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(NotNow::Flags)?;
                 self.held.insert(network.to_owned(), Instant::now());
             }
             return Ok(());
@@ -93,23 +104,19 @@ impl Linking {
         if let Some((at, _)) = self.retry.get(network)
             && Instant::now() < *at
         {
-            return Err(self.waited.get(network).cloned().unwrap_or_default());
+            return Err(NotNow::Waits(
+                self.waited.get(network).cloned().unwrap_or_default(),
+            ));
         }
         // A leader that restarted (or took over) while this cluster held the network.
-        if self
-            .me
-            .own(client, network)
-            .await
-            .map_err(|e| e.to_string())?
-            == Some(Phase::Holding)
-        {
+        if self.me.own(client, network).await.map_err(NotNow::Flags)? == Some(Phase::Holding) {
             self.held.insert(network.to_owned(), Instant::now());
             return Ok(());
         }
         self.me
             .write(client, network, Phase::Intent)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(NotNow::Flags)?;
         let mut others = Vec::new();
         for cluster in snap.clusters_sharing(network) {
             let seen = match self.linked.get(cluster, &self.me.namespace) {
@@ -132,7 +139,7 @@ impl Linking {
             self.me
                 .write(client, network, Phase::Holding)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(NotNow::Flags)?;
             self.held.insert(network.to_owned(), Instant::now());
             self.intents.remove(network);
             self.waited.remove(network);
@@ -149,7 +156,7 @@ impl Linking {
             self.me
                 .clear(client, network)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(NotNow::Flags)?;
             self.intents.remove(network);
         }
         if !self.intents.contains(network) {
@@ -161,7 +168,7 @@ impl Linking {
             tracing::info!(network, "validator rollouts wait for {why}");
             self.waited.insert(network.to_owned(), why.clone());
         }
-        Err(why)
+        Err(NotNow::Waits(why))
     }
 
     /// Clears the flags of networks none of our validators is busy in (and intents
@@ -190,7 +197,7 @@ impl Linking {
                     self.intents.remove(&n);
                 }
                 Err(e) => {
-                    tracing::warn!(network = %n, error = %e, "cannot clear this cluster's rollout flag; it expires by itself")
+                    tracing::warn!(network = %n, error = %crate::causes::Chain(&e), "cannot clear this cluster's rollout flag; it expires by itself")
                 }
             }
         }
@@ -256,7 +263,11 @@ where
         let mut s = std::pin::pin!(stream);
         while let Some(ev) = s.next().await {
             if let Err(e) = ev {
-                tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch failed; retrying with backoff");
+                let hint = crate::causes::ApiCause::of_watch(&e).hint(
+                    "the injector's ClusterRole must allow list and watch on this kind",
+                    "the kind must be served by the API server",
+                );
+                tracing::warn!(error = %crate::causes::Chain(&e), kind = %K::kind(&Default::default()), "watch failed; retrying with backoff. {hint}");
             }
             notify.notify_one();
         }
@@ -384,6 +395,7 @@ pub async fn run(
                 .flat_map(Store::state)
                 .collect::<Vec<_>>(),
         );
+        told.tell_init_failures(&snap, pods.iter().map(|o| &**o), &events, &metrics);
         let mut observed = observe::observe(
             sts.iter().map(|o| &**o),
             deploy.iter().map(|o| &**o),
@@ -458,7 +470,15 @@ pub async fn run(
                 && !snap.clusters_sharing(action.network()).is_empty()
             {
                 asked.insert(action.network().to_owned());
-                if l.acquire(&client, &snap, action.network()).await.is_err() {
+                if let Err(e) = l.acquire(&client, &snap, action.network()).await {
+                    if let NotNow::Flags(source) = &e {
+                        let hint = crate::causes::ApiCause::of(source).hint(
+                            "the injector's Role must allow get, create, update and delete on leases.coordination.k8s.io in its namespace",
+                            "the injector's namespace must exist",
+                        );
+                        tracing::warn!(network = %action.network(), error = %crate::causes::Chain(&e),
+                            "validator rollouts of a network shared with linked clusters wait: {hint}");
+                    }
                     metrics
                         .rollouts_waiting
                         .get_or_create(&crate::metrics::WaitLabels {
@@ -537,9 +557,57 @@ fn rolls_validator(snap: &PeerSnapshot, workloads: &[WorkloadState], action: &Ac
 struct Told {
     version: Option<u64>,
     told: std::collections::HashSet<String>,
+    /// Failed init steps already told: `uid/pod/message`.
+    init_told: std::collections::HashSet<String>,
 }
 
 impl Told {
+    /// Pods whose merge-mode init step failed: one Warning Event `PeersConfigFailed` on
+    /// the StellarNode per pod and reason, and `init_failures{network}` (set each round).
+    fn tell_init_failures<'a>(
+        &mut self,
+        snap: &PeerSnapshot,
+        pods: impl IntoIterator<Item = &'a Pod>,
+        events: &EventSink,
+        metrics: &Metrics,
+    ) {
+        let failures: Vec<observe::InitFailure> =
+            pods.into_iter().filter_map(observe::init_failure).collect();
+        metrics.init_failures.clear();
+        let mut now = std::collections::HashSet::new();
+        for f in &failures {
+            let node = snap.node(&f.namespace, &f.instance);
+            let network = node.map_or_else(String::new, |n| n.record.network.clone());
+            metrics
+                .init_failures
+                .get_or_create(&crate::metrics::NetworkLabels { network })
+                .inc();
+            let key = format!("{}/{}/{}", f.uid, f.pod, f.message);
+            if !self.init_told.contains(&key) {
+                tracing::warn!(namespace = %f.namespace, pod = %f.pod, failures = f.failures,
+                    "init container {} failed: {}", crate::inject::INIT_CONTAINER_NAME, f.message);
+                events.send(Notice::warning(
+                    crate::events::stellar_node(
+                        &f.namespace,
+                        &f.instance,
+                        node.and_then(|n| n.record.uid.as_deref()),
+                    ),
+                    "PeersConfigFailed",
+                    "MergeConfig",
+                    format!(
+                        "pod {}: init container {} failed ({} time(s)), so stellar-core cannot start: {}. Fix the base config (or its mount), or set stellar.org/config-mode=env on the StellarNode.",
+                        f.pod,
+                        crate::inject::INIT_CONTAINER_NAME,
+                        f.failures,
+                        f.message
+                    ),
+                ));
+            }
+            now.insert(key);
+        }
+        self.init_told = now;
+    }
+
     fn tell_control_problems(&mut self, snap: &PeerSnapshot, stores: &Stores) {
         let mut now = std::collections::HashSet::new();
         if self.version != Some(snap.version) {
@@ -666,30 +734,6 @@ fn reference(key: &WorkloadKey) -> ObjectReference {
     }
 }
 
-/// What became of one rollout action (label `outcome` of `rollouts_total`).
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum RolloutOutcome {
-    /// The template was annotated or the stale pod deleted.
-    Started,
-    /// `--rollout=dry-run`: logged only.
-    DryRun,
-    /// OnDelete policy `event`: only an Event was recorded.
-    EventOnly,
-    /// The write failed; retried on the next pass.
-    Failed,
-}
-
-impl RolloutOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Started => "started",
-            Self::DryRun => "dry_run",
-            Self::EventOnly => "event_only",
-            Self::Failed => "failed",
-        }
-    }
-}
-
 async fn execute(
     client: &Client,
     events: &EventSink,
@@ -777,7 +821,11 @@ async fn execute(
         }
     };
     if let Err(e) = &result {
-        tracing::warn!(workload = %key, error = %e, "rollout action failed; retrying on the next pass. Check the injector's RBAC for patching workloads and deleting pods");
+        let hint = crate::causes::ApiCause::of(e).hint(
+            "the injector's ClusterRole must allow patch on statefulsets and deployments, and delete on pods",
+            "the workload or pod is gone; the next pass sees it",
+        );
+        tracing::warn!(workload = %key, error = %crate::causes::Chain(e), "rollout action failed; retrying on the next pass. {hint}");
         return RolloutOutcome::Failed;
     }
     if dry {

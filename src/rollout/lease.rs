@@ -12,6 +12,8 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+use crate::causes::{ApiCause, Chain};
+
 /// Lease settings.
 #[derive(Clone, Debug)]
 pub struct LeaseSettings {
@@ -49,9 +51,10 @@ pub fn identity() -> String {
 }
 
 /// Keeps trying to acquire and renew the Lease; publishes whether we lead. On `stop`
-/// it steps down at once (publishes `false`, so the rollout loop stops writing) and
-/// releases the Lease, so that a standby takes over at its next try instead of after
-/// the Lease expires. A standby tries every second.
+/// (the runtime's stepping-down signal: as soon as shutdown is requested, before the
+/// shutdown delay) it steps down at once (publishes `false`, so the rollout loop stops
+/// writing) and releases the Lease, so that a standby takes over at its next try instead
+/// of after the Lease expires. A standby tries every second.
 pub async fn run(
     client: Client,
     s: LeaseSettings,
@@ -60,13 +63,20 @@ pub async fn run(
 ) {
     let api: Api<Lease> = Api::namespaced(client, &s.namespace);
     let standby_every = s.renew_every.min(Duration::from_secs(1));
-    let mut held;
+    let mut held = false;
     loop {
+        if *stop.borrow() {
+            break; // never (re)acquire once stepping down
+        }
         let lead = match try_acquire(&api, &s).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(error = %e, lease = %s.name, namespace = %s.namespace,
-                    "cannot read or update the leader Lease; check the Role for leases in this namespace");
+                let hint = ApiCause::of(&e).hint(
+                    "the injector's Role must allow get, create and update on leases.coordination.k8s.io in this namespace",
+                    "the Lease namespace must exist",
+                );
+                tracing::warn!(error = %Chain(&e), lease = %s.name, namespace = %s.namespace,
+                    "cannot read or update the leader Lease. {hint}");
                 // Without a confirmed renewal we must assume someone else may lead.
                 false
             }
@@ -87,7 +97,7 @@ pub async fn run(
         match release(&api, &s).await {
             Ok(()) => tracing::info!(identity = %s.identity, "released the leader Lease"),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot release the leader Lease; a standby takes over when it expires")
+                tracing::warn!(error = %Chain(&e), "cannot release the leader Lease; a standby takes over when it expires")
             }
         }
     }

@@ -1,12 +1,7 @@
-//! Rolling update on peer change: a pure planner and the loop that executes it.
+//! Rolling update on peer change: the core's planner ([`stellar_peer_core::rollout`],
+//! re-exported here) and the loop that executes it.
 
+pub use stellar_peer_core::rollout::{controls, observe, plan, state};
 pub mod controller;
-pub mod controls;
 pub mod coordination;
 pub mod lease;
-pub mod observe;
-pub mod plan;
-pub mod state;
-
-#[cfg(test)]
-mod tests;

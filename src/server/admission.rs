@@ -279,7 +279,7 @@ pub fn answer(state: &AdmissionState, body: &[u8]) -> Response {
                 }
                 Err(e) => {
                     m.admission(Admission::Error(RequestFailure::PatchEncode));
-                    tracing::error!(%uid, error = %e, "cannot encode patch");
+                    tracing::error!(%uid, error = %crate::causes::Chain(&e), "cannot encode patch");
                     return text(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         format!("cannot encode patch: {e}"),

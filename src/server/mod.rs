@@ -172,7 +172,7 @@ async fn serve_tls(server: TlsServer, mut stop: watch::Receiver<bool>) {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(error = %crate::causes::Chain(&e), "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -189,7 +189,7 @@ async fn serve_tls(server: TlsServer, mut stop: watch::Receiver<bool>) {
             {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    tracing::debug!(%peer, error = %crate::causes::Chain(&e), "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
@@ -204,7 +204,7 @@ async fn serve_tls(server: TlsServer, mut stop: watch::Receiver<bool>) {
                 .keep_alive(true);
             let conn = builder.serve_connection(TokioIo::new(tls), svc);
             if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                tracing::debug!(%peer, error = %crate::causes::Chain(&e), "connection ended with an error");
             }
         });
     }
@@ -223,6 +223,6 @@ pub async fn serve_plain(listener: TcpListener, router: Router, mut stop: watch:
         .with_graceful_shutdown(async move { stopped(&mut stop).await })
         .await;
     if let Err(e) = r {
-        tracing::warn!(error = %e, "admin listener failed");
+        tracing::warn!(error = %crate::causes::Chain(&e), "admin listener failed");
     }
 }

@@ -206,7 +206,7 @@ impl CertWatcher {
         let (c, k) = match read_pair(&self.cert_path, &self.key_path) {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read TLS files; still serving the previous certificate");
+                tracing::warn!(error = %crate::causes::Chain(&e), "cannot read TLS files; still serving the previous certificate");
                 metrics.tls_reload(ReloadResult::Error);
                 return false;
             }
@@ -226,7 +226,7 @@ impl CertWatcher {
             Err(e) => {
                 // Mid-rotation the two files may briefly not match; the next poll retries.
                 metrics.tls_reload(ReloadResult::Error);
-                tracing::warn!(error = %e, "new TLS files not usable yet; still serving the previous certificate");
+                tracing::warn!(error = %crate::causes::Chain(&e), "new TLS files not usable yet; still serving the previous certificate");
                 false
             }
         }

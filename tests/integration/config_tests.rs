@@ -747,3 +747,107 @@ pub async fn user_problems_become_events_on_their_stellarnode() -> TestResult {
     delete_webhook(&ns.client, &hook).await;
     result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
 }
+
+/// A validator pod that is compliant with Pod Security `restricted` as the user wrote it,
+/// in the operator's shape, with the securityContext a hardened install sets per
+/// container (the pod sets none of it, so every container is judged by its own).
+fn restricted_validator_pod(name: &str, network: &str) -> Value {
+    let labels = operator_labels(name, "Validator", network);
+    let hardened = json!({
+        "runAsNonRoot": true, "runAsUser": 10000,
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"}
+    });
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("{name}-0"), "labels": labels},
+        "spec": {
+            "containers": [
+                {"name": "stellar-node", "image": "stellar/stellar-core:22.1.0",
+                 "securityContext": hardened,
+                 "volumeMounts": [{"name": "config", "mountPath": "/config", "readOnly": true}]},
+                {"name": "stellar-health-check", "image": "stellar/health-check:v0.3.1",
+                 "securityContext": hardened}
+            ],
+            "volumes": [{"name": "config", "configMap": {"name": format!("{name}-config")}}]
+        }
+    })
+}
+
+/// Pod Security admission (the apiserver's own plugin, which judges the pod after the
+/// mutating webhooks) accepts an injected validator in namespaces that enforce
+/// `restricted` and `baseline`: the init container merge mode adds is compliant by
+/// itself. The control: the plugin does refuse a pod whose container is not.
+pub async fn pod_security_restricted_and_baseline_accept_injected_pods() -> TestResult {
+    use k8s_openapi::api::core::v1::Namespace;
+    for level in ["restricted", "baseline"] {
+        let ns = TestNs::new(&format!("psa-{level}")).await?;
+        let n = ns.name.clone();
+        let label = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": level}}});
+        kube::Api::<Namespace>::all(ns.client.clone())
+            .patch(&n, &PatchParams::default(), &Patch::Merge(&label))
+            .await
+            .map_err(|e| format!("label namespace {n}: {e}"))?;
+        let bed = bed()?;
+        let inj = Injector::start(
+            &n,
+            &bed.kubeconfig,
+            &["--init-image", INIT_IMAGE, "--rollout", "off"],
+            true,
+        )
+        .await?;
+        let hook =
+            register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+        let result: TestResult = async {
+            ns.create::<StellarNode>(stellar_node("v1", "Validator", "testnet", false))
+                .await?;
+            ns.create::<StellarNode>(stellar_node("v2", "Validator", "testnet", false))
+                .await?;
+            ns.create::<ConfigMap>(config_map("v1-config", OPERATOR_CFG))
+                .await?;
+            // The snapshot has v2 before the pod is created: its peer list is not empty.
+            let want = [svc("v2", &n)];
+            wait_for(
+                Duration::from_secs(30),
+                "the injector to see v2",
+                || async {
+                    let (_, answer) = admission_request(&inj, &review_for(&n, "v1")).await.ok()?;
+                    injected_peers(&answer).filter(|p| p.contains(want[0].as_str()))
+                },
+            )
+            .await?;
+            let pod: Pod = ns
+                .create::<Pod>(restricted_validator_pod("v1", "testnet"))
+                .await
+                .map_err(|e| format!("{level}: the injected pod was refused: {e}"))?;
+            let inits: Vec<&str> = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.init_containers.iter().flatten())
+                .map(|c| c.name.as_str())
+                .collect();
+            ensure(inits == ["stellar-peers-config"], || {
+                format!(
+                    "{level}: init containers {inits:?}: the pod was not injected in merge mode"
+                )
+            })?;
+            if level == "restricted" {
+                // The control: a container without runAsNonRoot and seccomp is refused here.
+                let mut bare = restricted_validator_pod("v9", "testnet");
+                bare["metadata"]["labels"] = json!({"app": "not-stellar"});
+                bare["spec"]["containers"][1]["securityContext"] = json!({});
+                let refused = ns.create::<Pod>(bare).await;
+                ensure(
+                    refused.as_ref().is_err_and(|e| e.contains("restricted")),
+                    || format!("Pod Security did not refuse a non-compliant pod: {refused:?}"),
+                )?;
+            }
+            Ok(())
+        }
+        .await;
+        delete_webhook(&ns.client, &hook).await;
+        result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))?;
+    }
+    Ok(())
+}

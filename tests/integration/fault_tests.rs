@@ -356,12 +356,25 @@ fn leads(metrics: &str) -> bool {
         .any(|l| l == "stellar_peer_injector_rollout_leader 1")
 }
 
-/// The leader, SIGTERMed, gives the Lease up at once: the standby leads within 3 s.
+/// The leader, SIGTERMed, gives the Lease up at once, with the default `--shutdown-delay`
+/// (it still serves, unready, for that long): the standby leads within 3 s.
 pub async fn sigterm_hands_the_lease_over_quickly() -> TestResult {
+    use stellar_peer_injector::cli::DEFAULT_SHUTDOWN_DELAY;
     let ns = TestNs::new("handover").await?;
     let n = ns.name.clone();
     let bed = bed()?;
-    let a = Injector::start(&n, &bed.kubeconfig, &["--debounce", "0s"], true).await?;
+    let a = Injector::start(
+        &n,
+        &bed.kubeconfig,
+        &[
+            "--debounce",
+            "0s",
+            "--shutdown-delay",
+            DEFAULT_SHUTDOWN_DELAY,
+        ],
+        true,
+    )
+    .await?;
     wait_for(Duration::from_secs(30), "A to lead", || async {
         leads(&a.metrics().await).then_some(())
     })

@@ -2,7 +2,7 @@
 //! it scrapes real injectors, loads the chart's alert rules (rules/alerts.yaml, rendered
 //! by tests/prometheus/render-rules as the promtool tests do, with only the `for`
 //! durations and the selector changed), and its HTTP API is asked whether the dashboard's
-//! metrics exist and whether forced conditions fire their alerts. And the README's metrics
+//! metrics exist and whether forced conditions fire their alerts. And the documented metrics
 //! table against what /metrics exposes.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -453,14 +453,15 @@ pub async fn prometheus_scrapes_the_dashboards_metrics_and_fires_alerts() -> Tes
     })
 }
 
-/// The README's "## Metrics" table: (name or `prefix*` pattern, type) per backticked name.
+/// The documented "## Metrics" table (docs/operations.md): (name or `prefix*` pattern,
+/// type) per backticked name.
 fn readme_metrics() -> Result<Vec<(String, String)>, String> {
-    let readme =
-        std::fs::read_to_string(repo_root().join("README.md")).map_err(|e| e.to_string())?;
+    let readme = std::fs::read_to_string(repo_root().join("docs/operations.md"))
+        .map_err(|e| e.to_string())?;
     let section = readme
         .split("\n## Metrics\n")
         .nth(1)
-        .ok_or("README has no ## Metrics")?;
+        .ok_or("docs/operations.md has no ## Metrics")?;
     let section = section.split("\n## ").next().unwrap_or(section);
     let mut out = Vec::new();
     for line in section.lines().filter(|l| l.starts_with("| `")) {

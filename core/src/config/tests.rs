@@ -14,20 +14,20 @@ const PREFERRED: [&str; 1] = ["v1.ns.svc.cluster.local:11625"];
 // OtowoOrg/Stellar-K8s @ 76a25f39c2e058d9eb0d2d73e3202011ee180903,
 // src/controller/resources.rs build_config_map (+ examples/validator-mainnet.yaml).
 const OPERATOR_QUORUM_RECENT: &str =
-    include_str!("../../tests/fixtures/configs/operator-quorum-recent.cfg");
+    include_str!("../../../tests/fixtures/configs/operator-quorum-recent.cfg");
 // Same commit, with src/controller/vsl.rs QuorumSet::to_stellar_core_toml and mTLS.
 const OPERATOR_VSL_MTLS_FULL: &str =
-    include_str!("../../tests/fixtures/configs/operator-vsl-mtls-full.cfg");
+    include_str!("../../../tests/fixtures/configs/operator-vsl-mtls-full.cfg");
 // Same commit, no quorumSet.
-const OPERATOR_RECENT: &str = include_str!("../../tests/fixtures/configs/operator-recent.cfg");
+const OPERATOR_RECENT: &str = include_str!("../../../tests/fixtures/configs/operator-recent.cfg");
 const OPERATOR_MTLS_FULL: &str =
-    include_str!("../../tests/fixtures/configs/operator-mtls-full.cfg");
+    include_str!("../../../tests/fixtures/configs/operator-mtls-full.cfg");
 // stellar/helm-charts @ 721a73cf0cc2dec6a55e3b9df3301e1862550035,
 // charts/core/templates/core-cm.yaml with charts/core/futurenet-values.yaml.
-const CHART_FUTURENET: &str = include_str!("../../tests/fixtures/configs/chart-futurenet.cfg");
+const CHART_FUTURENET: &str = include_str!("../../../tests/fixtures/configs/chart-futurenet.cfg");
 // Same, plus core.config.knownPeers and core.config.preferredPeers.
 const CHART_FUTURENET_PEERS: &str =
-    include_str!("../../tests/fixtures/configs/chart-futurenet-peers.cfg");
+    include_str!("../../../tests/fixtures/configs/chart-futurenet-peers.cfg");
 
 const ALL_FIXTURES: [&str; 6] = [
     OPERATOR_QUORUM_RECENT,
@@ -846,14 +846,15 @@ mod captive {
     use super::*;
 
     const OPERATOR_SOROBANRPC: &str =
-        include_str!("../../tests/fixtures/captive/operator-sorobanrpc-testnet.cfg");
+        include_str!("../../../tests/fixtures/captive/operator-sorobanrpc-testnet.cfg");
     const SDF_SOROBAN_RPC: &str =
-        include_str!("../../tests/fixtures/captive/sdf-soroban-rpc-testnet.cfg");
-    const SDF_HORIZON: &str = include_str!("../../tests/fixtures/captive/sdf-horizon-testnet.cfg");
-    const NO_TABLES: &str = include_str!("../../tests/fixtures/captive/no-tables.cfg");
-    const PRIVATE_QUORUM: &str = include_str!("../../tests/fixtures/captive/private-quorum.cfg");
+        include_str!("../../../tests/fixtures/captive/sdf-soroban-rpc-testnet.cfg");
+    const SDF_HORIZON: &str =
+        include_str!("../../../tests/fixtures/captive/sdf-horizon-testnet.cfg");
+    const NO_TABLES: &str = include_str!("../../../tests/fixtures/captive/no-tables.cfg");
+    const PRIVATE_QUORUM: &str = include_str!("../../../tests/fixtures/captive/private-quorum.cfg");
     const USER_KNOWN_PEERS: &str =
-        include_str!("../../tests/fixtures/captive/user-known-peers.cfg");
+        include_str!("../../../tests/fixtures/captive/user-known-peers.cfg");
 
     const ALL: [&str; 6] = [
         OPERATOR_SOROBANRPC,

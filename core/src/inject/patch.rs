@@ -18,7 +18,7 @@ use super::config::{CAPTIVE_ENV, CaptiveWiring, MergePlan};
 use super::review::{HasName, PodView};
 use super::{
     ANNOTATION_CONFIG, ANNOTATION_CONFIG_BASE, ANNOTATION_COUNT, ANNOTATION_HASH,
-    ANNOTATION_STATUS, INIT_CONTAINER_NAME, InjectSettings, MERGED_VOLUME_NAME,
+    ANNOTATION_STATUS, INIT_CONTAINER_NAME, INIT_CONTAINER_UID, InjectSettings, MERGED_VOLUME_NAME,
     STATUS_CAPTIVE_MERGE, STATUS_ENV, STATUS_MERGE, VOLUME_NAME,
 };
 use crate::peers::PeerList;
@@ -374,10 +374,17 @@ pub fn init_container(plan: &MergePlan, settings: &InjectSettings, peers_mount: 
         "args": args,
         "volumeMounts": [base_mount, peers_mount, merged_mount],
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        // Pod Security `restricted` judges every container by itself: a compliant pod
+        // must stay compliant once injected. The uid is the image's own nonroot user,
+        // set here too so that a pod-level `runAsUser: 0` cannot make the kubelet refuse
+        // to start this container (`runAsNonRoot`).
         "securityContext": {
             "allowPrivilegeEscalation": false,
             "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "runAsUser": INIT_CONTAINER_UID,
             "capabilities": { "drop": ["ALL"] },
+            "seccompProfile": { "type": "RuntimeDefault" },
         },
         "resources": {
             "requests": { "cpu": "10m", "memory": "16Mi" },

@@ -419,6 +419,15 @@ impl Tracker {
     }
 }
 
+/// One round of lookups.
+#[derive(Debug)]
+pub struct Round {
+    pub cluster: ClusterDns,
+    pub statuses: Vec<(Target, Status)>,
+    /// Lookups that failed (no answer, SERVFAIL, ...).
+    pub failed: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ use super::*;
 use crate::nodes::{Defect, NodeKind, NodeRecord};
 use crate::peers::{PeerSettings, PeerSnapshot};
 
-const REVIEW: &str = include_str!("../../tests/fixtures/validator-pod-review.json");
+const REVIEW: &str = include_str!("../../../tests/fixtures/validator-pod-review.json");
 
 fn node(ns: &str, name: &str, kind: NodeKind, net: &str) -> NodeRecord {
     NodeRecord::new(ns, name, kind, net)
@@ -686,6 +686,34 @@ fn init_of(pod: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Pod Security `restricted` (pod-security-admission's checks, container by container):
+/// the injected init container passes them by itself, whatever the pod sets.
+#[test]
+fn the_init_container_satisfies_pod_security_restricted_by_itself() {
+    let snap = snapshot();
+    let s = merge_settings();
+    let body = review_with(|_| {});
+    let d = decide_with(&body, &snap, &s);
+    let pod = apply_with(&body, &d, &s);
+    let init = init_of(&pod);
+    let ours = init
+        .iter()
+        .find(|c| c["name"] == INIT_CONTAINER_NAME)
+        .expect("the init container");
+    let sc = &ours["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true, "{sc}");
+    assert_ne!(sc["runAsUser"], 0, "{sc}");
+    assert!(sc["runAsUser"].is_u64(), "{sc}");
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{sc}");
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{sc}");
+    assert!(sc["capabilities"]["add"].is_null(), "{sc}");
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{sc}");
+    assert!(
+        sc["privileged"].is_null() || sc["privileged"] == false,
+        "{sc}"
+    );
+}
+
 #[test]
 fn merge_mode_adds_the_init_container_the_emptydir_and_the_conf() {
     let snap = snapshot();
@@ -872,5 +900,69 @@ fn read_replicas_get_env_and_the_snippet_only() {
     assert_eq!(
         pod["spec"]["containers"][0]["command"],
         json!(["/bin/bash", "/config/startup.sh"])
+    );
+}
+
+#[test]
+fn captive_and_validator_init_containers_share_one_builder() {
+    use super::config::{BaseMount, CaptiveWiring, MergePlan};
+    let s = merge_settings();
+    let plan = |captive| MergePlan {
+        base: "/config/x.cfg".into(),
+        base_mount: BaseMount {
+            name: "config".into(),
+            mount_path: "/config".into(),
+            sub_path: None,
+        },
+        args: vec![],
+        captive,
+    };
+    let peers = json!({"name": VOLUME_NAME, "mountPath": "/etc/stellar/peers", "readOnly": true});
+    let core = patch::init_container(&plan(None), &s, peers.clone());
+    let captive = patch::init_container(&plan(Some(CaptiveWiring::Env)), &s, peers);
+    for key in [
+        "name",
+        "image",
+        "securityContext",
+        "resources",
+        "terminationMessagePolicy",
+        "volumeMounts",
+    ] {
+        assert_eq!(core[key], captive[key], "{key}");
+    }
+    assert_eq!(captive["securityContext"]["runAsNonRoot"], true);
+    let args = |v: &Value| -> Vec<String> {
+        v["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("arg").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        args(&captive),
+        [
+            "render-config",
+            "--base",
+            "/config/x.cfg",
+            "--peers",
+            "/etc/stellar/peers/peers.cfg",
+            "--out",
+            "/etc/stellar/merged/captive-core.cfg",
+            "--flavour",
+            "captive-core"
+        ]
+    );
+    assert_eq!(
+        args(&core),
+        [
+            "render-config",
+            "--base",
+            "/config/x.cfg",
+            "--peers",
+            "/etc/stellar/peers/peers.cfg",
+            "--out",
+            "/etc/stellar/merged/stellar-core.cfg"
+        ]
     );
 }

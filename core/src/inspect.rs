@@ -6,10 +6,29 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use crate::cli::Output;
 use crate::peers::PeerSnapshot;
+use crate::peers::resolve::Round;
 use crate::peers::resolve::{ClusterDns, Status, Target, Why};
-use crate::reports::Round;
+
+/// How `peers` (and `explain`) print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+impl Output {
+    /// Every value [`Self::parse`] accepts.
+    pub const NAMES: [&'static str; 2] = ["table", "json"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "table" => Some(Self::Table),
+            "json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+}
 
 /// Everything the `peers` output is made of.
 pub struct PeersView<'a> {

@@ -210,6 +210,71 @@ pub fn observe<'a>(
     combine(workloads, pods.into_iter().filter_map(pod_state).collect())
 }
 
+/// A pod whose merge-mode init step (`stellar-peers-config`) failed: the reason is only in
+/// the pod's status, so the loop reports it on the pod's StellarNode.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InitFailure {
+    pub namespace: String,
+    /// The StellarNode (the pod's instance label).
+    pub instance: String,
+    pub pod: String,
+    /// The pod's uid, so that a new pod of the same name is a new failure.
+    pub uid: String,
+    /// How many times the step ran and failed so far (the kubelet's restart count + 1).
+    pub failures: i32,
+    /// The step's own one-line reason (its termination message), else the kubelet's.
+    pub message: String,
+}
+
+/// The failed init step of `pod`, if its `stellar-peers-config` container last ended
+/// with a non-zero exit code (now, or before the kubelet's back-off restart). `None` for
+/// pods without the instance label, or whose step has not failed.
+pub fn init_failure(pod: &Pod) -> Option<InitFailure> {
+    let meta = &pod.metadata;
+    let instance = instance_label(meta)?;
+    let status = pod
+        .status
+        .as_ref()?
+        .init_container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == crate::inject::INIT_CONTAINER_NAME)?;
+    if status.ready {
+        return None;
+    }
+    let now = status.state.as_ref().and_then(|s| s.terminated.as_ref());
+    let last = status
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref());
+    let ended = now.or(last).filter(|t| t.exit_code != 0)?;
+    let text = ended
+        .message
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(|m| m.lines().last().unwrap_or(m).to_owned())
+        .unwrap_or_else(|| {
+            format!(
+                "exit code {}{}",
+                ended.exit_code,
+                ended
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            )
+        });
+    Some(InitFailure {
+        namespace: meta.namespace.clone()?,
+        instance,
+        pod: meta.name.clone()?,
+        uid: meta.uid.clone().unwrap_or_default(),
+        failures: status.restart_count + i32::from(now.is_some()),
+        message: text,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,5 +494,64 @@ mod tests {
         let fresh = base_sts("RollingUpdate", 1, None);
         let o = observe([&fresh], [], [&pod_json("True", false)]);
         assert!(!o.workloads[0].settled);
+    }
+
+    fn pod_with_init_status(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "v1-0", "namespace": "ns", "uid": "u1",
+                         "labels": {"app.kubernetes.io/instance": "v1"}},
+            "status": {"initContainerStatuses": [status]}
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn a_failed_init_step_is_found_with_its_one_line_reason() {
+        let p = pod_with_init_status(serde_json::json!({
+            "name": "stellar-peers-config", "ready": false, "restartCount": 2, "image": "i", "imageID": "",
+            "state": {"terminated": {"exitCode": 1, "reason": "Error",
+                "message": "reading the base config\nrender-config: /config/stellar-core.cfg: No such file or directory (os error 2)"}}
+        }));
+        let f = init_failure(&p).expect("a failure");
+        assert_eq!(f.instance, "v1");
+        assert_eq!(
+            (f.namespace.as_str(), f.pod.as_str(), f.uid.as_str()),
+            ("ns", "v1-0", "u1")
+        );
+        assert_eq!(f.failures, 3);
+        assert_eq!(
+            f.message,
+            "render-config: /config/stellar-core.cfg: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn a_step_waiting_in_back_off_is_found_from_its_last_state_without_a_message() {
+        let p = pod_with_init_status(serde_json::json!({
+            "name": "stellar-peers-config", "ready": false, "restartCount": 4, "image": "i", "imageID": "",
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 2, "reason": "Error"}}
+        }));
+        let f = init_failure(&p).expect("a failure");
+        assert_eq!(f.failures, 4);
+        assert_eq!(f.message, "exit code 2 (Error)");
+    }
+
+    #[test]
+    fn a_step_that_succeeded_or_runs_or_is_not_ours_is_no_failure() {
+        for status in [
+            serde_json::json!({"name": "stellar-peers-config", "ready": true, "restartCount": 1, "image": "i", "imageID": "",
+                "state": {"terminated": {"exitCode": 0}}, "lastState": {"terminated": {"exitCode": 1}}}),
+            serde_json::json!({"name": "stellar-peers-config", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+                "state": {"running": {}}}),
+            serde_json::json!({"name": "core-init", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+                "state": {"terminated": {"exitCode": 1}}}),
+        ] {
+            assert_eq!(
+                init_failure(&pod_with_init_status(status.clone())),
+                None,
+                "{status}"
+            );
+        }
     }
 }

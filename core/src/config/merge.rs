@@ -17,7 +17,7 @@ pub const MARKER: &str = "# KNOWN_PEERS and PREFERRED_PEERS merged by stellar-pe
 pub const CAPTIVE_MARKER: &str = "# PREFERRED_PEERS merged by stellar-peer-injector";
 
 /// Which kind of file a merge writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Flavour {
     /// stellar-core's own config (a validator): `KNOWN_PEERS` and `PREFERRED_PEERS`.
     #[default]
@@ -25,6 +25,16 @@ pub enum Flavour {
     /// A captive-core TOML read by Horizon or stellar-rpc: `PREFERRED_PEERS` only,
     /// since their strict parser refuses `KNOWN_PEERS`.
     CaptiveCore,
+}
+
+impl Flavour {
+    /// The value of `render-config --flavour`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Core => "core",
+            Self::CaptiveCore => "captive-core",
+        }
+    }
 }
 
 /// Why a base config could not be merged.
@@ -282,7 +292,7 @@ fn peer_key<'a>(
 }
 
 /// The normalised addresses of a `KNOWN_PEERS`/`PREFERRED_PEERS` value.
-pub(crate) fn addresses(
+pub fn addresses(
     key: &'static str,
     line: usize,
     value: &toml::Value,

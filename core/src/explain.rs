@@ -78,29 +78,30 @@ pub struct WebhookVerdict {
     pub excluded_by: Vec<String>,
 }
 
-fn one_webhook(
+/// Why webhook `h` of `config` does not send the pod to the injector; `None` when it does.
+fn exclusion(
     config: &str,
     h: &MutatingWebhook,
     ns_labels: &BTreeMap<String, String>,
     pod_labels: &BTreeMap<String, String>,
-) -> Result<(), String> {
+) -> Option<String> {
     let id = format!("{config}/{}", h.name);
     if !h.rules.iter().flatten().any(rule_matches_pod_create) {
-        return Err(format!("{id}: its rules do not include Pod CREATE"));
+        return Some(format!("{id}: its rules do not include Pod CREATE"));
     }
     if !selector_matches(h.namespace_selector.as_ref(), ns_labels) {
-        return Err(format!(
+        return Some(format!(
             "{id}: its namespaceSelector leaves the namespace out (namespace labels {})",
             labels_text(ns_labels)
         ));
     }
     if !selector_matches(h.object_selector.as_ref(), pod_labels) {
-        return Err(format!(
+        return Some(format!(
             "{id}: its objectSelector leaves the pod out (pod labels {}; the chart selects {LABEL_NAME}={LABEL_NAME_VALUE})",
             labels_text(pod_labels)
         ));
     }
-    Ok(())
+    None
 }
 
 fn labels_text(l: &BTreeMap<String, String>) -> String {
@@ -141,9 +142,9 @@ pub fn webhook_verdict(
             .flatten()
             .filter(|h| h.name == webhook_name)
         {
-            match one_webhook(name, h, ns_labels, pod_labels) {
-                Ok(()) => v.matched_by.push(format!("{name}/{}", h.name)),
-                Err(why) => v.excluded_by.push(why),
+            match exclusion(name, h, ns_labels, pod_labels) {
+                None => v.matched_by.push(format!("{name}/{}", h.name)),
+                Some(why) => v.excluded_by.push(why),
             }
         }
     }
@@ -188,6 +189,20 @@ pub struct RunningPod {
     /// Its `stellar.org/peers-hash`, `None` when it was never injected.
     pub hash: Option<String>,
     pub current: bool,
+    /// Its merge-mode init step failed: the step's one-line reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_failed: Option<String>,
+}
+
+/// A pod of the subject's StellarNode, as seen in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenPod {
+    pub name: String,
+    /// Its `stellar.org/peers-hash`, `None` when it was never injected.
+    pub hash: Option<String>,
+    /// Its merge-mode init step failed: the step's one-line reason
+    /// ([`crate::rollout::observe::init_failure`]).
+    pub init_failed: Option<String>,
 }
 
 /// Everything `explain` says about one pod (or pod template).
@@ -215,8 +230,8 @@ pub struct Context<'a> {
     pub webhook_name: &'a str,
     /// Labels of the subject's namespace (`kubernetes.io/metadata.name` is added).
     pub namespace_labels: BTreeMap<String, String>,
-    /// Pods of the subject's StellarNode seen running (name, hash).
-    pub running: Vec<(String, Option<String>)>,
+    /// Pods of the subject's StellarNode seen running.
+    pub running: Vec<SeenPod>,
     /// The rollout plan's listing, when known; `None` with no rollout view.
     pub restarts: Option<&'a [Restart]>,
     /// The StellarNode (instance label) of every workload seen.
@@ -300,12 +315,13 @@ pub fn explain(subject: String, pod: &Value, namespace: &str, ctx: &Context<'_>)
     let running = ctx
         .running
         .iter()
-        .map(|(name, hash)| RunningPod {
-            name: name.clone(),
-            hash: hash.clone(),
+        .map(|p| RunningPod {
+            name: p.name.clone(),
+            hash: p.hash.clone(),
             current: list
                 .as_ref()
-                .is_some_and(|l| hash.as_deref() == Some(l.hash.as_str())),
+                .is_some_and(|l| p.hash.as_deref() == Some(l.hash.as_str())),
+            init_failed: p.init_failed.clone(),
         })
         .collect();
     let next = ctx.restarts.map(|restarts| {
@@ -342,13 +358,9 @@ pub fn explain(subject: String, pod: &Value, namespace: &str, ctx: &Context<'_>)
     }
 }
 
-/// The pods of `instance` in `namespace` among `pods` (name, hash), sorted by name.
-pub fn running_of(
-    pods: &[Value],
-    namespace: &str,
-    instance: &str,
-) -> Vec<(String, Option<String>)> {
-    let mut out: Vec<(String, Option<String>)> = pods
+/// The pods of `instance` in `namespace` among `pods`, sorted by name.
+pub fn running_of(pods: &[Value], namespace: &str, instance: &str) -> Vec<SeenPod> {
+    let mut out: Vec<SeenPod> = pods
         .iter()
         .filter(|p| {
             p.pointer("/metadata/namespace").and_then(Value::as_str) == Some(namespace)
@@ -361,10 +373,19 @@ pub fn running_of(
                 .and_then(|a| a.get(ANNOTATION_HASH))
                 .and_then(Value::as_str)
                 .map(str::to_owned);
-            Some((name, hash))
+            let init_failed = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(p.clone())
+                .ok()
+                .as_ref()
+                .and_then(crate::rollout::observe::init_failure)
+                .map(|f| f.message);
+            Some(SeenPod {
+                name,
+                hash,
+                init_failed,
+            })
         })
         .collect();
-    out.sort();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
 
@@ -433,10 +454,19 @@ pub fn render_table(items: &[Explanation]) -> String {
                 "running pods",
                 e.running
                     .iter()
-                    .map(|r| match (&r.hash, r.current) {
-                        (_, true) => format!("{} current", r.name),
-                        (None, _) => format!("{} never injected", r.name),
-                        (Some(h), false) => format!("{} stale (hash {h})", r.name),
+                    .map(|r| {
+                        let state = match (&r.hash, r.current) {
+                            (_, true) => format!("{} current", r.name),
+                            (None, _) => format!("{} never injected", r.name),
+                            (Some(h), false) => format!("{} stale (hash {h})", r.name),
+                        };
+                        match &r.init_failed {
+                            Some(why) => format!(
+                                "{state}, cannot start: init container {} failed: {why}",
+                                crate::inject::INIT_CONTAINER_NAME
+                            ),
+                            None => state,
+                        }
                     })
                     .collect::<Vec<_>>()
                     .join(", "),

@@ -7,7 +7,6 @@ use serde_json::Value;
 use super::patch::build_patch;
 use super::review::PodView;
 use super::{Decision, DenyReason, InjectSettings, decide_pod};
-use crate::error::{Error, InputError};
 use crate::peers::PeerSnapshot;
 
 /// Why one document was not injected.
@@ -59,23 +58,42 @@ impl std::error::Error for InjectErrors {
     }
 }
 
+/// Why an input file (`--nodes`, `-f`, `--extra-peers`) could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    #[error("document {document}: {source}")]
+    Yaml {
+        /// 1-based.
+        document: usize,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("document {document}: {source}")]
+    Json {
+        /// 1-based.
+        document: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    ExtraPeers(#[from] crate::peers::extra::ExtraPeersError),
+}
+
 /// Splits multi-document YAML into JSON values; `kind: List` is flattened.
-pub fn yaml_documents(text: &str, path: &str) -> Result<Vec<Value>, Error> {
+pub fn yaml_documents(text: &str) -> Result<Vec<Value>, InputError> {
     use serde::Deserialize;
-    let input = |source| Error::Input {
-        path: path.to_owned(),
-        source,
-    };
     let mut out = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let document = i + 1;
         let v = serde_yaml::Value::deserialize(doc)
-            .map_err(|source| input(InputError::Yaml { document, source }))?;
+            .map_err(|source| InputError::Yaml { document, source })?;
         if v.is_null() {
             continue;
         }
-        let j: Value = serde_json::to_value(v)
-            .map_err(|source| input(InputError::Json { document, source }))?;
+        let j: Value =
+            serde_json::to_value(v).map_err(|source| InputError::Json { document, source })?;
         if j.get("kind").and_then(Value::as_str) == Some("List") {
             out.extend(
                 j.get("items")
@@ -96,7 +114,7 @@ pub fn inject_documents(
     snap: &PeerSnapshot,
     settings: &InjectSettings,
     namespace: &str,
-) -> Result<String, Error> {
+) -> Result<String, InjectErrors> {
     let mut out = String::new();
     let mut errors = Vec::new();
     for (i, mut doc) in docs.into_iter().enumerate() {
@@ -138,7 +156,7 @@ pub fn inject_documents(
     if errors.is_empty() {
         Ok(out)
     } else {
-        Err(InjectErrors(errors).into())
+        Err(InjectErrors(errors))
     }
 }
 
@@ -237,7 +255,7 @@ spec: {ports: [{name: peer, port: 11625}]}
 "#;
 
     fn snap() -> PeerSnapshot {
-        let docs = yaml_documents(NODES, "nodes").expect("nodes");
+        let docs = yaml_documents(NODES).expect("nodes");
         let recs: Vec<NodeRecord> = docs
             .iter()
             .filter_map(|d| NodeRecord::from_json(d, "default"))
@@ -248,10 +266,10 @@ spec: {ports: [{name: peer, port: 11625}]}
     #[test]
     fn offline_injection_mutates_pods_and_templates_like_the_webhook() {
         let s = snap();
-        let docs = yaml_documents(MANIFESTS, "m").expect("manifests");
+        let docs = yaml_documents(MANIFESTS).expect("manifests");
         let out =
             inject_documents(docs, &s, &InjectSettings::default(), "stellar").expect("inject");
-        let res = yaml_documents(&out, "out").expect("output parses");
+        let res = yaml_documents(&out).expect("output parses");
         assert_eq!(res.len(), 4);
         let env = |v: &Value, ptr: &str| -> Vec<(String, String)> {
             v.pointer(ptr)
@@ -300,7 +318,7 @@ spec: {ports: [{name: peer, port: 11625}]}
         );
         assert_eq!(
             res[3],
-            yaml_documents(MANIFESTS, "m").expect("m")[3],
+            yaml_documents(MANIFESTS).expect("m")[3],
             "Service unchanged"
         );
         // Injecting the output again changes nothing.
@@ -312,7 +330,7 @@ spec: {ports: [{name: peer, port: 11625}]}
     #[test]
     fn offline_injection_names_the_document_it_cannot_inject() {
         let s = snap();
-        let docs = yaml_documents(MANIFESTS, "m").expect("manifests");
+        let docs = yaml_documents(MANIFESTS).expect("manifests");
         let e = inject_documents(docs, &s, &InjectSettings::default(), "elsewhere")
             .expect_err("unknown node");
         let msg = e.to_string();
@@ -325,7 +343,7 @@ spec: {ports: [{name: peer, port: 11625}]}
         let nodes = format!(
             "{NODES}---\napiVersion: stellar.org/v1alpha1\nkind: StellarNode\nmetadata: {{name: rpc, namespace: stellar, annotations: {{stellar.org/captive-core-config: /config/captive-core.cfg}}}}\nspec: {{nodeType: SorobanRpc, network: testnet}}\n"
         );
-        let recs: Vec<NodeRecord> = yaml_documents(&nodes, "nodes")
+        let recs: Vec<NodeRecord> = yaml_documents(&nodes)
             .expect("nodes")
             .iter()
             .filter_map(|d| NodeRecord::from_json(d, "default"))
@@ -351,9 +369,9 @@ spec:
             init_image: "injector:1".into(),
             ..InjectSettings::default()
         };
-        let docs = yaml_documents(manifests, "m").expect("manifests");
+        let docs = yaml_documents(manifests).expect("manifests");
         let out = inject_documents(docs, &s, &settings, "stellar").expect("inject");
-        let res = yaml_documents(&out, "out").expect("output parses");
+        let res = yaml_documents(&out).expect("output parses");
         let tpl = &res[0]["spec"]["template"];
         let init = &tpl["spec"]["initContainers"][0];
         assert_eq!(init["name"], "stellar-peers-config");
@@ -387,13 +405,10 @@ spec:
 
     #[test]
     fn bad_yaml_is_reported_with_its_document() {
-        let e = yaml_documents("a: 1\n---\n: : :\n  - [", "f.yaml").expect_err("bad");
-        assert!(e.to_string().starts_with("f.yaml: document 2"), "{e}");
-        let l = yaml_documents(
-            "kind: List\nitems:\n- {kind: Pod}\n- {kind: Service}\n",
-            "l",
-        )
-        .expect("list");
+        let e = yaml_documents("a: 1\n---\n: : :\n  - [").expect_err("bad");
+        assert!(e.to_string().starts_with("document 2"), "{e}");
+        let l =
+            yaml_documents("kind: List\nitems:\n- {kind: Pod}\n- {kind: Service}\n").expect("list");
         assert_eq!(l.len(), 2);
     }
 }

@@ -62,9 +62,11 @@ pub const ANNOTATION_CONFIG_BASE: &str = "stellar.org/peers-config-base";
 pub const MERGED_VOLUME_NAME: &str = "stellar-peers-merged";
 /// Merge mode: the init container that writes the merged config.
 pub const INIT_CONTAINER_NAME: &str = "stellar-peers-config";
+/// The init container's uid: the image's nonroot user (the Dockerfile's `USER`).
+pub const INIT_CONTAINER_UID: u32 = 65532;
 
 /// How the peers reach stellar-core.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConfigMode {
     /// `merge` for validators whose container the injector understands and when an
     /// init image is set; `env` otherwise.
@@ -76,6 +78,9 @@ pub enum ConfigMode {
 }
 
 impl ConfigMode {
+    /// Every value [`Self::parse`] accepts, as flags and annotations spell them.
+    pub const NAMES: [&'static str; 3] = ["auto", "merge", "env"];
+
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" => Some(Self::Auto),

@@ -167,8 +167,16 @@ fn a_pod_is_explained_end_to_end() {
         webhook_name: WEBHOOK_NAME,
         namespace_labels: BTreeMap::new(),
         running: vec![
-            ("v1-0".into(), None),
-            ("v1-1".into(), Some(list.hash.clone())),
+            SeenPod {
+                name: "v1-0".into(),
+                hash: None,
+                init_failed: None,
+            },
+            SeenPod {
+                name: "v1-1".into(),
+                hash: Some(list.hash.clone()),
+                init_failed: None,
+            },
         ],
         restarts: Some(&restarts),
         instances: &instances,
@@ -364,12 +372,52 @@ fn running_pods_are_those_of_the_node() {
         json!({"metadata": {"name": "other", "namespace": "elsewhere",
                "labels": {"app.kubernetes.io/instance": "v1"}}}),
     ];
+    let seen = |name: &str, hash: Option<&str>| SeenPod {
+        name: name.to_owned(),
+        hash: hash.map(str::to_owned),
+        init_failed: None,
+    };
     assert_eq!(
         running_of(&pods, "stellar", "v1"),
-        [("v1-0".to_owned(), Some("h1".to_owned()))]
+        [seen("v1-0", Some("h1"))]
     );
+    assert_eq!(running_of(&pods, "stellar", "v2"), [seen("v2-0", None)]);
+}
+
+#[test]
+fn a_pod_whose_init_step_failed_says_so_with_the_reason() {
+    let mut failed = pod("v1", json!({"stellar.org/peers-hash": "h1"}));
+    failed["status"] = json!({"initContainerStatuses": [{
+        "name": "stellar-peers-config", "ready": false, "restartCount": 1, "image": "i", "imageID": "",
+        "state": {"terminated": {"exitCode": 1, "message": "render-config: /config/stellar-core.cfg: not valid TOML"}}
+    }]});
+    let seen = running_of(&[failed], "stellar", "v1");
     assert_eq!(
-        running_of(&pods, "stellar", "v2"),
-        [("v2-0".to_owned(), None)]
+        seen[0].init_failed.as_deref(),
+        Some("render-config: /config/stellar-core.cfg: not valid TOML")
+    );
+    let s = snap();
+    let settings = InjectSettings::default();
+    let instances = BTreeMap::new();
+    let ctx = Context {
+        snapshot: Some(&s),
+        settings: &settings,
+        webhooks: None,
+        webhook_name: WEBHOOK_NAME,
+        namespace_labels: BTreeMap::new(),
+        running: seen,
+        restarts: None,
+        instances: &instances,
+    };
+    let e = explain(
+        "Pod stellar/v1-0".into(),
+        &pod("v1", json!({})),
+        "stellar",
+        &ctx,
+    );
+    let t = render_table(&[e]);
+    assert!(
+        t.contains("cannot start: init container stellar-peers-config failed: render-config: /config/stellar-core.cfg: not valid TOML"),
+        "{t}"
     );
 }
