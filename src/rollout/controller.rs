@@ -55,8 +55,6 @@ pub struct RolloutSettings {
     pub coordination: Option<super::coordination::Coordinator>,
 }
 
-/// The cross-cluster protocol's state in this leader: per network, whether we hold the
-/// flag (and when we last renewed it) or left an intent.
 /// Why a validator roll in a network shared with linked clusters cannot start now.
 #[derive(Debug, thiserror::Error)]
 enum NotNow {
@@ -68,17 +66,12 @@ enum NotNow {
     Flags(#[source] kube::Error),
 }
 
+/// The cross-cluster protocol in this leader: the core's state
+/// ([`super::linking::Linking`], clock passed in) and the reads and writes it asks for.
 struct Linking {
     me: super::coordination::Coordinator,
     linked: Arc<crate::remote::Linked>,
-    held: std::collections::BTreeMap<String, Instant>,
-    /// Networks whose intent we left standing this tick (cleared when not asked again).
-    intents: std::collections::BTreeSet<String>,
-    /// Who we last waited for, per network, so that each change is logged once.
-    waited: std::collections::BTreeMap<String, String>,
-    /// Networks we backed off from: not asked again before this instant, and the wait
-    /// that led to it (it doubles while the slot stays taken).
-    retry: std::collections::BTreeMap<String, (Instant, Duration)>,
+    state: super::linking::Linking,
 }
 
 impl Linking {
@@ -89,28 +82,25 @@ impl Linking {
         snap: &PeerSnapshot,
         network: &str,
     ) -> Result<(), NotNow> {
-        use super::coordination::{Decision, Phase, Seen, decide, read};
-        if let Some(renewed) = self.held.get(network) {
-            if renewed.elapsed() >= super::coordination::FLAG_RENEW {
+        use super::coordination::{Phase, Seen, decide, read};
+        use super::linking::{Start, keeps_intent};
+        match self.state.start(network, Instant::now()) {
+            Start::Holding => return Ok(()),
+            Start::Renew => {
                 self.me
                     .write(client, network, Phase::Holding)
                     .await
                     .map_err(NotNow::Flags)?;
-                self.held.insert(network.to_owned(), Instant::now());
+                self.state.holding(network, Instant::now());
+                return Ok(());
             }
-            return Ok(());
-        }
-        // Backed off a moment ago: no API calls until the retry is due.
-        if let Some((at, _)) = self.retry.get(network)
-            && Instant::now() < *at
-        {
-            return Err(NotNow::Waits(
-                self.waited.get(network).cloned().unwrap_or_default(),
-            ));
+            // Backed off a moment ago: no API calls until the retry is due.
+            Start::BackedOff(why) => return Err(NotNow::Waits(why)),
+            Start::Ask => {}
         }
         // A leader that restarted (or took over) while this cluster held the network.
         if self.me.own(client, network).await.map_err(NotNow::Flags)? == Some(Phase::Holding) {
-            self.held.insert(network.to_owned(), Instant::now());
+            self.state.holding(network, Instant::now());
             return Ok(());
         }
         self.me
@@ -140,33 +130,19 @@ impl Linking {
                 .write(client, network, Phase::Holding)
                 .await
                 .map_err(NotNow::Flags)?;
-            self.held.insert(network.to_owned(), Instant::now());
-            self.intents.remove(network);
-            self.waited.remove(network);
-            self.retry.remove(network);
+            self.state.won(network, Instant::now());
             tracing::info!(network, cluster = %self.me.cluster, "this cluster holds the network's cross-cluster rollout slot");
             return Ok(());
         };
-        if let Decision::KeepIntent { .. } = decision {
-            // About to win: look again on the next pass.
-            self.retry.remove(network);
-            self.intents.insert(network.to_owned());
-        } else {
+        if !keeps_intent(&decision) {
             // Every other decision backs off: clear the flag and wait.
             self.me
                 .clear(client, network)
                 .await
                 .map_err(NotNow::Flags)?;
-            self.intents.remove(network);
         }
-        if !self.intents.contains(network) {
-            let wait = super::coordination::next_retry(self.retry.get(network).map(|r| r.1));
-            self.retry
-                .insert(network.to_owned(), (Instant::now() + wait, wait));
-        }
-        if self.waited.get(network) != Some(&why) {
+        if self.state.waits(network, &decision, &why, Instant::now()) {
             tracing::info!(network, "validator rollouts wait for {why}");
-            self.waited.insert(network.to_owned(), why.clone());
         }
         Err(NotNow::Waits(why))
     }
@@ -179,22 +155,12 @@ impl Linking {
         busy: &std::collections::BTreeSet<String>,
         asked: &std::collections::BTreeSet<String>,
     ) {
-        // A network not asked for this pass starts its back-off afresh next time.
-        self.retry.retain(|n, _| asked.contains(n));
-        let idle: Vec<String> = self
-            .held
-            .keys()
-            .filter(|n| !busy.contains(*n))
-            .chain(self.intents.iter().filter(|n| !asked.contains(*n)))
-            .cloned()
-            .collect();
-        for n in idle {
+        for n in self.state.idle(busy, asked) {
             match self.me.clear(client, &n).await {
                 Ok(()) => {
-                    if self.held.remove(&n).is_some() {
+                    if self.state.cleared(&n) {
                         tracing::info!(network = %n, "validators settled: released the network's cross-cluster rollout slot");
                     }
-                    self.intents.remove(&n);
                 }
                 Err(e) => {
                     tracing::warn!(network = %n, error = %crate::causes::Chain(&e), "cannot clear this cluster's rollout flag; it expires by itself")
@@ -350,10 +316,7 @@ pub async fn run(
     let mut linking = s.coordination.clone().map(|me| Linking {
         me,
         linked: linked.clone(),
-        held: Default::default(),
-        intents: Default::default(),
-        waited: Default::default(),
-        retry: Default::default(),
+        state: Default::default(),
     });
     let mut wake = Duration::ZERO;
     let mut last_listing = Vec::new();

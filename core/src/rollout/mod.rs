@@ -4,6 +4,7 @@
 
 pub mod controls;
 pub mod coordination;
+pub mod linking;
 pub mod observe;
 pub mod plan;
 pub mod state;
