@@ -157,7 +157,8 @@ pub fn webhook_verdict(
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Verdict {
     Inject {
-        /// `merge` or `env`.
+        /// `merge` (a validator's config), `captive-merge` (a Horizon or stellar-rpc
+        /// captive-core file) or `env`.
         mode: &'static str,
         warnings: Vec<String>,
     },
@@ -278,10 +279,10 @@ pub fn explain(subject: String, pod: &Value, namespace: &str, ctx: &Context<'_>)
             Decision::Inject {
                 shape, warnings, ..
             } => Verdict::Inject {
-                mode: if shape.merge.is_some() {
-                    "merge"
-                } else {
-                    "env"
+                mode: match shape.merge.as_deref().map(|m| m.plan.captive.is_some()) {
+                    None => "env",
+                    Some(false) => "merge",
+                    Some(true) => "captive-merge",
                 },
                 warnings,
             },

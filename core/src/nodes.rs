@@ -15,6 +15,14 @@ pub const PEER_ADDRESS_ANNOTATION: &str = "stellar.org/peer-address";
 /// `merge` or `env` (see [`crate::inject::ConfigMode`]).
 pub const CONFIG_MODE_ANNOTATION: &str = "stellar.org/peers-config-mode";
 
+/// Annotation (on a StellarNode or a pod) naming the captive-core file of a Horizon or
+/// stellar-rpc container, where admission cannot read it: set through `envFrom` (SDF's
+/// horizon chart: `/config/stellar-core.cfg`), in stellar-rpc's `--config-path` TOML
+/// (SDF's soroban-rpc chart: `/config/stellar-captive-core.cfg`), or not wired at all
+/// (the operator's SorobanRpc ConfigMap key `captive-core.cfg`, at
+/// `/config/captive-core.cfg`).
+pub const CAPTIVE_CONFIG_ANNOTATION: &str = "stellar.org/captive-core-config";
+
 /// The `spec.nodeType` of a StellarNode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeKind {
@@ -75,6 +83,8 @@ pub struct NodeRecord {
     pub user_peers_problem: Option<UserPeersError>,
     /// The `stellar.org/peers-config-mode` annotation, if set.
     pub config_mode: Option<String>,
+    /// The `stellar.org/captive-core-config` annotation, if set.
+    pub captive_config: Option<String>,
     /// The `stellar.org/rollout` annotation (pause, skip-wait).
     pub rollout: Control,
     /// The `stellar.org/rollout-window` override of `--rollout-window`.
@@ -148,6 +158,7 @@ impl NodeRecord {
             user_peers: UserPeers::default(),
             user_peers_problem: None,
             config_mode: None,
+            captive_config: None,
             rollout: Control::Normal,
             rollout_window: None,
             rollout_problem: None,
@@ -179,6 +190,7 @@ impl NodeRecord {
         };
         let peer_address = annotation(PEER_ADDRESS_ANNOTATION);
         let config_mode = annotation(CONFIG_MODE_ANNOTATION);
+        let captive_config = annotation(CAPTIVE_CONFIG_ANNOTATION);
         let (rollout, mut rollout_problem) =
             Control::parse(annotation(ANNOTATION_ROLLOUT).as_deref());
         let rollout_window = match annotation(ANNOTATION_WINDOW).map(|t| Windows::parse(&t)) {
@@ -278,6 +290,7 @@ impl NodeRecord {
             user_peers,
             user_peers_problem,
             config_mode,
+            captive_config,
             rollout,
             rollout_window,
             rollout_problem,

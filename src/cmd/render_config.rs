@@ -8,8 +8,10 @@ use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::config::merge::{MergeError, addresses};
-use crate::config::{KNOWN_PEERS, PREFERRED_PEERS, TomlError, Violation, check, merge};
+use crate::config::merge::{Flavour, MergeError, addresses};
+use crate::config::{
+    KNOWN_PEERS, PREFERRED_PEERS, TomlError, Violation, check, check_captive, merge, merge_captive,
+};
 
 /// Flags of `render-config`.
 #[derive(clap::Args, Debug, Clone)]
@@ -37,6 +39,33 @@ pub struct RenderArgs {
         default_value = "/dev/termination-log"
     )]
     pub termination_log: PathBuf,
+    /// What --base is: `core`, stellar-core's own config (a validator: KNOWN_PEERS and
+    /// PREFERRED_PEERS merged); `captive-core`, the captive-core TOML of Horizon or
+    /// stellar-rpc (all the snippet's peers merged into PREFERRED_PEERS, never a
+    /// KNOWN_PEERS, which captive core refuses).
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_FLAVOUR",
+        default_value = "core",
+        value_parser = flavour_parser()
+    )]
+    pub flavour: Flavour,
+}
+
+/// `core` or `captive-core` (the core crate's [`Flavour`] knows no command line).
+fn flavour_parser() -> impl clap::builder::TypedValueParser<Value = Flavour> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new([
+        Flavour::Core.as_str(),
+        Flavour::CaptiveCore.as_str(),
+    ])
+    .map(|s| {
+        if s == Flavour::CaptiveCore.as_str() {
+            Flavour::CaptiveCore
+        } else {
+            Flavour::Core
+        }
+    })
 }
 
 /// What a successful run wrote.
@@ -45,12 +74,22 @@ pub struct Rendered {
     pub out: PathBuf,
     pub known: usize,
     pub preferred: usize,
+    /// Which kind of file was written.
+    pub flavour: Flavour,
     /// Rules the base config breaks that are not ours (written anyway; stellar-core decides).
     pub foreign: Vec<Violation>,
 }
 
 impl fmt::Display for Rendered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.flavour == Flavour::CaptiveCore {
+            return write!(
+                f,
+                "render-config: wrote {} (captive core: {} {PREFERRED_PEERS}, no {KNOWN_PEERS})",
+                self.out.display(),
+                self.preferred
+            );
+        }
         write!(
             f,
             "render-config: wrote {} ({} {KNOWN_PEERS}, {} {PREFERRED_PEERS})",
@@ -176,6 +215,9 @@ pub fn render(args: &RenderArgs) -> Result<Rendered, RenderError> {
         path: shown(&args.peers),
         source,
     })?;
+    if args.flavour == Flavour::CaptiveCore {
+        return render_captive(args, &base, &known, &preferred);
+    }
     let merged = merge(&base, &known, &preferred).map_err(|source| RenderError::Base {
         path: shown(&args.base),
         source,
@@ -211,6 +253,66 @@ pub fn render(args: &RenderArgs) -> Result<Rendered, RenderError> {
         out: args.out.clone(),
         known: counts.known.len(),
         preferred: counts.preferred.len(),
+        flavour: Flavour::Core,
+        foreign,
+    })
+}
+
+/// The captive-core flavour of [`render`]: every peer of the snippet (its
+/// `KNOWN_PEERS` holds the preferred ones too) into `PREFERRED_PEERS`.
+fn render_captive(
+    args: &RenderArgs,
+    base: &str,
+    known: &[String],
+    preferred: &[String],
+) -> Result<Rendered, RenderError> {
+    let shown = |p: &Path| p.display().to_string();
+    let peers: Vec<&str> = known.iter().chain(preferred).map(String::as_str).collect();
+    let merged = merge_captive(base, &peers).map_err(|source| RenderError::Base {
+        path: shown(&args.base),
+        source,
+    })?;
+    // Ours: the merged file is TOML and its top-level PREFERRED_PEERS is sound. Misplaced
+    // or refused keys are the base's own, reported against the base.
+    let user_kept = |v: &Violation| {
+        matches!(
+            v,
+            Violation::CaptiveRefused { .. } | Violation::MisplacedKey { .. }
+        )
+    };
+    let ours: Vec<_> = check_captive(&merged)
+        .err()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| !user_kept(v))
+        .collect();
+    if !ours.is_empty() {
+        return Err(RenderError::Unsafe {
+            path: shown(&args.out),
+            violations: Violations(ours),
+        });
+    }
+    let foreign: Vec<_> = check_captive(base)
+        .err()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(user_kept)
+        .collect();
+    let count = crate::config::captive_base_peers(&merged)
+        .map_err(|source| RenderError::Base {
+            path: shown(&args.base),
+            source,
+        })?
+        .len();
+    write_atomic(&args.out, merged.as_bytes()).map_err(|source| RenderError::Write {
+        path: shown(&args.out),
+        source,
+    })?;
+    Ok(Rendered {
+        out: args.out.clone(),
+        known: 0,
+        preferred: count,
+        flavour: Flavour::CaptiveCore,
         foreign,
     })
 }
@@ -322,6 +424,7 @@ mod tests {
             peers: d.file("peers.cfg", peers),
             out: d.0.join("merged").join("stellar-core.cfg"),
             termination_log: d.file("termination-log", ""),
+            flavour: Flavour::Core,
         }
     }
 
@@ -542,5 +645,107 @@ mod tests {
         };
         assert_eq!(a.peers, PathBuf::from("/etc/stellar/peers/peers.cfg"));
         assert_eq!(a.termination_log, PathBuf::from("/dev/termination-log"));
+    }
+
+    #[test]
+    fn captive_flavour_writes_preferred_peers_only_and_warns_about_known_peers() {
+        let d = TempDir::new();
+        let base = "NETWORK_PASSPHRASE=\"Test SDF Network ; September 2015\"\nKNOWN_PEERS=[\"a.example.org\"]\n[HISTORY.h]\nget=\"curl -sf http://x/{0} -o {1}\"\nPEER_PORT=11625\n";
+        let mut a = args(&d, base, SNIPPET);
+        a.flavour = Flavour::CaptiveCore;
+        out_dir(&a);
+        let r = render(&a).expect("renders");
+        let written = std::fs::read_to_string(&a.out).expect("written");
+        // Every peer of the snippet, as PREFERRED_PEERS; the user's KNOWN_PEERS kept as is.
+        assert_eq!(
+            written,
+            merge_captive(
+                base,
+                &[
+                    "v1.ns.svc.cluster.local:11625",
+                    "v2.ns.svc.cluster.local:11625"
+                ]
+            )
+            .expect("merge")
+        );
+        assert_eq!(written.matches("KNOWN_PEERS").count(), 1);
+        assert_eq!(
+            (r.known, r.preferred, r.flavour),
+            (0, 2, Flavour::CaptiveCore)
+        );
+        assert_eq!(
+            r.to_string(),
+            format!(
+                "render-config: wrote {} (captive core: 2 PREFERRED_PEERS, no KNOWN_PEERS)",
+                a.out.display()
+            )
+        );
+        assert_eq!(
+            r.foreign,
+            [Violation::CaptiveRefused {
+                key: "KNOWN_PEERS".into(),
+                line: 2
+            }]
+        );
+        // Twice: the same bytes.
+        let first = std::fs::read(&a.out).expect("bytes");
+        render(&a).expect("again");
+        assert_eq!(std::fs::read(&a.out).expect("bytes"), first);
+        // A bad base is refused with the path and line, nothing written.
+        let mut bad = args(&d, "PREFERRED_PEERS=\"x\"\n", SNIPPET);
+        bad.flavour = Flavour::CaptiveCore;
+        bad.out = d.0.join("merged").join("bad.cfg");
+        let m = one_line(&render(&bad).expect_err("bad"));
+        assert!(
+            m.contains("line 1: PREFERRED_PEERS must be an array"),
+            "{m}"
+        );
+        assert!(!bad.out.exists());
+    }
+
+    #[test]
+    fn cli_parses_the_captive_flavour() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "stellar-peer-injector",
+            "render-config",
+            "--base",
+            "/config/stellar-core.cfg",
+            "--out",
+            "/etc/stellar/merged/captive-core.cfg",
+            "--flavour",
+            "captive-core",
+        ])
+        .expect("parses");
+        let crate::cli::Command::RenderConfig(a) = cli.command else {
+            panic!("not render-config");
+        };
+        assert_eq!(a.flavour, Flavour::CaptiveCore);
+        let cli = crate::cli::Cli::try_parse_from([
+            "stellar-peer-injector",
+            "render-config",
+            "--base",
+            "/b",
+            "--out",
+            "/o/x",
+        ])
+        .expect("parses");
+        let crate::cli::Command::RenderConfig(a) = cli.command else {
+            panic!("not render-config");
+        };
+        assert_eq!(a.flavour, Flavour::Core, "the default is unchanged");
+        assert!(
+            crate::cli::Cli::try_parse_from([
+                "stellar-peer-injector",
+                "render-config",
+                "--base",
+                "/b",
+                "--out",
+                "/o/x",
+                "--flavour",
+                "horizon",
+            ])
+            .is_err()
+        );
     }
 }

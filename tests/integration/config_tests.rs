@@ -123,7 +123,7 @@ async fn pod_of(ns: &TestNs, instance: &str, want_hash: Option<&str>) -> Result<
 /// container at `root/<mountPath>` (ConfigMap keys as files, the downwardAPI item from
 /// the pod's annotation, emptyDir empty). Returns the init container's args with every
 /// path moved under `root`.
-async fn lay_out(ns: &TestNs, pod: &Pod, root: &Path) -> Result<Vec<String>, String> {
+pub(crate) async fn lay_out(ns: &TestNs, pod: &Pod, root: &Path) -> Result<Vec<String>, String> {
     let spec = pod.spec.as_ref().ok_or("pod without spec")?;
     let init = spec
         .init_containers

@@ -9,6 +9,7 @@
 //! The plumbing is the test kit's (testkit/, through `support`), and so is the registry:
 //! no list of test names is kept here.
 
+mod captive_tests;
 mod chart_tests;
 mod config_tests;
 mod controls_tests;
@@ -104,6 +105,7 @@ fn main() {
         "injection" => injection_tests,
         "rollout" => rollout_tests,
         "config" => config_tests,
+        "captive" => captive_tests,
         "controls" => controls_tests,
         "chart" => chart_tests,
         "faults" => fault_tests,

@@ -60,6 +60,12 @@ pub enum Violation {
         line: usize,
         address: String,
     },
+    /// A key captive core's strict parser refuses (Horizon, stellar-rpc:
+    /// "these fields are not supported by captive core").
+    #[error(
+        "line {line}: {key}: captive core (Horizon, stellar-rpc) refuses this key; remove it (the in-cluster validators arrive as PREFERRED_PEERS)"
+    )]
+    CaptiveRefused { key: String, line: usize },
     #[error(transparent)]
     Scan(ScanError),
 }
@@ -71,6 +77,7 @@ impl Violation {
             Self::InvalidToml(e) => e.line,
             Self::Scan(e) => e.line,
             Self::UnknownKey { line, .. }
+            | Self::CaptiveRefused { line, .. }
             | Self::MisplacedKey { line, .. }
             | Self::UnknownTableKey { line, .. }
             | Self::WrongType { line, .. }
@@ -86,6 +93,8 @@ impl Violation {
         let ours = |k: &str| k == KNOWN_PEERS || k == PREFERRED_PEERS;
         match self {
             Self::InvalidToml(_) | Self::Scan(_) => true,
+            // Captive core: we never write such a key.
+            Self::CaptiveRefused { .. } => false,
             Self::UnknownKey { key, .. }
             | Self::MisplacedKey { key, .. }
             | Self::UnknownTableKey { key, .. }
@@ -135,6 +144,54 @@ pub fn check_ours(cfg: &str) -> Result<(), Vec<Violation>> {
             if ours.is_empty() { Ok(()) } else { Err(ours) }
         }
     }
+}
+
+/// Top-level keys captive core's strict parser refuses (`ingest/ledgerbackend/toml.go`
+/// of go-stellar-sdk v0.7.3, checked with the real parser: `captive-check`); it accepts
+/// `CATCHUP_COMPLETE`. Other keys come and go between versions; the process names them.
+const CAPTIVE_REFUSED: [&str; 4] = [
+    KNOWN_PEERS,
+    "NODE_SEED",
+    "TARGET_PEER_CONNECTIONS",
+    "CATCHUP_RECENT",
+];
+
+/// Checks a captive-core file for what its strict parser refuses and this crate can
+/// see without it: not TOML; a top-level `KNOWN_PEERS`, `NODE_SEED`,
+/// `TARGET_PEER_CONNECTIONS` or `CATCHUP_RECENT` ([`Violation::CaptiveRefused`]); a
+/// `PREFERRED_PEERS` inside a table ([`Violation::MisplacedKey`]); a top-level
+/// `PREFERRED_PEERS` that is not an array of addresses. Everything else (the
+/// allow-list changes between SDK versions, the passphrase and ports must match the
+/// process) is for the process to judge.
+pub fn check_captive(cfg: &str) -> Result<(), Vec<Violation>> {
+    if let Err(e) = toml::from_str::<toml::Table>(cfg) {
+        return Err(vec![Violation::InvalidToml(TomlError::new(cfg, &e))]);
+    }
+    let stmts = scan(cfg).map_err(|e| vec![Violation::Scan(e)])?;
+    let mut out = Vec::new();
+    let mut table: Option<String> = None;
+    for s in &stmts {
+        match &s.kind {
+            Kind::Header { path, .. } => table = Some(path.join(".")),
+            Kind::KeyValue { key, value } => match &table {
+                None if CAPTIVE_REFUSED.contains(&key.as_str()) => {
+                    out.push(Violation::CaptiveRefused {
+                        key: key.clone(),
+                        line: s.line,
+                    });
+                }
+                None if key == PREFERRED_PEERS => check_top_level(key, value, s.line, &mut out),
+                Some(t) if key == PREFERRED_PEERS => out.push(Violation::MisplacedKey {
+                    key: key.clone(),
+                    table: t.clone(),
+                    line: s.line,
+                }),
+                _ => {}
+            },
+            Kind::Blank | Kind::Comment => {}
+        }
+    }
+    if out.is_empty() { Ok(()) } else { Err(out) }
 }
 
 fn check_header(path: &[String], array: bool, line: usize, out: &mut Vec<Violation>) {

@@ -12,6 +12,31 @@ use super::{KNOWN_PEERS, PREFERRED_PEERS, TomlError};
 /// same file.
 pub const MARKER: &str = "# KNOWN_PEERS and PREFERRED_PEERS merged by stellar-peer-injector";
 
+/// First words of the comment written above `PREFERRED_PEERS` in a captive-core
+/// file ([`merge_captive`]); dropped on the next merge like [`MARKER`].
+pub const CAPTIVE_MARKER: &str = "# PREFERRED_PEERS merged by stellar-peer-injector";
+
+/// Which kind of file a merge writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Flavour {
+    /// stellar-core's own config (a validator): `KNOWN_PEERS` and `PREFERRED_PEERS`.
+    #[default]
+    Core,
+    /// A captive-core TOML read by Horizon or stellar-rpc: `PREFERRED_PEERS` only,
+    /// since their strict parser refuses `KNOWN_PEERS`.
+    CaptiveCore,
+}
+
+impl Flavour {
+    /// The value of `render-config --flavour`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Core => "core",
+            Self::CaptiveCore => "captive-core",
+        }
+    }
+}
+
 /// Why a base config could not be merged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MergeError {
@@ -85,7 +110,7 @@ pub fn merge<K: AsRef<str>, P: AsRef<str>>(
     known: &[K],
     preferred: &[P],
 ) -> Result<String, MergeError> {
-    let parsed = Parsed::new(base)?;
+    let parsed = Parsed::new(base, Flavour::Core)?;
     let mut peers = parsed.peers.clone();
     for (key, set, items) in [
         (KNOWN_PEERS, &mut peers.known, to_strs(known)),
@@ -99,9 +124,46 @@ pub fn merge<K: AsRef<str>, P: AsRef<str>>(
     Ok(parsed.render(base, &peers))
 }
 
+/// Merges `peers` into a captive-core TOML file (the file Horizon's or stellar-rpc's
+/// `--captive-core-config-path` names), for their strict parser
+/// (`ingest/ledgerbackend/toml.go` of `github.com/stellar/go-stellar-sdk`).
+///
+/// * The result's `PREFERRED_PEERS` is the base's own top-level `PREFERRED_PEERS` ∪
+///   `peers`, normalised ([`normalize`]), sorted and deduplicated, written with
+///   [`CAPTIVE_MARKER`] above it as a top-level key before the first table header (the
+///   same place as [`merge`]'s block).
+/// * There is never a `KNOWN_PEERS` of ours: captive core refuses the key. A
+///   `KNOWN_PEERS` the base already has is kept as it is (the parser will refuse it,
+///   with or without us).
+/// * Only the top-level `PREFERRED_PEERS` statement is replaced. Every other byte is
+///   kept: comments, `[[VALIDATORS]]` (with `ADDRESS`), `[[HOME_DOMAINS]]`,
+///   `[QUORUM_SET]`, `[HISTORY.*]`, and keys a table holds because they follow its
+///   header (the operator's `PEER_PORT`, `HTTP_PORT`, `LOG_LEVEL` after `[HISTORY.*]`),
+///   a `PREFERRED_PEERS` inside a table included: not ours to move.
+/// * Idempotent, like [`merge`].
+///
+/// Errors: as [`merge`], for the top-level `PREFERRED_PEERS` only.
+pub fn merge_captive<P: AsRef<str>>(base: &str, peers: &[P]) -> Result<String, MergeError> {
+    let parsed = Parsed::new(base, Flavour::CaptiveCore)?;
+    let mut all = parsed.peers.clone();
+    for raw in to_strs(peers) {
+        let a = normalize(raw).map_err(|source| MergeError::BadPeer {
+            key: PREFERRED_PEERS,
+            source,
+        })?;
+        all.preferred.insert(a);
+    }
+    Ok(parsed.render(base, &all))
+}
+
 /// The peers a base config already lists (top level or misplaced), normalised.
 pub fn base_peers(base: &str) -> Result<BasePeers, MergeError> {
-    Ok(Parsed::new(base)?.peers)
+    Ok(Parsed::new(base, Flavour::Core)?.peers)
+}
+
+/// The `PREFERRED_PEERS` a captive-core file lists at its top level, normalised.
+pub fn captive_base_peers(base: &str) -> Result<BTreeSet<String>, MergeError> {
+    Ok(Parsed::new(base, Flavour::CaptiveCore)?.peers.preferred)
 }
 
 fn to_strs<S: AsRef<str>>(items: &[S]) -> Vec<&str> {
@@ -109,24 +171,38 @@ fn to_strs<S: AsRef<str>>(items: &[S]) -> Vec<&str> {
 }
 
 struct Parsed {
+    flavour: Flavour,
     stmts: Vec<Stmt>,
     removed: Vec<bool>,
     peers: BasePeers,
 }
 
 impl Parsed {
-    fn new(base: &str) -> Result<Self, MergeError> {
+    fn new(base: &str, flavour: Flavour) -> Result<Self, MergeError> {
         toml::from_str::<toml::Table>(base).map_err(|e| TomlError::new(base, &e))?;
         let stmts = scan(base)?;
         let mut removed = vec![false; stmts.len()];
         let mut peers = BasePeers::default();
+        let marker = match flavour {
+            Flavour::Core => MARKER,
+            Flavour::CaptiveCore => CAPTIVE_MARKER,
+        };
+        let mut in_table = false;
         for (i, s) in stmts.iter().enumerate() {
             match &s.kind {
-                Kind::Comment if base[s.range.clone()].trim_start().starts_with(MARKER) => {
+                Kind::Comment if base[s.range.clone()].trim_start().starts_with(marker) => {
                     removed[i] = true;
                 }
                 Kind::KeyValue { key, value } => {
-                    let Some((key, set)) = peer_key(key, &mut peers) else {
+                    let found = match flavour {
+                        Flavour::Core => peer_key(key, &mut peers),
+                        // Captive: the top-level PREFERRED_PEERS only.
+                        Flavour::CaptiveCore if !in_table && key == PREFERRED_PEERS => {
+                            Some((PREFERRED_PEERS, &mut peers.preferred))
+                        }
+                        Flavour::CaptiveCore => None,
+                    };
+                    let Some((key, set)) = found else {
                         continue;
                     };
                     for a in addresses(key, s.line, value)? {
@@ -135,8 +211,13 @@ impl Parsed {
                     removed[i] = true;
                 }
                 Kind::Header { path, .. } => {
+                    in_table = true;
+                    let ours = match flavour {
+                        Flavour::Core => [KNOWN_PEERS, PREFERRED_PEERS].as_slice(),
+                        Flavour::CaptiveCore => [PREFERRED_PEERS].as_slice(),
+                    };
                     if let Some(first) = path.first()
-                        && (first == KNOWN_PEERS || first == PREFERRED_PEERS)
+                        && ours.contains(&first.as_str())
                     {
                         return Err(MergeError::WrongType {
                             key: if first == KNOWN_PEERS {
@@ -153,6 +234,7 @@ impl Parsed {
             }
         }
         Ok(Self {
+            flavour,
             stmts,
             removed,
             peers,
@@ -185,14 +267,14 @@ impl Parsed {
         let mut out = String::with_capacity(base.len() + 64 * (peers.known.len() + 4));
         for (i, s) in self.stmts.iter().enumerate() {
             if i == insert_at {
-                write_block(&mut out, peers, eol);
+                write_block(&mut out, self.flavour, peers, eol);
             }
             if kept(i) {
                 out.push_str(&base[s.range.clone()]);
             }
         }
         if insert_at == self.stmts.len() {
-            write_block(&mut out, peers, eol);
+            write_block(&mut out, self.flavour, peers, eol);
         }
         out
     }
@@ -254,9 +336,18 @@ pub(crate) fn type_name(v: &toml::Value) -> &'static str {
     }
 }
 
-fn write_block(out: &mut String, peers: &BasePeers, eol: &str) {
+fn write_block(out: &mut String, flavour: Flavour, peers: &BasePeers, eol: &str) {
     if !out.is_empty() && !out.ends_with('\n') {
         out.push_str(eol);
+    }
+    if flavour == Flavour::CaptiveCore {
+        out.push_str(CAPTIVE_MARKER);
+        out.push_str(
+            " (render-config --flavour captive-core); edit the base file or the StellarNodes instead.",
+        );
+        out.push_str(eol);
+        write_array(out, PREFERRED_PEERS, &peers.preferred, eol);
+        return;
     }
     out.push_str(MARKER);
     out.push_str(" (render-config); edit the base config or the StellarNodes instead.");

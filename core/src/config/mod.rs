@@ -6,6 +6,12 @@
 //! snippet ([`crate::peers::snippet`]), [`merge`]s them and writes the result,
 //! which stellar-core is then started with. Here: [`merge()`],
 //! [`parse_user_peers`], [`check()`].
+//!
+//! Horizon and stellar-rpc run a *captive* stellar-core whose config they build from
+//! a captive-core TOML file, parsed strictly against an allow-list that refuses
+//! `KNOWN_PEERS`. For them the same init step runs with `--flavour captive-core`:
+//! [`merge_captive`] writes `PREFERRED_PEERS` only, [`check_captive`] reports what
+//! their parser would refuse that we can see.
 
 pub mod check;
 pub mod keys;
@@ -16,8 +22,11 @@ pub mod user;
 #[cfg(test)]
 mod tests;
 
-pub use check::{Violation, check, check_ours};
-pub use merge::{BasePeers, MARKER, MergeError, base_peers, merge};
+pub use check::{Violation, check, check_captive, check_ours};
+pub use merge::{
+    BasePeers, CAPTIVE_MARKER, Flavour, MARKER, MergeError, base_peers, captive_base_peers, merge,
+    merge_captive,
+};
 pub use scan::ScanError;
 pub use user::{UserPeers, UserPeersError, parse_user_peers};
 

@@ -838,3 +838,336 @@ fn generated_configs_keep_every_other_statement() {
     }
     assert!(tried > 300, "only {tried} generated configs were TOML");
 }
+
+// --- captive core (Horizon, stellar-rpc) -------------------------------------------------
+
+/// Captive-core files (sources in tests/fixtures/captive/README.md).
+mod captive {
+    use super::*;
+
+    const OPERATOR_SOROBANRPC: &str =
+        include_str!("../../../tests/fixtures/captive/operator-sorobanrpc-testnet.cfg");
+    const SDF_SOROBAN_RPC: &str =
+        include_str!("../../../tests/fixtures/captive/sdf-soroban-rpc-testnet.cfg");
+    const SDF_HORIZON: &str =
+        include_str!("../../../tests/fixtures/captive/sdf-horizon-testnet.cfg");
+    const NO_TABLES: &str = include_str!("../../../tests/fixtures/captive/no-tables.cfg");
+    const PRIVATE_QUORUM: &str = include_str!("../../../tests/fixtures/captive/private-quorum.cfg");
+    const USER_KNOWN_PEERS: &str =
+        include_str!("../../../tests/fixtures/captive/user-known-peers.cfg");
+
+    const ALL: [&str; 6] = [
+        OPERATOR_SOROBANRPC,
+        SDF_SOROBAN_RPC,
+        SDF_HORIZON,
+        NO_TABLES,
+        PRIVATE_QUORUM,
+        USER_KNOWN_PEERS,
+    ];
+
+    /// Our block as `merge_captive` must write it.
+    fn captive_block(peers: &[&str]) -> String {
+        let mut s = format!(
+            "{CAPTIVE_MARKER} (render-config --flavour captive-core); edit the base file or the StellarNodes instead.\n"
+        );
+        s += "PREFERRED_PEERS = [\n";
+        for p in peers {
+            s += &format!("  \"{p}\",\n");
+        }
+        s += "]\n";
+        s
+    }
+
+    /// The merged file minus our block is the base minus its top-level PREFERRED_PEERS.
+    fn without(text: &str, cut: &str) -> String {
+        assert!(text.contains(cut), "{cut:?} not in:\n{text}");
+        text.replacen(cut, "", 1)
+    }
+
+    fn top_level_preferred(cfg: &str) -> Vec<String> {
+        let t: toml::Table = toml::from_str(cfg).expect("TOML");
+        t.get(PREFERRED_PEERS)
+            .and_then(toml::Value::as_array)
+            .expect("top-level PREFERRED_PEERS")
+            .iter()
+            .map(|v| v.as_str().expect("string").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn operator_sorobanrpc_shape_gets_the_key_above_its_tables_not_inside_history() {
+        let out = merge_captive(OPERATOR_SOROBANRPC, &KNOWN).expect("merge");
+        let block = captive_block(&KNOWN);
+        // Right after the only top-level key, before [HISTORY.archive1].
+        assert_eq!(
+            out,
+            OPERATOR_SOROBANRPC.replacen(
+                "NETWORK_PASSPHRASE=\"Test SDF Network ; September 2015\"\n",
+                &format!("NETWORK_PASSPHRASE=\"Test SDF Network ; September 2015\"\n{block}"),
+                1
+            )
+        );
+        assert!(out.find("PREFERRED_PEERS").expect("key") < out.find("[HISTORY").expect("table"));
+        assert_eq!(top_level_preferred(&out), KNOWN);
+        // The operator's PEER_PORT, HTTP_PORT and LOG_LEVEL stay inside its last table.
+        let t: toml::Table = toml::from_str(&out).expect("TOML");
+        assert!(t["HISTORY"]["archive2"].get("PEER_PORT").is_some());
+        assert!(t.get("PEER_PORT").is_none());
+        assert!(!out.contains("KNOWN_PEERS"), "{out}");
+    }
+
+    #[test]
+    fn own_preferred_peers_are_merged_normalised_sorted_and_deduplicated() {
+        let peers = [
+            "core-testnet2.stellar.org:11625",
+            "v1.ns.svc.cluster.local:11625",
+        ];
+        let out = merge_captive(SDF_SOROBAN_RPC, &peers).expect("merge");
+        let want = [
+            "core-testnet1.stellar.org:11625",
+            "core-testnet2.stellar.org:11625",
+            "v1.ns.svc.cluster.local:11625",
+        ];
+        assert_eq!(top_level_preferred(&out), want);
+        // In place of the file's own line (after the last top-level key before it).
+        let own =
+            "PREFERRED_PEERS=[\"core-testnet1.stellar.org\",\"core-testnet2.stellar.org:11625\"]\n";
+        assert_eq!(
+            without(&out, &captive_block(&want)),
+            without(SDF_SOROBAN_RPC, own)
+        );
+        // [[VALIDATORS]] with ADDRESS and [[HOME_DOMAINS]] are the base's bytes.
+        let tail = &SDF_SOROBAN_RPC[SDF_SOROBAN_RPC.find("[[HOME_DOMAINS]]").expect("hd")..];
+        assert!(out.ends_with(tail));
+        assert_eq!(captive_base_peers(&out).expect("peers").len(), 3);
+    }
+
+    #[test]
+    fn validators_and_home_domains_without_own_peers() {
+        let out = merge_captive(SDF_HORIZON, &KNOWN).expect("merge");
+        // After PEER_PORT .. FAILURE_SAFETY, before the blank line and [[HOME_DOMAINS]].
+        let anchor = "FAILURE_SAFETY=1\n";
+        assert_eq!(
+            out,
+            SDF_HORIZON.replacen(anchor, &format!("{anchor}{}", captive_block(&KNOWN)), 1)
+        );
+        let t: toml::Table = toml::from_str(&out).expect("TOML");
+        assert_eq!(t["VALIDATORS"].as_array().expect("validators").len(), 3);
+        assert!(t["HOME_DOMAINS"][0].get(PREFERRED_PEERS).is_none());
+    }
+
+    #[test]
+    fn a_file_with_no_tables_and_comments() {
+        let out = merge_captive(NO_TABLES, &KNOWN).expect("merge");
+        let mut want = vec!["core-testnet1.stellar.org:11625".to_owned()];
+        want.extend(KNOWN.iter().map(|s| (*s).to_owned()));
+        want.sort();
+        assert_eq!(top_level_preferred(&out), want);
+        // Every comment stays, including the one on the removed array's line.
+        for line in NO_TABLES.lines().filter(|l| l.starts_with('#')) {
+            assert!(out.contains(line), "{line:?} lost:\n{out}");
+        }
+        // The block follows the last top-level key left.
+        let block = captive_block(&want.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(
+            out,
+            format!(
+                "# A captive-core file without tables: only top-level keys.\nNETWORK_PASSPHRASE=\"Test SDF Network ; September 2015\" # the network\n{block}# The user's own preferred peer stays.\n# trailing comment\n"
+            )
+        );
+    }
+
+    #[test]
+    fn comment_only_and_empty_files() {
+        assert_eq!(
+            merge_captive("", &KNOWN).expect("empty"),
+            captive_block(&KNOWN)
+        );
+        let only = "# nothing\n";
+        assert_eq!(
+            merge_captive(only, &KNOWN).expect("comment"),
+            format!("{only}{}", captive_block(&KNOWN))
+        );
+        // A header's own comments stay attached to it.
+        let q = "# quorum\n[QUORUM_SET]\nTHRESHOLD_PERCENT=100\n";
+        assert_eq!(
+            merge_captive(q, &KNOWN).expect("quorum"),
+            format!("{}{q}", captive_block(&KNOWN))
+        );
+        // No peers: an empty array, still top level.
+        let out = merge_captive(q, &[] as &[&str]).expect("none");
+        assert!(out.starts_with(&format!("{CAPTIVE_MARKER} ")), "{out}");
+        assert!(out.contains("PREFERRED_PEERS = []\n"), "{out}");
+    }
+
+    #[test]
+    fn never_adds_known_peers_and_keeps_the_users() {
+        for base in ALL {
+            let out = merge_captive(base, &KNOWN).expect("merge");
+            assert_eq!(
+                out.matches("KNOWN_PEERS").count(),
+                base.matches("KNOWN_PEERS").count(),
+                "{out}"
+            );
+        }
+        let out = merge_captive(USER_KNOWN_PEERS, &KNOWN).expect("merge");
+        assert!(out.contains("KNOWN_PEERS=[\"core-testnet1.stellar.org\"]\n"));
+        // The checker says what captive core will say.
+        let v = check_captive(&out).expect_err("KNOWN_PEERS");
+        assert_eq!(
+            v,
+            [Violation::CaptiveRefused {
+                key: KNOWN_PEERS.into(),
+                line: 2
+            }]
+        );
+        assert!(!v[0].is_ours());
+        assert!(v[0].to_string().contains("captive core"), "{}", v[0]);
+    }
+
+    #[test]
+    fn preferred_peers_inside_a_table_is_the_users_and_stays() {
+        let base = "NETWORK_PASSPHRASE=\"x\"\n[[HOME_DOMAINS]]\nHOME_DOMAIN=\"a.org\"\nQUALITY=\"LOW\"\nPREFERRED_PEERS=[\"b.org\"]\n";
+        let out = merge_captive(base, &KNOWN).expect("merge");
+        assert_eq!(
+            out,
+            base.replacen(
+                "NETWORK_PASSPHRASE=\"x\"\n",
+                &format!("NETWORK_PASSPHRASE=\"x\"\n{}", captive_block(&KNOWN)),
+                1
+            )
+        );
+        assert_eq!(
+            check_captive(&out),
+            Err(vec![Violation::MisplacedKey {
+                key: PREFERRED_PEERS.into(),
+                table: "HOME_DOMAINS".into(),
+                line: 10
+            }])
+        );
+    }
+
+    #[test]
+    fn idempotent_and_crlf() {
+        for base in ALL {
+            let once = merge_captive(base, &KNOWN).expect("once");
+            assert_eq!(merge_captive(&once, &KNOWN).as_ref(), Ok(&once));
+            let crlf = base.replace('\n', "\r\n");
+            let out = merge_captive(&crlf, &KNOWN).expect("crlf");
+            assert!(!out.replace("\r\n", "").contains('\n'), "{out:?}");
+            assert_eq!(out.replace("\r\n", "\n"), once);
+        }
+    }
+
+    #[test]
+    fn bad_input_gets_a_clear_error() {
+        let e = merge_captive("PREFERRED_PEERS=\"a\"\n", &KNOWN).expect_err("string");
+        assert!(e.to_string().contains("must be an array"), "{e}");
+        let e = merge_captive("PREFERRED_PEERS=[\"[::1]\"]\n", &KNOWN).expect_err("ipv6");
+        assert!(e.to_string().contains("line 1"), "{e}");
+        let e = merge_captive("A=\n", &KNOWN).expect_err("toml");
+        assert!(e.to_string().contains("not valid TOML at line 1"), "{e}");
+        let e = merge_captive("", &["a b"]).expect_err("peer");
+        assert!(matches!(e, MergeError::BadPeer { .. }), "{e:?}");
+        // [KNOWN_PEERS] as a table is the user's business in a captive file.
+        assert!(merge_captive("[KNOWN_PEERS]\n", &KNOWN).is_ok());
+        assert!(merge_captive("[PREFERRED_PEERS]\n", &KNOWN).is_err());
+    }
+
+    /// Statement texts without line endings, minus the top-level PREFERRED_PEERS and our
+    /// captive marker (what `merge_captive` owns).
+    fn captive_foreign(cfg: &str) -> Vec<String> {
+        let mut in_table = false;
+        super::super::scan::scan(cfg)
+            .expect("scans")
+            .iter()
+            .filter(|s| match &s.kind {
+                super::super::scan::Kind::Header { .. } => {
+                    in_table = true;
+                    true
+                }
+                super::super::scan::Kind::KeyValue { key, .. } => {
+                    in_table || key != PREFERRED_PEERS
+                }
+                super::super::scan::Kind::Comment => !cfg[s.range.clone()]
+                    .trim_start()
+                    .starts_with(CAPTIVE_MARKER),
+                super::super::scan::Kind::Blank => true,
+            })
+            .map(|s| {
+                cfg[s.range.clone()]
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn generated_captive_files_keep_every_other_statement() {
+        const PARTS: &[&str] = &[
+            "NETWORK_PASSPHRASE = \"x\"\n",
+            "PEER_PORT=2 # [HISTORY.x]\n",
+            "KNOWN_PEERS = [\"a.example.org\"]\n",
+            "PREFERRED_PEERS = ['a.example.org:11625', \"B.example.org\"]\n",
+            "PREFERRED_PEERS = [\n  \"c.example.org\", # ] [\n]\n",
+            "[[HOME_DOMAINS]]\n",
+            "HOME_DOMAIN = \"h.org\"\n",
+            "[[VALIDATORS]]\n",
+            "ADDRESS = \"v.example.org\"\n",
+            "[QUORUM_SET]\n",
+            "THRESHOLD_PERCENT = 67\n",
+            "[HISTORY.h]\n",
+            "get = \"cp {0} {1}\"\n",
+            "LOG_LEVEL = \"info\"\n",
+            "# comment with PREFERRED_PEERS = []\n",
+            "\n",
+            "DATABASE = \"\"\"\n[NOT]\nPREFERRED_PEERS = [\"z\"]\n\"\"\"\n",
+            "PREFERRED_PEERS_ONLY = false # no newline",
+        ];
+        let mut seed: u64 = 0x5eed_cafe_0024_0001;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize
+        };
+        let mut tried = 0;
+        for _ in 0..3000 {
+            let n = next() % 9;
+            let mut base = String::new();
+            for _ in 0..n {
+                base.push_str(PARTS[next() % PARTS.len()]);
+            }
+            if toml::from_str::<toml::Table>(&base).is_err() {
+                continue;
+            }
+            tried += 1;
+            let out = merge_captive(&base, &KNOWN)
+                .unwrap_or_else(|e| panic!("merge failed on {base:?}: {e}"));
+            assert_eq!(merge_captive(&out, &KNOWN).as_ref(), Ok(&out), "{base:?}");
+            assert_eq!(
+                captive_foreign(&out),
+                captive_foreign(&base),
+                "{base:?}\n{out}"
+            );
+            assert_eq!(
+                out.matches("KNOWN_PEERS").count(),
+                base.matches("KNOWN_PEERS").count(),
+                "{base:?}"
+            );
+            let got = top_level_preferred(&out);
+            assert!(KNOWN.iter().all(|k| got.iter().any(|g| g == k)), "{got:?}");
+            let t: toml::Table = toml::from_str(&out).expect("TOML");
+            assert!(t[PREFERRED_PEERS].is_array());
+        }
+        assert!(tried > 300, "only {tried} generated files were TOML");
+    }
+
+    #[test]
+    fn core_flavour_is_unchanged_by_the_captive_one() {
+        // A validator's merge still writes both keys, with its own marker.
+        let out = merge(OPERATOR_RECENT, &KNOWN, &PREFERRED).expect("merge");
+        assert!(out.contains(MARKER) && !out.contains(CAPTIVE_MARKER));
+        assert!(out.contains("KNOWN_PEERS = ["));
+    }
+}

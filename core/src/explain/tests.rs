@@ -282,6 +282,58 @@ fn a_pod_is_explained_end_to_end() {
 }
 
 #[test]
+fn horizon_pods_are_explained_in_captive_merge_mode_or_why_not() {
+    let s = snap();
+    let settings = InjectSettings {
+        init_image: "injector:1".into(),
+        ..InjectSettings::default()
+    };
+    let instances = BTreeMap::new();
+    let ctx = Context {
+        snapshot: Some(&s),
+        settings: &settings,
+        webhooks: None,
+        webhook_name: WEBHOOK_NAME,
+        namespace_labels: BTreeMap::new(),
+        running: vec![],
+        restarts: None,
+        instances: &instances,
+    };
+    let mut p = pod(
+        "h",
+        json!({"stellar.org/captive-core-config": "/config/captive-core.cfg"}),
+    );
+    p["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "config", "mountPath": "/config"}]);
+    let e = explain("Pod stellar/h-0".into(), &p, "stellar", &ctx);
+    assert_eq!(
+        e.injector,
+        Verdict::Inject {
+            mode: "captive-merge",
+            warnings: vec![]
+        }
+    );
+    assert!(render_table(std::slice::from_ref(&e)).contains("injects (captive-merge mode)"));
+    // Without a file: env mode, and the warning says what to set.
+    let e = explain(
+        "Pod stellar/h-0".into(),
+        &pod("h", json!({})),
+        "stellar",
+        &ctx,
+    );
+    let Verdict::Inject { mode, warnings } = &e.injector else {
+        panic!("{e:?}")
+    };
+    assert_eq!(*mode, "env");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("stellar.org/captive-core-config")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
 fn the_restart_listing_says_what_happens_now_and_later() {
     assert!(render_restarts(&[]).contains("restarts nothing"));
     let r = [

@@ -17,6 +17,13 @@ pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_NAME_VALUE: &str = "stellar-node";
 /// Label naming the StellarNode a pod belongs to.
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+/// Label the operator puts on its read replicas (`{name}-read` StatefulSet pods), with
+/// [`ROLE_READ_REPLICA`].
+pub const LABEL_ROLE: &str = "stellar.org/role";
+/// [`LABEL_ROLE`] of a read replica: a stellar-core watcher started by a shell script
+/// that writes its own config. Env vars and the snippet only; never a validator to the
+/// rollout loop.
+pub const ROLE_READ_REPLICA: &str = "read-replica";
 /// `"false"` opts a pod out of injection.
 pub const ANNOTATION_OPT_OUT: &str = "stellar.org/inject-peers";
 /// The stellar-core snippet, projected into the container by the downwardAPI volume.
@@ -33,6 +40,13 @@ pub const STATUS_MERGE: &str = concat!(
     r#"{"version":""#,
     env!("CARGO_PKG_VERSION"),
     r#"","mode":"merge"}"#
+);
+/// [`ANNOTATION_STATUS`] of a Horizon or stellar-rpc pod whose captive-core file an init
+/// container merges.
+pub const STATUS_CAPTIVE_MERGE: &str = concat!(
+    r#"{"version":""#,
+    env!("CARGO_PKG_VERSION"),
+    r#"","mode":"captive-merge"}"#
 );
 /// [`ANNOTATION_STATUS`] of a pod given env vars and the snippet only.
 pub const STATUS_ENV: &str = concat!(
@@ -110,7 +124,7 @@ impl Default for InjectSettings {
 }
 
 /// True for an absolute file path inside a directory other than `/`, without `.`/`..`.
-fn is_file_path(p: &str) -> bool {
+pub(crate) fn is_file_path(p: &str) -> bool {
     p.starts_with('/')
         && !p.ends_with('/')
         && p.rfind('/').is_some_and(|i| i > 0)
@@ -185,6 +199,12 @@ impl InjectSettings {
     /// The directory of the merged config (the emptyDir's mount).
     pub fn merged_dir(&self) -> &str {
         dir_of(&self.merged_path)
+    }
+
+    /// Where the merged captive-core file of a Horizon or stellar-rpc pod is written:
+    /// `captive-core.cfg` in the merged config's directory.
+    pub fn captive_merged_path(&self) -> String {
+        format!("{}/{}", self.merged_dir(), config::CAPTIVE_FILE_NAME)
     }
 
     /// The file name inside that directory.

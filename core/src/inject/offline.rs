@@ -339,6 +339,71 @@ spec: {ports: [{name: peer, port: 11625}]}
     }
 
     #[test]
+    fn offline_injection_covers_captive_core() {
+        let nodes = format!(
+            "{NODES}---\napiVersion: stellar.org/v1alpha1\nkind: StellarNode\nmetadata: {{name: rpc, namespace: stellar, annotations: {{stellar.org/captive-core-config: /config/captive-core.cfg}}}}\nspec: {{nodeType: SorobanRpc, network: testnet}}\n"
+        );
+        let recs: Vec<NodeRecord> = yaml_documents(&nodes)
+            .expect("nodes")
+            .iter()
+            .filter_map(|d| NodeRecord::from_json(d, "default"))
+            .collect();
+        let s = PeerSnapshot::build(1, &recs, &PeerSettings::default());
+        let manifests = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: rpc, namespace: stellar}
+spec:
+  selector: {matchLabels: {app.kubernetes.io/instance: rpc}}
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: stellar-node, app.kubernetes.io/instance: rpc}
+    spec:
+      containers:
+      - name: stellar-node
+        image: soroban-rpc
+        volumeMounts: [{name: config, mountPath: /config}]
+      volumes: [{name: config, configMap: {name: rpc-config}}]
+"#;
+        let settings = InjectSettings {
+            init_image: "injector:1".into(),
+            ..InjectSettings::default()
+        };
+        let docs = yaml_documents(manifests).expect("manifests");
+        let out = inject_documents(docs, &s, &settings, "stellar").expect("inject");
+        let res = yaml_documents(&out).expect("output parses");
+        let tpl = &res[0]["spec"]["template"];
+        let init = &tpl["spec"]["initContainers"][0];
+        assert_eq!(init["name"], "stellar-peers-config");
+        let args: Vec<&str> = init["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "render-config",
+                "--base",
+                "/config/captive-core.cfg",
+                "--peers",
+                "/etc/stellar/peers/peers.cfg",
+                "--out",
+                "/etc/stellar/merged/captive-core.cfg",
+                "--flavour",
+                "captive-core"
+            ]
+        );
+        let env = tpl["spec"]["containers"][0]["env"].as_array().expect("env");
+        assert!(env.iter().any(|e| e["name"] == "CAPTIVE_CORE_CONFIG_PATH"
+            && e["value"] == "/etc/stellar/merged/captive-core.cfg"));
+        // Again: nothing changes.
+        let again = inject_documents(res, &s, &settings, "stellar").expect("again");
+        assert_eq!(again, out);
+    }
+
+    #[test]
     fn bad_yaml_is_reported_with_its_document() {
         let e = yaml_documents("a: 1\n---\n: : :\n  - [").expect_err("bad");
         assert!(e.to_string().starts_with("document 2"), "{e}");

@@ -14,12 +14,12 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Value, json};
 
-use super::config::MergePlan;
+use super::config::{CAPTIVE_ENV, CaptiveWiring, MergePlan};
 use super::review::{HasName, PodView};
 use super::{
     ANNOTATION_CONFIG, ANNOTATION_CONFIG_BASE, ANNOTATION_COUNT, ANNOTATION_HASH,
     ANNOTATION_STATUS, INIT_CONTAINER_NAME, INIT_CONTAINER_UID, InjectSettings, MERGED_VOLUME_NAME,
-    STATUS_ENV, STATUS_MERGE, VOLUME_NAME,
+    STATUS_CAPTIVE_MERGE, STATUS_ENV, STATUS_MERGE, VOLUME_NAME,
 };
 use crate::peers::PeerList;
 
@@ -30,6 +30,17 @@ pub const ENV_NAMES: [&str; 5] = [
     "STELLAR_PEERS_HASH",
     "STELLAR_NETWORK",
     "STELLAR_PEERS_CONFIG",
+];
+
+/// [`ENV_NAMES`] plus `CAPTIVE_CORE_CONFIG_PATH`, owned when a captive-core plan is
+/// wired by env.
+const ENV_NAMES_CAPTIVE: [&str; 6] = [
+    ENV_NAMES[0],
+    ENV_NAMES[1],
+    ENV_NAMES[2],
+    ENV_NAMES[3],
+    ENV_NAMES[4],
+    CAPTIVE_ENV,
 ];
 
 /// Where the patch was applied, for messages.
@@ -142,7 +153,14 @@ impl PatchShape {
                 container.and_then(|c| c.volume_mounts.as_deref()),
                 &OWNED_VOLUMES,
             ),
-            env: Slots::of(container.and_then(|c| c.env.as_deref()), &ENV_NAMES),
+            env: Slots::of(
+                container.and_then(|c| c.env.as_deref()),
+                if merge.as_ref().and_then(|m| m.captive) == Some(CaptiveWiring::Env) {
+                    &ENV_NAMES_CAPTIVE
+                } else {
+                    &ENV_NAMES
+                },
+            ),
             merge: merge.map(|plan| {
                 Box::new(MergeShape {
                     plan,
@@ -227,10 +245,10 @@ pub fn build_patch(shape: &PatchShape, list: &PeerList, settings: &InjectSetting
     }
     annotations.push((
         ANNOTATION_STATUS,
-        if merge.is_some() {
-            STATUS_MERGE
-        } else {
-            STATUS_ENV
+        match merge.map(|m| m.plan.captive.is_some()) {
+            None => STATUS_ENV,
+            Some(false) => STATUS_MERGE,
+            Some(true) => STATUS_CAPTIVE_MERGE,
         },
     ));
     let map = || -> serde_json::Map<String, Value> {
@@ -290,38 +308,10 @@ pub fn build_patch(shape: &PatchShape, list: &PeerList, settings: &InjectSetting
         mounts,
     );
     if let Some(m) = merge {
-        ops.push(add(at(&cbase, &["args"]), json!(m.plan.args)));
-        let mut base_mount = json!({
-            "name": m.plan.base_mount.name,
-            "mountPath": m.plan.base_mount.mount_path,
-            "readOnly": true,
-        });
-        if let Some(sp) = &m.plan.base_mount.sub_path {
-            base_mount["subPath"] = json!(sp);
+        if m.plan.captive != Some(CaptiveWiring::Env) {
+            ops.push(add(at(&cbase, &["args"]), json!(m.plan.args)));
         }
-        let init = json!({
-            "name": INIT_CONTAINER_NAME,
-            "image": settings.init_image,
-            "args": ["render-config", "--base", m.plan.base, "--peers", settings.mount_path, "--out", settings.merged_path],
-            "volumeMounts": [base_mount, peers_mount, merged_mount(false)],
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-            // Pod Security `restricted` judges every container by itself: a compliant pod
-            // must stay compliant once injected. The uid is the image's own nonroot user,
-            // set here too so that a pod-level `runAsUser: 0` cannot make the kubelet refuse
-            // to start this container (`runAsNonRoot`).
-            "securityContext": {
-                "allowPrivilegeEscalation": false,
-                "readOnlyRootFilesystem": true,
-                "runAsNonRoot": true,
-                "runAsUser": INIT_CONTAINER_UID,
-                "capabilities": { "drop": ["ALL"] },
-                "seccompProfile": { "type": "RuntimeDefault" },
-            },
-            "resources": {
-                "requests": { "cpu": "10m", "memory": "16Mi" },
-                "limits": { "memory": "64Mi" },
-            },
-        });
+        let init = init_container(&m.plan, settings, peers_mount);
         // After the pod's own init containers: whatever they prepare is in place.
         upsert(
             &mut ops,
@@ -338,11 +328,67 @@ pub fn build_patch(shape: &PatchShape, list: &PeerList, settings: &InjectSetting
         list.network.as_str(),
         settings.mount_path.as_str(),
     ];
-    let env = ENV_NAMES
+    let mut env: Vec<Value> = ENV_NAMES
         .iter()
         .zip(values)
         .map(|(name, value)| json!({ "name": name, "value": value }))
         .collect();
+    if let Some(m) = merge
+        && m.plan.captive == Some(CaptiveWiring::Env)
+    {
+        // Container env beats envFrom, and stellar-rpc's --config-path TOML.
+        env.push(json!({ "name": CAPTIVE_ENV, "value": m.plan.out(settings) }));
+    }
     upsert(&mut ops, &at(&cbase, &["env"]), &shape.env, env);
     Patch(ops)
+}
+
+/// The init container that writes the merged file: one builder for validators and
+/// captive core, so both get the same image, mounts, securityContext and resources.
+pub fn init_container(plan: &MergePlan, settings: &InjectSettings, peers_mount: Value) -> Value {
+    let mut base_mount = json!({
+        "name": plan.base_mount.name,
+        "mountPath": plan.base_mount.mount_path,
+        "readOnly": true,
+    });
+    if let Some(sp) = &plan.base_mount.sub_path {
+        base_mount["subPath"] = json!(sp);
+    }
+    let merged_mount = json!({ "name": MERGED_VOLUME_NAME, "mountPath": settings.merged_dir(), "readOnly": false });
+    let mut args = vec![
+        "render-config".to_owned(),
+        "--base".to_owned(),
+        plan.base.clone(),
+        "--peers".to_owned(),
+        settings.mount_path.clone(),
+        "--out".to_owned(),
+        plan.out(settings),
+    ];
+    if plan.captive.is_some() {
+        args.push("--flavour".to_owned());
+        args.push("captive-core".to_owned());
+    }
+    json!({
+        "name": INIT_CONTAINER_NAME,
+        "image": settings.init_image,
+        "args": args,
+        "volumeMounts": [base_mount, peers_mount, merged_mount],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        // Pod Security `restricted` judges every container by itself: a compliant pod
+        // must stay compliant once injected. The uid is the image's own nonroot user,
+        // set here too so that a pod-level `runAsUser: 0` cannot make the kubelet refuse
+        // to start this container (`runAsNonRoot`).
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "runAsUser": INIT_CONTAINER_UID,
+            "capabilities": { "drop": ["ALL"] },
+            "seccompProfile": { "type": "RuntimeDefault" },
+        },
+        "resources": {
+            "requests": { "cpu": "10m", "memory": "16Mi" },
+            "limits": { "memory": "64Mi" },
+        },
+    })
 }

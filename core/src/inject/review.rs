@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{ANNOTATION_CONFIG_BASE, ANNOTATION_OPT_OUT, LABEL_INSTANCE, LABEL_NAME};
-use crate::nodes::CONFIG_MODE_ANNOTATION;
+use super::{ANNOTATION_CONFIG_BASE, ANNOTATION_OPT_OUT, LABEL_INSTANCE, LABEL_NAME, LABEL_ROLE};
+use crate::nodes::{CAPTIVE_CONFIG_ANNOTATION, CONFIG_MODE_ANNOTATION};
 
 /// The only AdmissionReview version the webhook speaks.
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
@@ -81,6 +81,10 @@ pub type RequestView<'a> = Request<'a, Object<'a>>;
 
 /// `request.object`, as far as it was read.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "Pod is the usual request and lives on the stack once per request; boxing it would add an allocation to every admission for the rare Raw case"
+)]
 pub enum Object<'a> {
     /// Read in the one pass over the body (the usual request).
     Pod(PodView<'a>),
@@ -173,6 +177,8 @@ pub struct Labels<'a> {
     pub name: Option<Cow<'a, str>>,
     /// `app.kubernetes.io/instance`.
     pub instance: Option<Cow<'a, str>>,
+    /// `stellar.org/role` (`read-replica` on the operator's read replicas).
+    pub role: Option<Cow<'a, str>>,
 }
 
 /// `metadata.annotations`: every value must be a string; only the keys the decision
@@ -186,6 +192,10 @@ pub struct Annotations<'a> {
     /// `stellar.org/peers-config-base`: the base config of a pod already injected in
     /// merge mode (its `--conf` then names the merged file).
     pub config_base: Option<Cow<'a, str>>,
+    /// `stellar.org/captive-core-config`: the captive-core file of a Horizon or
+    /// stellar-rpc container that names it where admission cannot see (`envFrom`, the
+    /// `--config-path` TOML).
+    pub captive_config: Option<Cow<'a, str>>,
 }
 
 /// `spec`.
@@ -213,7 +223,7 @@ pub struct ContainerView<'a> {
     #[serde(borrow, default, deserialize_with = "opt_text")]
     pub working_dir: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    pub env: Option<Vec<Named<'a>>>,
+    pub env: Option<Vec<EnvView<'a>>>,
     #[serde(borrow, default)]
     pub volume_mounts: Option<Vec<MountView<'a>>>,
 }
@@ -223,6 +233,23 @@ pub struct ContainerView<'a> {
 pub struct Named<'a> {
     #[serde(borrow, default)]
     pub name: Cow<'a, str>,
+}
+
+/// One `env` entry: its name, and its value when literal.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvView<'a> {
+    #[serde(borrow, default)]
+    pub name: Cow<'a, str>,
+    #[serde(borrow, default, deserialize_with = "opt_text")]
+    pub value: Option<Cow<'a, str>>,
+    /// Whether it has a `valueFrom` (unreadable at admission).
+    #[serde(default, deserialize_with = "present")]
+    pub value_from: bool,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<de::IgnoredAny>::deserialize(d)?.is_some())
 }
 
 /// One `volumeMounts` entry.
@@ -243,6 +270,12 @@ pub trait HasName {
 }
 
 impl HasName for Named<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl HasName for EnvView<'_> {
     fn name(&self) -> &str {
         &self.name
     }
@@ -271,6 +304,16 @@ impl<'a> PodView<'a> {
 
     fn annotations(&self) -> Option<&Annotations<'a>> {
         self.metadata.as_ref()?.annotations.as_ref()
+    }
+
+    /// The `stellar.org/role` label.
+    pub fn role_label(&self) -> Option<&str> {
+        self.labels()?.role.as_deref()
+    }
+
+    /// The `stellar.org/captive-core-config` annotation.
+    pub fn captive_config_annotation(&self) -> Option<&str> {
+        self.annotations()?.captive_config.as_deref()
     }
 
     /// The `stellar.org/inject-peers` annotation.
@@ -361,6 +404,8 @@ macro_rules! picked_map {
     };
 }
 
-picked_map!(Labels, "a map of string labels", [name: LABEL_NAME, instance: LABEL_INSTANCE]);
+picked_map!(Labels, "a map of string labels",
+    [name: LABEL_NAME, instance: LABEL_INSTANCE, role: LABEL_ROLE]);
 picked_map!(Annotations, "a map of string annotations",
-    [inject: ANNOTATION_OPT_OUT, config_mode: CONFIG_MODE_ANNOTATION, config_base: ANNOTATION_CONFIG_BASE]);
+    [inject: ANNOTATION_OPT_OUT, config_mode: CONFIG_MODE_ANNOTATION, config_base: ANNOTATION_CONFIG_BASE,
+     captive_config: CAPTIVE_CONFIG_ANNOTATION]);

@@ -867,3 +867,102 @@ fn env_mode_and_non_validators_are_unchanged_and_odd_commands_are_left_alone() {
     let pod = apply_with(&body, &decide_with(&body, &snap, &s), &s);
     assert!(init_of(&pod).is_empty());
 }
+
+#[test]
+fn read_replicas_get_env_and_the_snippet_only() {
+    let snap = snapshot();
+    let s = merge_settings();
+    // The operator's {name}-read pod: the validator's labels plus the role, a bash script.
+    let body = review_with(|v| {
+        let pod = &mut v["request"]["object"];
+        pod["metadata"]["labels"]["stellar.org/role"] = json!("read-replica");
+        pod["spec"]["containers"] = json!([{"name": "stellar-core", "image": "stellar/stellar-core",
+            "command": ["/bin/bash", "/config/startup.sh"],
+            "volumeMounts": [{"name": "config", "mountPath": "/config"}]}]);
+    });
+    let d = decide_with(&body, &snap, &s);
+    let Decision::Inject {
+        warnings,
+        config_problem,
+        ..
+    } = &d
+    else {
+        panic!("{d:?}")
+    };
+    assert!(config_problem.is_none(), "{config_problem:?}");
+    assert!(
+        warnings.iter().all(|w| w.contains("no container named")),
+        "{warnings:?}"
+    );
+    let pod = apply_with(&body, &d, &s);
+    assert!(init_of(&pod).is_empty());
+    assert!(env_value(&pod, "stellar-core", "STELLAR_PEERS").is_some());
+    assert_eq!(
+        pod["spec"]["containers"][0]["command"],
+        json!(["/bin/bash", "/config/startup.sh"])
+    );
+}
+
+#[test]
+fn captive_and_validator_init_containers_share_one_builder() {
+    use super::config::{BaseMount, CaptiveWiring, MergePlan};
+    let s = merge_settings();
+    let plan = |captive| MergePlan {
+        base: "/config/x.cfg".into(),
+        base_mount: BaseMount {
+            name: "config".into(),
+            mount_path: "/config".into(),
+            sub_path: None,
+        },
+        args: vec![],
+        captive,
+    };
+    let peers = json!({"name": VOLUME_NAME, "mountPath": "/etc/stellar/peers", "readOnly": true});
+    let core = patch::init_container(&plan(None), &s, peers.clone());
+    let captive = patch::init_container(&plan(Some(CaptiveWiring::Env)), &s, peers);
+    for key in [
+        "name",
+        "image",
+        "securityContext",
+        "resources",
+        "terminationMessagePolicy",
+        "volumeMounts",
+    ] {
+        assert_eq!(core[key], captive[key], "{key}");
+    }
+    assert_eq!(captive["securityContext"]["runAsNonRoot"], true);
+    let args = |v: &Value| -> Vec<String> {
+        v["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("arg").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        args(&captive),
+        [
+            "render-config",
+            "--base",
+            "/config/x.cfg",
+            "--peers",
+            "/etc/stellar/peers/peers.cfg",
+            "--out",
+            "/etc/stellar/merged/captive-core.cfg",
+            "--flavour",
+            "captive-core"
+        ]
+    );
+    assert_eq!(
+        args(&core),
+        [
+            "render-config",
+            "--base",
+            "/config/x.cfg",
+            "--peers",
+            "/etc/stellar/peers/peers.cfg",
+            "--out",
+            "/etc/stellar/merged/stellar-core.cfg"
+        ]
+    );
+}

@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::controls::{ANNOTATION_ROLLOUT, Control};
 use super::plan::{self, Kind, PodState, WorkloadKey, WorkloadState};
-use crate::inject::LABEL_INSTANCE;
+use crate::inject::{LABEL_INSTANCE, LABEL_ROLE, ROLE_READ_REPLICA};
 
 /// Everything the planner needs from one observation of the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,6 +52,17 @@ fn instance_label(meta: &ObjectMeta) -> Option<String> {
     meta.labels.as_ref()?.get(LABEL_INSTANCE).cloned()
 }
 
+/// The operator's read replicas (`{name}-read`) carry their validator's instance label
+/// plus `stellar.org/role=read-replica`. They are no StellarNode's workload: counted as
+/// the validator's pods they would keep its StatefulSet from ever settling (holding the
+/// network's slot), and their StatefulSet would be rolled as a validator. The loop
+/// leaves them out; their pods get env vars and the snippet at creation only.
+fn is_read_replica(meta: Option<&ObjectMeta>) -> bool {
+    meta.and_then(|m| m.labels.as_ref())
+        .and_then(|l| l.get(LABEL_ROLE))
+        .is_some_and(|r| r == ROLE_READ_REPLICA)
+}
+
 /// The peers hash and opt-out of a workload's pod template.
 fn template_hash_and_opt_out(t: &PodTemplateSpec) -> (Option<String>, bool) {
     plan::hash_and_opt_out(t.metadata.as_ref().and_then(|m| m.annotations.as_ref()))
@@ -64,11 +75,14 @@ fn observed_generation(meta: &ObjectMeta, status_generation: Option<i64>) -> boo
 
 /// A StatefulSet as the planner sees it, from its own status alone (see [`observe`] for
 /// the cross-check with its pods). `None` for objects without the instance label,
-/// namespace or spec.
+/// namespace or spec, and for read replicas.
 pub fn sts_state(s: &StatefulSet) -> Option<WorkloadState> {
     let instance = instance_label(&s.metadata)?;
     let namespace = s.metadata.namespace.clone()?;
     let spec = s.spec.as_ref()?;
+    if is_read_replica(Some(&s.metadata)) || is_read_replica(spec.template.metadata.as_ref()) {
+        return None;
+    }
     let (template_hash, opted_out) = template_hash_and_opt_out(&spec.template);
     let replicas = spec.replicas.unwrap_or(1);
     let on_delete = spec
@@ -134,8 +148,12 @@ pub fn deploy_state(d: &Deployment) -> Option<WorkloadState> {
     })
 }
 
-/// A pod as the planner sees it. `None` without namespace, uid or instance label.
+/// A pod as the planner sees it. `None` without namespace, uid or instance label, and
+/// for read replicas.
 pub fn pod_state(p: &Pod) -> Option<PodState> {
+    if is_read_replica(Some(&p.metadata)) {
+        return None;
+    }
     let (hash, opted_out) = plan::hash_and_opt_out(p.metadata.annotations.as_ref());
     let ready = p
         .status
@@ -418,6 +436,43 @@ mod tests {
         let mut no_status = pod_json("True", false);
         no_status.status = None;
         assert!(!pod_state(&no_status).expect("pod").ready);
+    }
+
+    #[test]
+    fn read_replicas_are_neither_workloads_nor_the_validators_pods() {
+        // The operator's {name}-read StatefulSet: the validator's labels plus the role.
+        let mut read = base_sts("RollingUpdate", 1, Some(ready_status(1)));
+        read.metadata.name = Some("v1-read".into());
+        let role = || {
+            std::collections::BTreeMap::from([
+                ("app.kubernetes.io/instance".to_owned(), "v1".to_owned()),
+                ("stellar.org/role".to_owned(), "read-replica".to_owned()),
+            ])
+        };
+        read.metadata.labels = Some(role());
+        assert!(sts_state(&read).is_none());
+        // Also when only its pod template says so.
+        let mut read_tpl = base_sts("RollingUpdate", 1, Some(ready_status(1)));
+        read_tpl
+            .spec
+            .as_mut()
+            .expect("spec")
+            .template
+            .metadata
+            .get_or_insert_default()
+            .labels = Some(role());
+        assert!(sts_state(&read_tpl).is_none());
+        let mut replica_pod = pod_json("False", false);
+        replica_pod.metadata.name = Some("v1-read-0".into());
+        replica_pod.metadata.uid = Some("u2".into());
+        replica_pod.metadata.labels = Some(role());
+        assert!(pod_state(&replica_pod).is_none());
+        // The validator settles with its own pod, whatever its read replicas do.
+        let v = base_sts("RollingUpdate", 1, Some(ready_status(1)));
+        let o = observe([&v, &read], [], [&pod_json("True", false), &replica_pod]);
+        assert_eq!(o.workloads.len(), 1);
+        assert!(o.workloads[0].settled);
+        assert_eq!(o.pods.len(), 1);
     }
 
     #[test]
