@@ -105,8 +105,12 @@ pub async fn run(
         let recorder = Recorder::new(client.clone(), reporter.clone());
         if let Err(e) = recorder.publish(&ev, &n.regarding).await {
             metrics.errors(ErrorKind::EventPublish);
+            let hint = crate::causes::ApiCause::of(&e).hint(
+                "the injector's RBAC must allow create on events.k8s.io events",
+                "the object's namespace must exist",
+            );
             tracing::warn!(error = %crate::causes::Chain(&e), reason = n.reason, kind = ?n.regarding.kind, namespace = ?n.regarding.namespace,
-                name = ?n.regarding.name, "cannot record Event; check the injector's RBAC for events.k8s.io events (create)");
+                name = ?n.regarding.name, "cannot record Event. {hint}");
         }
     }
     // Every sink is gone: only at shutdown. Wait to be cancelled rather than restart.
@@ -117,17 +121,11 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    fn notice(name: &str, note: &str) -> Notice {
-        Notice::warning(
-            stellar_node("ns", name, None),
-            "InvalidKnownPeers",
-            "ReadStellarNode",
-            note.into(),
-        )
-    }
-
     #[test]
     fn a_full_queue_drops_and_counts_without_blocking() {
+        let notice = |name: &str, note: &str| {
+            Notice::warning(stellar_node("ns", name, None), "R", "A", note.into())
+        };
         let metrics = Arc::new(Metrics::new());
         let (sink, queue) = EventSink::channel(2, metrics.clone());
         assert!(sink.send(notice("a", "1")));

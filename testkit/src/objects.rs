@@ -192,10 +192,12 @@ pub async fn wait_peer_mesh(
 /// The `stellar.org/peers-hash` annotation of a StatefulSet's pod template: the peer
 /// list its pods were (or will be) made with, as the rollout loop writes it.
 pub fn template_hash(s: &StatefulSet) -> Option<String> {
-    s.spec
-        .as_ref()?
-        .template
-        .metadata
+    pod_template_hash(&s.spec.as_ref()?.template)
+}
+
+/// The `stellar.org/peers-hash` annotation of any pod template (a Deployment's too).
+pub fn pod_template_hash(t: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Option<String> {
+    t.metadata
         .as_ref()?
         .annotations
         .as_ref()?

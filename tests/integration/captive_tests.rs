@@ -20,7 +20,7 @@ use serde_json::json;
 use stellar_peer_injector::crd::StellarNode;
 use stellar_peer_injector::rollout::observe;
 
-use crate::config_tests::lay_out;
+use crate::config_tests::{lay_out, pod_of};
 use crate::support::*;
 
 const INIT_IMAGE: &str = "stellar-peer-injector:bed";
@@ -72,18 +72,6 @@ struct Seen {
     violations: Vec<String>,
 }
 
-fn deployment_hash(d: &Deployment) -> Option<String> {
-    d.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get("stellar.org/peers-hash")
-        .cloned()
-}
-
 /// Watches the namespace's StatefulSets and the Deployment `name`.
 fn watch(ns: &TestNs, name: &str) -> (Arc<Mutex<Seen>>, Vec<tokio::task::JoinHandle<()>>) {
     let seen: Arc<Mutex<Seen>> = Arc::default();
@@ -113,7 +101,7 @@ fn watch(ns: &TestNs, name: &str) -> (Arc<Mutex<Seen>>, Vec<tokio::task::JoinHan
         let mut ev = watcher(dep_api, cfg).boxed();
         while let Some(e) = ev.next().await {
             if let Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) = e {
-                let h = deployment_hash(&d);
+                let h = d.spec.as_ref().and_then(|s| pod_template_hash(&s.template));
                 let mut st = s2.lock().expect("lock");
                 if st.hashes.last() != Some(&h) {
                     if !st.hashes.is_empty() && !st.unavailable.is_empty() {
@@ -129,27 +117,6 @@ fn watch(ns: &TestNs, name: &str) -> (Arc<Mutex<Seen>>, Vec<tokio::task::JoinHan
         }
     });
     (seen, vec![sts, dep])
-}
-
-async fn horizon_pod(ns: &TestNs, want_hash: Option<&str>) -> Result<Pod, String> {
-    let api = ns.api::<Pod>();
-    wait_for(Duration::from_secs(120), "a Ready pod of h1", || {
-        let api = api.clone();
-        async move {
-            api.list(&ListParams::default().labels("app.kubernetes.io/instance=h1"))
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .find(|p| {
-                    p.metadata.deletion_timestamp.is_none()
-                        && want_hash.is_none_or(|h| {
-                            annotation(p, "stellar.org/peers-hash").as_deref() == Some(h)
-                        })
-                })
-        }
-    })
-    .await
 }
 
 pub async fn horizon_reads_a_merged_captive_core_file_and_rolls_after_validators() -> TestResult {
@@ -187,7 +154,7 @@ pub async fn horizon_reads_a_merged_captive_core_file_and_rolls_after_validators
         wait_peers(&ns, "h1", &two, 120).await?;
 
         // The pod the API server made: init container (captive flavour), env, emptyDir.
-        let pod = horizon_pod(&ns, None).await?;
+        let pod = pod_of(&ns, "h1", None).await?;
         let spec = pod.spec.as_ref().ok_or("spec")?;
         let init = spec
             .init_containers

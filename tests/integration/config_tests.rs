@@ -93,7 +93,12 @@ fn config_map(name: &str, cfg: &str) -> Value {
            "data": {"stellar-core.cfg": cfg, "NETWORK_PASSPHRASE": "Test SDF Network ; September 2015"}})
 }
 
-async fn pod_of(ns: &TestNs, instance: &str, want_hash: Option<&str>) -> Result<Pod, String> {
+/// A live pod of `instance` (with `want_hash`, one carrying that peers hash).
+pub(crate) async fn pod_of(
+    ns: &TestNs,
+    instance: &str,
+    want_hash: Option<&str>,
+) -> Result<Pod, String> {
     let api = ns.api::<Pod>();
     let sel = format!("app.kubernetes.io/instance={instance}");
     wait_for(
