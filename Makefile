@@ -2,7 +2,6 @@
 SHELL := bash
 TESTBED := tests/testbed/testbed
 
-
 .PHONY: image rules-test test demo demo-multicluster deps deny-deps machete-deps fetch build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status crowd-start crowd-stop crowd-status
 
 ## Installs what the project needs on a fresh Debian machine with Go and Rust.
