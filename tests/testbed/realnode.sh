@@ -448,7 +448,7 @@ ctr_node() { ctr --address "${CONTAINERD_SOCK}" -n k8s.io "$@"; }
 
 # import_image <OCI archive>: into the node's containerd, for the kubelet (namespace k8s.io).
 import_image() {
-  ctr_node images import --no-unpack=false "$1" >/dev/null 2>&1 || ctr_node images import "$1" >&2
+  ctr_node images import "$1" >/dev/null
 }
 
 # record_foreign_dirs: remember which of the kubelet's fixed directories exist before it runs.
@@ -592,11 +592,14 @@ start_node() {
   done
   launch_node_component api-relay || return 1
   wait_until "the real node's Services" kube-apiserver node_objects || return 1
-  launch_node_component kube-proxy || return 1
   local tk=${SECONDS}
   launch_node_component kubelet || return 1
   wait_until "node ${NODE_NAME} to be Ready" kubelet node_ready || return 1
-  log "real node ${NODE_NAME} Ready $((SECONDS - tk)) s after the kubelet started ($((SECONDS - t0)) s for the whole node)"
+  log "real node ${NODE_NAME} Ready $((SECONDS - tk)) s after the kubelet started"
+  # kube-proxy reads the node's addresses from its Node object at start: after the kubelet.
+  # No pod can start before its rules are in place: the bed has none yet.
+  launch_node_component kube-proxy || return 1
+  log "real node up in $((SECONDS - t0)) s"
 }
 
 # --- teardown ---------------------------------------------------------------------------------
