@@ -618,7 +618,7 @@ node_pids_in_cgroups() {
 node_shim_pids() {
   local p
   for p in /proc/[0-9]*; do
-    tr '\0' ' ' <"${p}/cmdline" 2>/dev/null | grep -qF -- "-address ${CONTAINERD_SOCK} " && printf '%s\n' "${p##*/}"
+    { tr "\\0" " " <"${p}/cmdline"; } 2>/dev/null | grep -qF -- "-address ${CONTAINERD_SOCK} " && printf "%s\\n" "${p##*/}"
   done
 }
 
