@@ -618,7 +618,9 @@ node_pids_in_cgroups() {
 node_shim_pids() {
   local p
   for p in /proc/[0-9]*; do
-    { tr "\\0" " " <"${p}/cmdline"; } 2>/dev/null | grep -qF -- "-address ${CONTAINERD_SOCK} " && printf "%s\\n" "${p##*/}"
+    if { tr "\\0" " " <"${p}/cmdline"; } 2>/dev/null | grep -qF -- "-address ${CONTAINERD_SOCK} "; then
+      printf '%s\n' "${p##*/}"
+    fi
   done
 }
 
@@ -626,6 +628,27 @@ node_shim_pids() {
 node_mounts() {
   awk -v d="${NODE_DIR}/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts |
     awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-
+}
+
+# remove_kube_chains <iptables|ip6tables>: delete every rule that jumps to a KUBE-* chain, then
+# the chains themselves, in every table.
+remove_kube_chains() {
+  local cmd="$1" table rules rule chain
+  command -v "${cmd}" >/dev/null 2>&1 || return 0
+  for table in filter nat mangle raw; do
+    rules="$("${cmd}" -t "${table}" -S 2>/dev/null)" || continue
+    [[ "${rules}" == *KUBE-* ]] || continue
+    while read -r rule; do
+      # shellcheck disable=SC2086 # the rule's words, as iptables -S printed them
+      eval "${cmd} -t ${table} ${rule/#-A/-D}" 2>/dev/null || true
+    done < <(grep -E -- '^-A [^ ]+ .*-j KUBE-' <<<"${rules}" | grep -Ev '^-A KUBE-')
+    for chain in $(awk '$1 == "-N" && $2 ~ /^KUBE-/ { print $2 }' <<<"${rules}"); do
+      "${cmd}" -t "${table}" -F "${chain}" 2>/dev/null || true
+    done
+    for chain in $(awk '$1 == "-N" && $2 ~ /^KUBE-/ { print $2 }' <<<"${rules}"); do
+      "${cmd}" -t "${table}" -X "${chain}" 2>/dev/null || true
+    done
+  done
 }
 
 # node_teardown: undo the node, whatever state it was left in (a crash, a kill). Idempotent; acts
@@ -658,20 +681,15 @@ node_teardown() {
       umount "$(printf '%b' "${p}")" 2>/dev/null || umount -l "$(printf '%b' "${p}")" 2>/dev/null || true
     done <<<"${m}"
   done
-  # kube-proxy's rules (it removes its own chains), then the kubelet's, if any.
-  if [[ -x "${BIN_DIR}/kube-proxy" ]] && iptables-save 2>/dev/null | grep -q 'KUBE-'; then
+  # kube-proxy's rules (`kube-proxy --cleanup` removes most of its chains, and fails here only on
+  # ipset and nft, which this host lacks), then every KUBE-* chain left (the canaries,
+  # KUBE-FIREWALL, the kubelet's), IPv4 and IPv6. Only the real node makes KUBE-* chains, and
+  # there is one per machine.
+  if [[ -x "${BIN_DIR}/kube-proxy" ]] && [[ "$(iptables-save 2>/dev/null)" == *KUBE-* ]]; then
     "${BIN_DIR}/kube-proxy" --cleanup --v=0 >/dev/null 2>&1 || true
-    local table chain
-    for table in filter nat mangle; do
-      for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT KUBE-MARK-DROP KUBE-MARK-MASQ KUBE-POSTROUTING KUBE-PROXY-CANARY; do
-        iptables -t "${table}" -S 2>/dev/null | grep -- "-j ${chain}\b" | sed 's/^-A/-D/' | while read -r rule; do
-          # shellcheck disable=SC2086
-          iptables -t "${table}" ${rule} 2>/dev/null || true
-        done
-        iptables -t "${table}" -F "${chain}" 2>/dev/null && iptables -t "${table}" -X "${chain}" 2>/dev/null || true
-      done
-    done
   fi
+  remove_kube_chains iptables
+  remove_kube_chains ip6tables
   # cgroups, deepest first, once empty.
   for d in $(cgroup_hierarchies); do
     [[ -d "${d}/${NODE_CGROUP_ROOT}" ]] || continue
