@@ -416,3 +416,141 @@ pub async fn realnode_restricted_namespace_accepts_an_injected_compliant_pod() -
     delete_webhook(&ns.client, &hook).await;
     result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
 }
+
+/// Runs the bed's helm (its state under the bed's dir) with `args`.
+fn helm(args: &[&str]) -> Result<String, String> {
+    crate::chart_tests::run_ok("helm", args, None)
+}
+
+/// The chart installed in-cluster as users install it: its defaults (two replicas, helm-made
+/// certificates, the webhook through its Service, `failurePolicy: Fail`), except the image
+/// (the injector's, imported into the real node's containerd), its pull policy (`Never`: there
+/// is no registry) and the real node's nodeSelector and toleration (on kwok's nodes the pods
+/// would only pretend to run). Exclusive: with the chart's default namespaceSelector its
+/// webhook also sees the other trials' namespaces.
+///
+/// Pods of StellarNodes on a kwok node and on the real node are injected through the
+/// Service; and deleting the leader pod makes the other replica lead within 3 s with the
+/// chart's default shutdown delay (the Lease must be released when shutdown starts, not after
+/// the delay).
+pub async fn realnode_chart_in_cluster_injects_through_its_service_and_hands_over() -> TestResult {
+    exclusive!();
+    let node = real_node()?;
+    let image = injector_image(&node)?;
+    let rel = TestNs::new("chartreal").await?;
+    let wl = TestNs::new("chartrealwl").await?;
+    let release = format!("r-{}", rel.name);
+    let (repository, tag) = image.rsplit_once(':').ok_or("image without a tag")?;
+    let values = json!({
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "nodeSelector": {REAL_NODE_LABEL: "true"},
+        "tolerations": [{"key": REAL_NODE_LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+    });
+    let dir = repo_root().join("target/testbed/realnode-chart");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let file = dir.join(format!("{release}.values.json"));
+    std::fs::write(&file, values.to_string()).map_err(|e| e.to_string())?;
+    let chart = repo_root().join("charts/stellar-peer-injector");
+    let (chart, file) = (chart.display().to_string(), file.display().to_string());
+    helm(&[
+        "install",
+        &release,
+        &chart,
+        "--namespace",
+        &rel.name,
+        "--values",
+        &file,
+        "--wait",
+        "--timeout",
+        "180s",
+    ])?;
+    let result: TestResult = async {
+        let pods = rel.api::<Pod>();
+        let sel = format!("app.kubernetes.io/instance={release}");
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&sel))
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure(list.items.len() == 2, || {
+            format!("{} injector pods", list.items.len())
+        })?;
+        for p in &list.items {
+            let on = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            ensure(on.as_deref() == Some(node.name.as_str()), || {
+                format!("injector pod on {on:?}")
+            })?;
+        }
+        // A validator on a kwok node and one on the real node, both injected by the chart's pods.
+        let n = wl.name.clone();
+        wl.create::<StellarNode>(stellar_node("k1", "Validator", "testnet", false))
+            .await?;
+        wl.create::<StatefulSet>(operator_statefulset("k1", "Validator", "testnet", 1))
+            .await?;
+        add_validator(&wl, "v1", operator_cfg(), &node).await?;
+        wait_for(Duration::from_secs(90), "k1-0 (kwok node) injected", || {
+            let api = wl.api::<Pod>();
+            async move {
+                api.get("k1-0")
+                    .await
+                    .ok()
+                    .and_then(|p| annotation(&p, "stellar.org/peers-hash"))
+            }
+        })
+        .await?;
+        running_with_peers(&wl, "v1", &BTreeSet::from([svc("k1", &n)])).await?;
+
+        // Handover: delete the leader pod, with the chart's default grace and shutdown delay.
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> = rel.api();
+        let holder = |l: &k8s_openapi::api::coordination::v1::Lease| {
+            l.spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.clone())
+                .filter(|h| !h.is_empty())
+        };
+        let leader = wait_for(Duration::from_secs(60), "a leader", || {
+            let leases = leases.clone();
+            async move {
+                leases
+                    .get("stellar-peer-injector")
+                    .await
+                    .ok()
+                    .as_ref()
+                    .and_then(holder)
+            }
+        })
+        .await?;
+        let started = std::time::Instant::now();
+        pods.delete(&leader, &Default::default())
+            .await
+            .map_err(|e| format!("delete {leader}: {e}"))?;
+        let next = wait_for(Duration::from_secs(60), "another replica to lead", || {
+            let (leases, leader) = (leases.clone(), leader.clone());
+            async move {
+                let h = leases
+                    .get("stellar-peer-injector")
+                    .await
+                    .ok()
+                    .as_ref()
+                    .and_then(holder)?;
+                (h != leader).then_some(h)
+            }
+        })
+        .await?;
+        let took = started.elapsed();
+        ensure(took < Duration::from_secs(3), || {
+            format!("{next} led {took:?} after {leader} was deleted (want < 3 s)")
+        })?;
+        Ok(())
+    }
+    .await;
+    let _ = helm(&[
+        "uninstall",
+        &release,
+        "--namespace",
+        &rel.name,
+        "--wait",
+        "--timeout",
+        "60s",
+    ]);
+    result
+}
