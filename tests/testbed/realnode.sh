@@ -26,6 +26,9 @@ KUBELET_PORT=10250
 KUBELET_HEALTHZ_PORT=10248
 KUBE_PROXY_HEALTHZ_PORT=10256
 KUBE_PROXY_METRICS_PORT=10249
+# The relay's port on the bridge's address: fixed (the node is one per machine), and not the
+# apiserver's own port number, which the bed's port checks would then find taken.
+API_RELAY_PORT=443
 NODE_CGROUP_ROOT=stellar-testbed
 CONTAINERD_SOCK="${NODE_DIR}/containerd/containerd.sock"
 REAL_NODE_LOCK=/run/stellar-testbed-realnode.lock
@@ -488,7 +491,7 @@ start_node_component() {
     # address: pods reach it through the `kubernetes` Service, whose endpoint is this relay on
     # the bridge's address.
     start_proc api-relay "$(command -v socat)" "$(command -v socat)" \
-      "TCP-LISTEN:${APISERVER_PORT},bind=${NODE_BRIDGE_ADDR},reuseaddr,fork" "TCP:127.0.0.1:${APISERVER_PORT}"
+      "TCP-LISTEN:${API_RELAY_PORT},bind=${NODE_BRIDGE_ADDR},reuseaddr,fork" "TCP:127.0.0.1:${APISERVER_PORT}"
     ;;
   esac
 }
@@ -500,7 +503,7 @@ node_probe() {
   kube-proxy) curl -sf --max-time 3 -o /dev/null "http://${NODE_NAME}:${KUBE_PROXY_HEALTHZ_PORT}/healthz" ;;
   api-relay)
     local pid
-    pid="$(pid_of api-relay)" && ss -Htlnp "sport = :${APISERVER_PORT}" | grep -q "${NODE_BRIDGE_ADDR}:.*pid=${pid},"
+    pid="$(pid_of api-relay)" && ss -Htlnp "sport = :${API_RELAY_PORT}" | grep -q "${NODE_BRIDGE_ADDR}:.*pid=${pid},"
     ;;
   esac
 }
@@ -510,7 +513,7 @@ node_url() {
   containerd) printf 'unix://%s' "${CONTAINERD_SOCK}" ;;
   kubelet) printf 'https://%s:%s (node %s)' "${NODE_NAME}" "${KUBELET_PORT}" "${NODE_NAME}" ;;
   kube-proxy) printf 'http://%s:%s/healthz (iptables)' "${NODE_NAME}" "${KUBE_PROXY_HEALTHZ_PORT}" ;;
-  api-relay) printf 'tcp://%s:%s -> 127.0.0.1:%s' "${NODE_BRIDGE_ADDR}" "${APISERVER_PORT}" "${APISERVER_PORT}" ;;
+  api-relay) printf 'tcp://%s:%s -> 127.0.0.1:%s' "${NODE_BRIDGE_ADDR}" "${API_RELAY_PORT}" "${APISERVER_PORT}" ;;
   esac
 }
 
@@ -564,7 +567,7 @@ endpoints:
 - addresses: ["${NODE_BRIDGE_ADDR}"]
   conditions: {ready: true}
 ports:
-- {name: https, port: ${APISERVER_PORT}, protocol: TCP}
+- {name: https, port: ${API_RELAY_PORT}, protocol: TCP}
 EOF
 }
 
