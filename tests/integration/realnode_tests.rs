@@ -484,8 +484,10 @@ pub async fn realnode_chart_in_cluster_injects_through_its_service_and_hands_ove
         let n = wl.name.clone();
         wl.create::<StellarNode>(stellar_node("k1", "Validator", "testnet", false))
             .await?;
-        wl.create::<StatefulSet>(operator_statefulset("k1", "Validator", "testnet", 1))
-            .await?;
+        // On a kwok node, explicitly (the bed labels them type=kwok).
+        let mut k1 = operator_statefulset("k1", "Validator", "testnet", 1);
+        k1["spec"]["template"]["spec"]["nodeSelector"] = json!({"type": "kwok"});
+        wl.create::<StatefulSet>(k1).await?;
         add_validator(&wl, "v1", operator_cfg(), &node).await?;
         wait_for(Duration::from_secs(90), "k1-0 (kwok node) injected", || {
             let api = wl.api::<Pod>();
