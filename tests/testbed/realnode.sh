@@ -38,9 +38,11 @@ REAL_NODE_OWNER=/run/stellar-testbed-realnode.owner
 REAL_NODE_SYSCTLS_SAVED=/run/stellar-testbed-realnode.sysctls
 NODE_SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward
   net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables)
-# Directories the kubelet writes outside its root dir whatever it is told; removed by `down`
-# when the node made them.
-NODE_FOREIGN_DIRS=(/var/lib/kubelet/device-plugins /var/lib/kubelet /var/log/containers /var/log/pods)
+# Directories the node writes outside its state dir whatever it is told (the kubelet: device
+# plugins, log symlinks; containerd 1.6: shim sockets, fifos and runc state under
+# /run/containerd; libcni: its result cache); removed by `down` when the node made them.
+NODE_FOREIGN_DIRS=(/var/lib/kubelet/device-plugins /var/lib/kubelet /var/log/containers /var/log/pods
+  /run/containerd /var/lib/cni)
 NODE_COMPONENTS=(containerd kubelet kube-proxy api-relay)
 # The taint that keeps every pod that did not ask for the real node off it: the other trials'
 # pods have images no registry serves here.
