@@ -556,3 +556,46 @@ pub async fn realnode_chart_in_cluster_injects_through_its_service_and_hands_ove
     ]);
     result
 }
+
+/// What a real kubelet does to files under a pod's securityContext: stellar-core running as
+/// another user than the init container (stellar-core's own image runs as a non-root user;
+/// the init container as the injector image's 65532), with a read-only root filesystem and an
+/// `fsGroup`, still reads the merged file the init container wrote into the shared emptyDir, and
+/// the init container reads the ConfigMap through the kubelet's `..data` symlinks.
+pub async fn realnode_merged_file_is_readable_by_stellar_core_as_another_user() -> TestResult {
+    let node = real_node()?;
+    let image = injector_image(&node)?;
+    let ns = TestNs::new("realuid").await?;
+    let n = ns.name.clone();
+    let bed = bed()?;
+    let inj = Injector::start(
+        &n,
+        &bed.kubeconfig,
+        &["--init-image", image, "--debounce", "0s"],
+        true,
+    )
+    .await?;
+    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+    let result: TestResult = async {
+        for name in ["u1", "u2"] {
+            ns.create::<StellarNode>(stellar_node(name, "Validator", "testnet", false))
+                .await?;
+            ns.create::<ConfigMap>(config_map(&format!("{name}-config"), operator_cfg()))
+                .await?;
+            ns.create::<Secret>(seed_secret(name)).await?;
+            let mut sts = operator_validator(name, &node.pause_image);
+            let spec = &mut sts["spec"]["template"]["spec"];
+            spec["securityContext"] = json!({"fsGroup": 10000});
+            spec["containers"][0]["securityContext"] =
+                json!({"runAsUser": 10001, "runAsGroup": 10001, "readOnlyRootFilesystem": true});
+            ns.create::<StatefulSet>(sts).await?;
+        }
+        let (_, cfg) = running_with_peers(&ns, "u1", &BTreeSet::from([svc("u2", &n)])).await?;
+        config::check_ours(&cfg)
+            .map_err(|v| format!("printed config breaks our rules: {v:?}\n{cfg}"))?;
+        Ok(())
+    }
+    .await;
+    delete_webhook(&ns.client, &hook).await;
+    result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
+}
