@@ -538,7 +538,6 @@ pub async fn realnode_chart_in_cluster_injects_through_its_service_and_hands_ove
             }
         })
         .await?;
-        let took = started.elapsed();
         ensure(took < Duration::from_secs(3), || {
             format!("{next} led {took:?} after {leader} was deleted (want < 3 s)")
         })?;
@@ -593,6 +592,72 @@ pub async fn realnode_merged_file_is_readable_by_stellar_core_as_another_user() 
         let (_, cfg) = running_with_peers(&ns, "u1", &BTreeSet::from([svc("u2", &n)])).await?;
         config::check_ours(&cfg)
             .map_err(|v| format!("printed config breaks our rules: {v:?}\n{cfg}"))?;
+        Ok(())
+    }
+    .await;
+    delete_webhook(&ns.client, &hook).await;
+    result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
+}
+
+/// When the Ready condition of `pod` last became True.
+fn ready_since(pod: &Pod) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?
+        .last_transition_time
+        .clone()
+}
+
+/// A third validator restarts the two running on the real node one at a time, with the
+/// kubelet's real readiness: each new pod's stand-in prints a file holding the new peer, and
+/// the second pod was created only after the first new one was Ready.
+pub async fn realnode_a_new_validator_rolls_the_real_pods_one_at_a_time() -> TestResult {
+    let node = real_node()?;
+    let image = injector_image(&node)?;
+    let ns = TestNs::new("realroll").await?;
+    let n = ns.name.clone();
+    let bed = bed()?;
+    let inj = Injector::start(
+        &n,
+        &bed.kubeconfig,
+        &["--init-image", image, "--debounce", "0s"],
+        true,
+    )
+    .await?;
+    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+    let result: TestResult = async {
+        add_validator(&ns, "v1", operator_cfg(), &node).await?;
+        add_validator(&ns, "v2", operator_cfg(), &node).await?;
+        let (old1, _) = running_with_peers(&ns, "v1", &BTreeSet::from([svc("v2", &n)])).await?;
+        let (old2, _) = running_with_peers(&ns, "v2", &BTreeSet::from([svc("v1", &n)])).await?;
+        add_validator(&ns, "v3", operator_cfg(), &node).await?;
+        let (p1, _) = running_with_peers(&ns, "v1", &BTreeSet::from([svc("v3", &n)])).await?;
+        let (p2, _) = running_with_peers(&ns, "v2", &BTreeSet::from([svc("v3", &n)])).await?;
+        for (old, new) in [(&old1, &p1), (&old2, &p2)] {
+            ensure(old.metadata.uid != new.metadata.uid, || {
+                format!("{:?} was not replaced", new.metadata.name)
+            })?;
+        }
+        let (first, second) = if p1.metadata.creation_timestamp <= p2.metadata.creation_timestamp {
+            (&p1, &p2)
+        } else {
+            (&p2, &p1)
+        };
+        let ready = ready_since(first).ok_or("the first new pod is not Ready")?;
+        let created = second
+            .metadata
+            .creation_timestamp
+            .clone()
+            .ok_or("no creation time")?;
+        ensure(ready.0 <= created.0, || {
+            format!(
+                "{:?} was created at {:?}, before {:?} was Ready ({:?}): not one at a time",
+                second.metadata.name, created.0, first.metadata.name, ready.0
+            )
+        })?;
         Ok(())
     }
     .await;
