@@ -538,6 +538,7 @@ pub async fn realnode_chart_in_cluster_injects_through_its_service_and_hands_ove
             }
         })
         .await?;
+        let took = started.elapsed();
         ensure(took < Duration::from_secs(3), || {
             format!("{next} led {took:?} after {leader} was deleted (want < 3 s)")
         })?;
