@@ -2,7 +2,7 @@
 SHELL := bash
 TESTBED := tests/testbed/testbed
 
-.PHONY: rules-test test demo demo-multicluster deps deny-deps machete-deps fetch build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status crowd-start crowd-stop crowd-status
+.PHONY: image rules-test test demo demo-multicluster deps deny-deps machete-deps fetch build lint unit integration fuzz fuzz-short fuzz-deps bed-up bed-down bed-status crowd-start crowd-stop crowd-status
 
 ## Installs what the project needs on a fresh Debian machine with Go and Rust.
 deps:
@@ -10,6 +10,15 @@ deps:
 
 build:
 	cargo build --release --locked
+
+## The injector's OCI image without Docker or a registry (image/build reads the Dockerfile):
+## target/image/stellar-peer-injector.oci.tar, for `ctr images import` or `podman load`.
+## IMAGE_PROFILE=dev packs the debug binary (stripped) instead of the release one.
+IMAGE_PROFILE ?= release
+IMAGE_OUT ?= target/image/stellar-peer-injector.oci.tar
+image:
+	cargo build --locked --profile $(IMAGE_PROFILE) --bin stellar-peer-injector
+	image/build target/$(if $(filter dev,$(IMAGE_PROFILE)),debug,$(IMAGE_PROFILE))/stellar-peer-injector $(IMAGE_OUT)
 
 ## The workspace: the injector and its dev-only test kit (testkit/).
 lint: deny-deps machete-deps fetch

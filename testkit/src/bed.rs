@@ -33,6 +33,9 @@ pub struct Bed {
     pub started_here: bool,
     /// `TESTBED_TIMEOUT` for the script (how long `up` waits), when set.
     timeout_secs: Option<u64>,
+    /// False for a bed that must run without the machine's one real node
+    /// (`TESTBED_REAL_NODE=0`); true leaves the choice to the environment.
+    real_node: bool,
 }
 
 impl Bed {
@@ -44,7 +47,15 @@ impl Bed {
             state,
             started_here: false,
             timeout_secs: None,
+            real_node: true,
         }
+    }
+
+    /// This bed runs without a real node (`TESTBED_REAL_NODE=0`): there is one per machine,
+    /// and it belongs to the shared bed.
+    pub fn without_real_node(mut self) -> Self {
+        self.real_node = false;
+        self
     }
 
     /// The repository's bed, as the tests and `make bed-up` use it ([`state_dir`]).
@@ -83,6 +94,9 @@ impl Bed {
         cmd.args(args).env("TESTBED_STATE_DIR", &self.state);
         if let Some(t) = self.timeout_secs {
             cmd.env("TESTBED_TIMEOUT", t.to_string());
+        }
+        if !self.real_node {
+            cmd.env("TESTBED_REAL_NODE", "0");
         }
         cmd
     }
@@ -297,7 +311,9 @@ pub fn second_bed() -> Result<&'static Bed, String> {
             let work = || {
                 std::thread::scope(|s| {
                     s.spawn(|| {
-                        let mut bed = Bed::new(&repo_root(), second_state_dir()).with_timeout(180);
+                        let mut bed = Bed::new(&repo_root(), second_state_dir())
+                            .with_timeout(180)
+                            .without_real_node();
                         bed.up()?;
                         rt().block_on(async {
                             install_crd(&bed.client().await?, "stellar-peer-injector-tests").await

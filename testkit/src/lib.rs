@@ -13,6 +13,7 @@
 //! | [`http`] | plain HTTP to the admin port, AdmissionReviews over TLS |
 //! | [`objects`] | operator-shaped objects; pod env, annotations, template hashes, peers of a node's pods |
 //! | [`dns`] | A queries to the bed's CoreDNS |
+//! | [`realnode`] | the bed's real node: is it on ([`real_node`]), pods on it ([`on_real_node`]), the injector's image in its containerd, container logs, routes |
 //! | [`assert`] | [`ensure`] and [`ensure_eq!`]: test failures with both sides and a diff |
 //! | [`registry`] | [`trials!`] and [`exclusive!`]: the integration trials, found by build.rs |
 //!
@@ -28,6 +29,7 @@ pub mod http;
 pub mod injector;
 pub mod ns;
 pub mod objects;
+pub mod realnode;
 pub mod registry;
 pub mod wait;
 pub mod webhook;
@@ -40,6 +42,7 @@ pub use http::*;
 pub use injector::*;
 pub use ns::TestNs;
 pub use objects::*;
+pub use realnode::*;
 pub use wait::*;
 pub use webhook::*;
 

@@ -18,6 +18,7 @@ mod injection_tests;
 mod link_tests;
 mod multicluster_tests;
 mod prometheus_tests;
+mod realnode_tests;
 mod rollout_tests;
 mod support;
 mod testbed_tests;
@@ -112,14 +113,38 @@ fn main() {
         "multicluster" => multicluster_tests,
         "link" => link_tests,
         "prometheus" => prometheus_tests,
+        "realnode" => realnode_tests,
     };
     let listed = registry.check();
-    let mut trials = registry.trials;
+    // The real node turned off on purpose (TESTBED_REAL_NODE=0): its trials are reported as
+    // ignored, and said so after the summary. Without the opt-out they run, and fail with the
+    // bed's reason when it has no real node.
+    let opted_out = testkit::real_node_opted_out();
+    let mut not_run = Vec::new();
+    let mut trials: Vec<Trial> = registry
+        .trials
+        .into_iter()
+        .map(|t| {
+            if opted_out && t.name().starts_with("realnode::") {
+                not_run.push(t.name().to_owned());
+                t.with_ignored_flag(true)
+            } else {
+                t
+            }
+        })
+        .collect();
     trials.push(Trial::test(
         "harness::every_test_module_is_listed",
         move || listed.map_err(Failed::from),
     ));
     let conclusion = libtest_mimic::run(&args, trials);
+    if !not_run.is_empty() {
+        println!(
+            "real-node trials NOT RUN ({} of them, TESTBED_REAL_NODE=0): {}",
+            not_run.len(),
+            not_run.join(", ")
+        );
+    }
     support::teardown();
     conclusion.exit();
 }

@@ -402,3 +402,44 @@ pub async fn restart_moves_a_component_off_a_taken_port() -> TestResult {
     TestNs::new("bed-moved").await?;
     Ok(())
 }
+
+/// No address the bed hands out can leave this machine: for an address in each of its ranges
+/// (the Service range, kwok's fake pod IPs, the real node's pod bridge and the rest of its
+/// /16), `ip route get` names neither the default gateway nor its device; the kernel refuses
+/// it (`unreachable`) or keeps it on a local device. The bed claims these ranges before any
+/// component starts (tests/testbed/claim-ranges).
+pub async fn testbed_every_range_stays_on_this_machine() -> TestResult {
+    bed()?;
+    let Some((gateway, device)) = default_route() else {
+        // No default route: nothing can leave through one.
+        return Ok(());
+    };
+    let mut problems = Vec::new();
+    for addr in [
+        "10.96.0.1",
+        "10.96.0.10",
+        "10.96.173.41",
+        "10.244.0.5",
+        "10.244.201.9",
+        "10.245.0.200",
+        "10.245.77.3",
+    ] {
+        match route_get(addr) {
+            Err(refused) => ensure(
+                refused.contains("unreachable") || refused.contains("No route"),
+                || format!("{addr}: unexpected refusal {refused:?}"),
+            )?,
+            Ok(route) => {
+                let words: Vec<&str> = route.split_whitespace().collect();
+                let via = words.windows(2).any(|w| w[0] == "via" && w[1] == gateway);
+                let dev = words.windows(2).any(|w| w[0] == "dev" && w[1] == device);
+                if via || dev {
+                    problems.push(format!("{addr} -> {route}"));
+                }
+            }
+        }
+    }
+    ensure(problems.is_empty(), || {
+        format!("routed off this machine (default via {gateway} dev {device}): {problems:?}")
+    })
+}

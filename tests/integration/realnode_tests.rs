@@ -1,0 +1,667 @@
+//! Real pods on the bed's real node (tests/testbed/realnode.sh): the injector's own image as
+//! the `stellar-peers-config` init container, a stand-in for stellar-core in the operator's
+//! image name that prints the file it was started with, names resolved from inside a pod
+//! through the DNS Service, and Pod Security admission judging injected pods.
+//!
+//! Every pod here asks for the real node ([`on_real_node`]): nodeSelector and the toleration
+//! of its taint. When the run turns the real node off (`TESTBED_REAL_NODE=0`), main.rs marks
+//! these trials ignored and says so in the summary; when the bed cannot run one, they fail
+//! with the bed's reason.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use stellar_peer_injector::config;
+use stellar_peer_injector::crd::StellarNode;
+
+use crate::support::*;
+
+/// The operator's `stellar-core.cfg` for a validator (tests/fixtures/configs/README.md).
+const OPERATOR_CFG: &str = include_str!("../fixtures/configs/operator-quorum-recent.cfg");
+const PASSPHRASE: &str = "Test SDF Network ; September 2015";
+/// Where the injector's merge mode writes the merged file (its default).
+const MERGED: &str = "/etc/stellar/merged/stellar-core.cfg";
+
+/// The operator's validator StatefulSet as its code builds it (REFERENCE.md): `stellar-node`
+/// (image `stellar/stellar-core:<version>`, no command, no args) first, `stellar-health-check`
+/// second, ConfigMap `{name}-config` read-only at /config, data at /opt/stellar/data, the seed
+/// from a Secret. On the real node, with three differences from the operator's pods, each
+/// forced by the bed: no AppArmor annotations (this host has no AppArmor, and the kubelet
+/// refuses pods that ask for it); the health-check sidecar runs the bed's pause image (no
+/// registry serves stellar/health-check here) and so has no probes; and the pod asks for the
+/// real node. `stellar/stellar-core:22.1.0` is the bed's STAND-IN for stellar-core.
+fn operator_validator(name: &str, pause_image: &str) -> Value {
+    let labels = operator_labels(name, "Validator", "testnet");
+    let mut spec = json!({
+        "containers": [
+            {"name": "stellar-node", "image": "stellar/stellar-core:22.1.0",
+             "ports": [{"containerPort": 11625}],
+             "env": [{"name": "STELLAR_CORE_SEED", "valueFrom": {"secretKeyRef": {"name": format!("{name}-seed"), "key": "STELLAR_CORE_SEED"}}}],
+             "volumeMounts": [{"name": "data", "mountPath": "/opt/stellar/data"},
+                              {"name": "config", "mountPath": "/config", "readOnly": true}]},
+            {"name": "stellar-health-check", "image": pause_image,
+             "ports": [{"name": "health", "containerPort": 8081}]}
+        ],
+        "terminationGracePeriodSeconds": 2,
+        "volumes": [{"name": "data", "emptyDir": {}},
+                    {"name": "config", "configMap": {"name": format!("{name}-config")}}]
+    });
+    on_real_node(&mut spec);
+    json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "serviceName": format!("{name}-headless"),
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "stellar-node", "app.kubernetes.io/instance": name}},
+            "template": {"metadata": {"labels": labels}, "spec": spec}
+        }
+    })
+}
+
+fn config_map(name: &str, data: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
+}
+
+fn seed_secret(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-seed")},
+           "stringData": {"STELLAR_CORE_SEED": "SDHOAMBNLGCE2MV5ZKIVZAQD3VCLGP53P3OBSBI6UN5L5XZI5TKHFQL4"}})
+}
+
+/// A validator of the operator's shape on the real node: StellarNode, ConfigMap (with
+/// `cfg_data` as its data), seed Secret and StatefulSet.
+async fn add_validator(ns: &TestNs, name: &str, cfg_data: Value, node: &RealNode) -> TestResult {
+    ns.create::<StellarNode>(stellar_node(name, "Validator", "testnet", false))
+        .await?;
+    ns.create::<ConfigMap>(config_map(&format!("{name}-config"), cfg_data))
+        .await?;
+    ns.create::<Secret>(seed_secret(name)).await?;
+    ns.create::<StatefulSet>(operator_validator(name, &node.pause_image))
+        .await?;
+    Ok(())
+}
+
+fn operator_cfg() -> Value {
+    json!({"stellar-core.cfg": OPERATOR_CFG, "NETWORK_PASSPHRASE": PASSPHRASE})
+}
+
+fn peers_in(cfg: &str, key: &str) -> Result<BTreeSet<String>, String> {
+    let v: toml::Table = cfg.parse().map_err(|e| format!("printed config: {e}"))?;
+    Ok(v.get(key)
+        .and_then(|a| a.as_array())
+        .ok_or_else(|| format!("{key} missing or not top-level"))?
+        .iter()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect())
+}
+
+/// The running pod of StatefulSet `name` whose stand-in stellar-core printed a config holding
+/// every address of `want`: the pod and the printed file.
+async fn running_with_peers(
+    ns: &TestNs,
+    name: &str,
+    want: &BTreeSet<String>,
+) -> Result<(Pod, String), String> {
+    let api = ns.api::<Pod>();
+    let pod_name = format!("{name}-0");
+    let last = std::sync::Mutex::new(String::from("(no pod yet)"));
+    let found = wait_for(
+        Duration::from_secs(150),
+        &format!("{pod_name} running with its peers"),
+        || {
+            let (api, pod_name, last) = (api.clone(), pod_name.clone(), &last);
+            let note = move |s: String| *last.lock().unwrap_or_else(|e| e.into_inner()) = s;
+            async move {
+                let pod = api.get(&pod_name).await.ok()?;
+                let running = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter().any(|c| {
+                            c.name == "stellar-node"
+                                && c.state.as_ref().is_some_and(|s| s.running.is_some())
+                        })
+                    });
+                if !running {
+                    note(format!(
+                        "phase {:?}",
+                        pod.status.as_ref().and_then(|s| s.phase.clone())
+                    ));
+                    return None;
+                }
+                let log = container_log(&api, &pod_name, "stellar-node").await.ok()?;
+                let Some((path, cfg)) = standin_printed_config(&log) else {
+                    note(format!(
+                        "stellar-node's log has no printed config yet:\n{log}"
+                    ));
+                    return None;
+                };
+                if path != MERGED {
+                    note(format!("the stand-in was started with --conf {path}"));
+                    return None;
+                }
+                if !want.iter().all(|w| cfg.contains(w.as_str())) {
+                    note(format!("the printed file lacks some of {want:?}:\n{cfg}"));
+                    return None;
+                }
+                Some((pod, cfg))
+            }
+        },
+    )
+    .await;
+    found.map_err(|e| {
+        format!(
+            "{e}; last seen: {}",
+            last.lock().unwrap_or_else(|e| e.into_inner())
+        )
+    })
+}
+
+/// Resolves `names` from inside a pod on the real node with the bed's getaddrinfo() probe
+/// (through the pod's resolv.conf: the DNS Service); the probe's output once every name
+/// resolved, retried while EndpointSlices catch up.
+async fn resolve_in_pod(ns: &TestNs, node: &RealNode, names: &[String]) -> Result<String, String> {
+    let api = ns.api::<Pod>();
+    let mut last = String::new();
+    for attempt in 0..10 {
+        let name = format!("dns-probe-{attempt}");
+        let mut spec = json!({"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+                              "containers": [{"name": "probe", "image": node.dns_probe_image, "args": names}]});
+        on_real_node(&mut spec);
+        ns.create::<Pod>(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}),
+        )
+        .await?;
+        let phase = wait_for(
+            Duration::from_secs(60),
+            &format!("{name} to finish"),
+            || {
+                let (api, name) = (api.clone(), name.clone());
+                async move {
+                    let p = api.get(&name).await.ok()?;
+                    let phase = p.status.and_then(|s| s.phase)?;
+                    (phase == "Succeeded" || phase == "Failed").then_some(phase)
+                }
+            },
+        )
+        .await?;
+        last = container_log(&api, &name, "probe").await?;
+        if phase == "Succeeded" {
+            return Ok(last);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Err(format!(
+        "names did not all resolve from inside a pod; last probe:\n{last}"
+    ))
+}
+
+/// A validator pod of the operator's exact shape, injected in merge mode, runs on the real
+/// node: the injector's image writes the merged file in `stellar-peers-config`, the stand-in
+/// stellar-core is started with it and prints it; the file passes the rules checker and holds
+/// the other validator's per-pod address; and every injected per-pod name resolves, from
+/// inside a pod through the DNS Service, to that pod's real IP.
+pub async fn realnode_operator_validator_runs_its_merged_config() -> TestResult {
+    let node = real_node()?;
+    let image = injector_image(&node)?;
+    let ns = TestNs::new("real").await?;
+    let n = ns.name.clone();
+    let bed = bed()?;
+    let inj = Injector::start(
+        &n,
+        &bed.kubeconfig,
+        &["--init-image", image, "--debounce", "0s"],
+        true,
+    )
+    .await?;
+    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+    let result: TestResult = async {
+        add_validator(&ns, "v1", operator_cfg(), &node).await?;
+        add_validator(&ns, "v2", operator_cfg(), &node).await?;
+        let (p1, cfg1) = running_with_peers(&ns, "v1", &BTreeSet::from([svc("v2", &n)])).await?;
+        let (p2, cfg2) = running_with_peers(&ns, "v2", &BTreeSet::from([svc("v1", &n)])).await?;
+        for (pod, cfg) in [(&p1, &cfg1), (&p2, &cfg2)] {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            ensure(
+                pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.name.as_str()),
+                || {
+                    format!(
+                        "{name} is not on the real node: {:?}",
+                        pod.spec.as_ref().and_then(|s| s.node_name.clone())
+                    )
+                },
+            )?;
+            let init = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.init_container_statuses.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.name == "stellar-peers-config"))
+                .ok_or_else(|| format!("{name}: no status of stellar-peers-config"))?;
+            let exit = init
+                .state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .map(|t| t.exit_code);
+            ensure(exit == Some(0), || {
+                format!("{name}: stellar-peers-config ended {:?}", init.state)
+            })?;
+            config::check_ours(cfg)
+                .map_err(|v| format!("{name}'s printed config breaks our rules: {v:?}\n{cfg}"))?;
+            // The operator's file is kept line for line.
+            for line in OPERATOR_CFG.lines() {
+                ensure(cfg.lines().any(|l| l == line), || {
+                    format!("{name}: line {line:?} lost:\n{cfg}")
+                })?;
+            }
+        }
+        ensure(
+            peers_in(&cfg1, "KNOWN_PEERS")?.contains(&svc("v2", &n)),
+            || format!("v1's KNOWN_PEERS:\n{cfg1}"),
+        )?;
+        ensure(
+            peers_in(&cfg2, "KNOWN_PEERS")?.contains(&svc("v1", &n)),
+            || format!("v2's KNOWN_PEERS:\n{cfg2}"),
+        )?;
+
+        // Every injected per-pod name, resolved as stellar-core would from inside a pod.
+        let injected: Vec<String> = peers_in(&cfg1, "KNOWN_PEERS")?
+            .into_iter()
+            .chain(peers_in(&cfg2, "KNOWN_PEERS")?)
+            .filter(|a| a.contains(&format!(".{n}.svc.cluster.local")))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        ensure(injected.len() == 2, || {
+            format!("injected per-pod names: {injected:?}")
+        })?;
+        let out = resolve_in_pod(&ns, &node, &injected).await?;
+        for (addr, pod) in [(svc("v1", &n), &p1), (svc("v2", &n), &p2)] {
+            let ip = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .ok_or("pod without IP")?;
+            let line = out
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(addr.as_str()))
+                .ok_or_else(|| format!("{addr} not in the probe's output:\n{out}"))?;
+            ensure(line.split_whitespace().skip(1).any(|a| a == ip), || {
+                format!("{addr} resolved to {line:?}, the pod's IP is {ip}")
+            })?;
+        }
+        Ok(())
+    }
+    .await;
+    delete_webhook(&ns.client, &hook).await;
+    result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
+}
+
+/// A base config that is missing, or not TOML, leaves the pod in `Init:Error` (then
+/// `Init:CrashLoopBackOff` as the kubelet retries), and `kubectl get pod` and `describe` show
+/// the init container's one-line reason.
+pub async fn realnode_a_bad_base_config_shows_init_error_with_its_reason() -> TestResult {
+    let node = real_node()?;
+    let image = injector_image(&node)?;
+    let ns = TestNs::new("realerr").await?;
+    let n = ns.name.clone();
+    let bed = bed()?;
+    let inj = Injector::start(
+        &n,
+        &bed.kubeconfig,
+        &["--init-image", image, "--debounce", "0s"],
+        true,
+    )
+    .await?;
+    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+    let result: TestResult = async {
+        // The ConfigMap exists (or the kubelet would wait for it) but has no stellar-core.cfg.
+        add_validator(&ns, "nocfg", json!({"NETWORK_PASSPHRASE": PASSPHRASE}), &node).await?;
+        add_validator(&ns, "badcfg", json!({"stellar-core.cfg": "NETWORK_PASSPHRASE = \"unterminated\n[QUORUM_SET\n", "NETWORK_PASSPHRASE": PASSPHRASE}), &node).await?;
+        let api = ns.api::<Pod>();
+        for name in ["nocfg-0", "badcfg-0"] {
+            let message = wait_for(Duration::from_secs(120), &format!("{name}'s init container to fail"), || {
+                let (api, name) = (api.clone(), name.to_owned());
+                async move {
+                    let p = api.get(&name).await.ok()?;
+                    let st = p.status?.init_container_statuses?.into_iter().find(|c| c.name == "stellar-peers-config")?;
+                    let t = st.state.as_ref().and_then(|s| s.terminated.clone())
+                        .or_else(|| st.last_state.as_ref().and_then(|s| s.terminated.clone()))?;
+                    (t.exit_code != 0).then(|| t.message.unwrap_or_default())
+                }
+            })
+            .await?;
+            let message = message.trim().to_owned();
+            ensure(!message.is_empty() && !message.contains('\n'), || format!("{name}: termination message {message:?}"))?;
+            let get = bed.run(&["kubectl", "get", "pod", "-n", &n, name, "--no-headers"])?;
+            ensure(get.contains("Init:Error") || get.contains("Init:CrashLoopBackOff"), || format!("kubectl get pod: {get}"))?;
+            let describe = bed.run(&["kubectl", "describe", "pod", "-n", &n, name])?;
+            ensure(describe.contains(&message), || format!("describe lacks {message:?}:\n{describe}"))?;
+        }
+        Ok(())
+    }
+    .await;
+    delete_webhook(&ns.client, &hook).await;
+    result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
+}
+
+/// A namespace that enforces Pod Security `restricted` accepts a compliant validator pod once
+/// it is injected, and the pod runs on the real node. This needs the injected init container
+/// to be compliant by itself (runAsNonRoot, seccomp RuntimeDefault, no privilege escalation,
+/// all capabilities dropped): the pod here sets those per container, not for the pod, as the
+/// admission plugin judges every container, injected ones included.
+pub async fn realnode_restricted_namespace_accepts_an_injected_compliant_pod() -> TestResult {
+    let node = real_node()?;
+    let image = injector_image(&node)?;
+    let ns = TestNs::new("realpsa").await?;
+    let n = ns.name.clone();
+    let bed = bed()?;
+    let namespaces: Api<Namespace> = Api::all(ns.client.clone());
+    let labels = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted",
+                                                 "pod-security.kubernetes.io/enforce-version": "latest"}}});
+    namespaces
+        .patch(&n, &PatchParams::default(), &Patch::Merge(&labels))
+        .await
+        .map_err(|e| format!("label namespace: {e}"))?;
+    let inj = Injector::start(
+        &n,
+        &bed.kubeconfig,
+        &["--init-image", image, "--debounce", "0s"],
+        true,
+    )
+    .await?;
+    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+    let result: TestResult = async {
+        ns.create::<StellarNode>(stellar_node("r1", "Validator", "testnet", false)).await?;
+        ns.create::<ConfigMap>(config_map("r1-config", operator_cfg())).await?;
+        let restricted = json!({"runAsNonRoot": true, "runAsUser": 10001, "allowPrivilegeEscalation": false,
+                                "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}});
+        let mut spec = json!({
+            "terminationGracePeriodSeconds": 2,
+            "containers": [
+                {"name": "stellar-node", "image": "stellar/stellar-core:22.1.0", "securityContext": restricted,
+                 "volumeMounts": [{"name": "config", "mountPath": "/config", "readOnly": true}]},
+                {"name": "stellar-health-check", "image": node.pause_image, "securityContext": restricted}
+            ],
+            "volumes": [{"name": "config", "configMap": {"name": "r1-config"}}]
+        });
+        on_real_node(&mut spec);
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                         "metadata": {"name": "r1-0", "labels": operator_labels("r1", "Validator", "testnet")},
+                         "spec": spec});
+        let pod: Pod = serde_json::from_value(pod).map_err(|e| e.to_string())?;
+        let api = ns.api::<Pod>();
+        api.create(&PostParams::default(), &pod)
+            .await
+            .map_err(|e| format!("the restricted namespace refused the injected pod: {e}"))?;
+        let created = api.get("r1-0").await.map_err(|e| e.to_string())?;
+        let inits: Vec<String> = created.spec.iter().flat_map(|s| s.init_containers.iter().flatten()).map(|c| c.name.clone()).collect();
+        ensure(inits == ["stellar-peers-config"], || format!("not injected: init containers {inits:?}"))?;
+        wait_for(Duration::from_secs(120), "r1-0's stand-in to run", || {
+            let api = api.clone();
+            async move {
+                let log = container_log(&api, "r1-0", "stellar-node").await.ok()?;
+                standin_printed_config(&log)
+            }
+        })
+        .await?;
+        Ok(())
+    }
+    .await;
+    delete_webhook(&ns.client, &hook).await;
+    result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
+}
+
+/// Runs the bed's helm (its state under the bed's dir) with `args`.
+fn helm(args: &[&str]) -> Result<String, String> {
+    crate::chart_tests::run_ok("helm", args, None)
+}
+
+/// The chart installed in-cluster as users install it: its defaults (two replicas, helm-made
+/// certificates, the webhook through its Service, `failurePolicy: Fail`), except the image
+/// (the injector's, imported into the real node's containerd), its pull policy (`Never`: there
+/// is no registry) and the real node's nodeSelector and toleration (on kwok's nodes the pods
+/// would only pretend to run). Exclusive: with the chart's default namespaceSelector its
+/// webhook also sees the other trials' namespaces.
+///
+/// Pods of StellarNodes on a kwok node and on the real node are injected through the
+/// Service; and deleting the leader pod makes the other replica lead within 3 s with the
+/// chart's default shutdown delay (the Lease must be released when shutdown starts, not after
+/// the delay).
+pub async fn realnode_chart_in_cluster_injects_through_its_service_and_hands_over() -> TestResult {
+    exclusive!();
+    let node = real_node()?;
+    let image = injector_image(&node)?;
+    let rel = TestNs::new("chartreal").await?;
+    let wl = TestNs::new("chartrealwl").await?;
+    let release = format!("r-{}", rel.name);
+    let (repository, tag) = image.rsplit_once(':').ok_or("image without a tag")?;
+    let values = json!({
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "nodeSelector": {REAL_NODE_LABEL: "true"},
+        "tolerations": [{"key": REAL_NODE_LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+    });
+    let dir = repo_root().join("target/testbed/realnode-chart");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let file = dir.join(format!("{release}.values.json"));
+    std::fs::write(&file, values.to_string()).map_err(|e| e.to_string())?;
+    let chart = repo_root().join("charts/stellar-peer-injector");
+    let (chart, file) = (chart.display().to_string(), file.display().to_string());
+    helm(&[
+        "install",
+        &release,
+        &chart,
+        "--namespace",
+        &rel.name,
+        "--values",
+        &file,
+        "--wait",
+        "--timeout",
+        "180s",
+    ])?;
+    let result: TestResult = async {
+        let pods = rel.api::<Pod>();
+        let sel = format!("app.kubernetes.io/instance={release}");
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&sel))
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure(list.items.len() == 2, || {
+            format!("{} injector pods", list.items.len())
+        })?;
+        for p in &list.items {
+            let on = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            ensure(on.as_deref() == Some(node.name.as_str()), || {
+                format!("injector pod on {on:?}")
+            })?;
+        }
+        // A validator on a kwok node and one on the real node, both injected by the chart's pods.
+        let n = wl.name.clone();
+        wl.create::<StellarNode>(stellar_node("k1", "Validator", "testnet", false))
+            .await?;
+        // On a kwok node, explicitly (the bed labels them type=kwok).
+        let mut k1 = operator_statefulset("k1", "Validator", "testnet", 1);
+        k1["spec"]["template"]["spec"]["nodeSelector"] = json!({"type": "kwok"});
+        wl.create::<StatefulSet>(k1).await?;
+        add_validator(&wl, "v1", operator_cfg(), &node).await?;
+        wait_for(Duration::from_secs(90), "k1-0 (kwok node) injected", || {
+            let api = wl.api::<Pod>();
+            async move {
+                api.get("k1-0")
+                    .await
+                    .ok()
+                    .and_then(|p| annotation(&p, "stellar.org/peers-hash"))
+            }
+        })
+        .await?;
+        running_with_peers(&wl, "v1", &BTreeSet::from([svc("k1", &n)])).await?;
+
+        // Handover: delete the leader pod, with the chart's default grace and shutdown delay.
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> = rel.api();
+        let holder = |l: &k8s_openapi::api::coordination::v1::Lease| {
+            l.spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.clone())
+                .filter(|h| !h.is_empty())
+        };
+        let leader = wait_for(Duration::from_secs(60), "a leader", || {
+            let leases = leases.clone();
+            async move {
+                leases
+                    .get("stellar-peer-injector")
+                    .await
+                    .ok()
+                    .as_ref()
+                    .and_then(holder)
+            }
+        })
+        .await?;
+        let started = std::time::Instant::now();
+        pods.delete(&leader, &Default::default())
+            .await
+            .map_err(|e| format!("delete {leader}: {e}"))?;
+        let next = wait_for(Duration::from_secs(60), "another replica to lead", || {
+            let (leases, leader) = (leases.clone(), leader.clone());
+            async move {
+                let h = leases
+                    .get("stellar-peer-injector")
+                    .await
+                    .ok()
+                    .as_ref()
+                    .and_then(holder)?;
+                (h != leader).then_some(h)
+            }
+        })
+        .await?;
+        let took = started.elapsed();
+        ensure(took < Duration::from_secs(3), || {
+            format!("{next} led {took:?} after {leader} was deleted (want < 3 s)")
+        })?;
+        Ok(())
+    }
+    .await;
+    let _ = helm(&[
+        "uninstall",
+        &release,
+        "--namespace",
+        &rel.name,
+        "--wait",
+        "--timeout",
+        "60s",
+    ]);
+    result
+}
+
+/// What a real kubelet does to files under a pod's securityContext: stellar-core running as
+/// another user than the init container (stellar-core's own image runs as a non-root user;
+/// the init container as the injector image's 65532), with a read-only root filesystem and an
+/// `fsGroup`, still reads the merged file the init container wrote into the shared emptyDir, and
+/// the init container reads the ConfigMap through the kubelet's `..data` symlinks.
+pub async fn realnode_merged_file_is_readable_by_stellar_core_as_another_user() -> TestResult {
+    let node = real_node()?;
+    let image = injector_image(&node)?;
+    let ns = TestNs::new("realuid").await?;
+    let n = ns.name.clone();
+    let bed = bed()?;
+    let inj = Injector::start(
+        &n,
+        &bed.kubeconfig,
+        &["--init-image", image, "--debounce", "0s"],
+        true,
+    )
+    .await?;
+    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+    let result: TestResult = async {
+        for name in ["u1", "u2"] {
+            ns.create::<StellarNode>(stellar_node(name, "Validator", "testnet", false))
+                .await?;
+            ns.create::<ConfigMap>(config_map(&format!("{name}-config"), operator_cfg()))
+                .await?;
+            ns.create::<Secret>(seed_secret(name)).await?;
+            let mut sts = operator_validator(name, &node.pause_image);
+            let spec = &mut sts["spec"]["template"]["spec"];
+            spec["securityContext"] = json!({"fsGroup": 10000});
+            spec["containers"][0]["securityContext"] =
+                json!({"runAsUser": 10001, "runAsGroup": 10001, "readOnlyRootFilesystem": true});
+            ns.create::<StatefulSet>(sts).await?;
+        }
+        let (_, cfg) = running_with_peers(&ns, "u1", &BTreeSet::from([svc("u2", &n)])).await?;
+        config::check_ours(&cfg)
+            .map_err(|v| format!("printed config breaks our rules: {v:?}\n{cfg}"))?;
+        Ok(())
+    }
+    .await;
+    delete_webhook(&ns.client, &hook).await;
+    result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
+}
+
+/// When the Ready condition of `pod` last became True.
+fn ready_since(pod: &Pod) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?
+        .last_transition_time
+        .clone()
+}
+
+/// A third validator restarts the two running on the real node one at a time, with the
+/// kubelet's real readiness: each new pod's stand-in prints a file holding the new peer, and
+/// the second pod was created only after the first new one was Ready.
+pub async fn realnode_a_new_validator_rolls_the_real_pods_one_at_a_time() -> TestResult {
+    let node = real_node()?;
+    let image = injector_image(&node)?;
+    let ns = TestNs::new("realroll").await?;
+    let n = ns.name.clone();
+    let bed = bed()?;
+    let inj = Injector::start(
+        &n,
+        &bed.kubeconfig,
+        &["--init-image", image, "--debounce", "0s"],
+        true,
+    )
+    .await?;
+    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+    let result: TestResult = async {
+        add_validator(&ns, "v1", operator_cfg(), &node).await?;
+        add_validator(&ns, "v2", operator_cfg(), &node).await?;
+        let (old1, _) = running_with_peers(&ns, "v1", &BTreeSet::from([svc("v2", &n)])).await?;
+        let (old2, _) = running_with_peers(&ns, "v2", &BTreeSet::from([svc("v1", &n)])).await?;
+        add_validator(&ns, "v3", operator_cfg(), &node).await?;
+        let (p1, _) = running_with_peers(&ns, "v1", &BTreeSet::from([svc("v3", &n)])).await?;
+        let (p2, _) = running_with_peers(&ns, "v2", &BTreeSet::from([svc("v3", &n)])).await?;
+        for (old, new) in [(&old1, &p1), (&old2, &p2)] {
+            ensure(old.metadata.uid != new.metadata.uid, || {
+                format!("{:?} was not replaced", new.metadata.name)
+            })?;
+        }
+        let (first, second) = if p1.metadata.creation_timestamp <= p2.metadata.creation_timestamp {
+            (&p1, &p2)
+        } else {
+            (&p2, &p1)
+        };
+        let ready = ready_since(first).ok_or("the first new pod is not Ready")?;
+        let created = second
+            .metadata
+            .creation_timestamp
+            .clone()
+            .ok_or("no creation time")?;
+        ensure(ready.0 <= created.0, || {
+            format!(
+                "{:?} was created at {:?}, before {:?} was Ready ({:?}): not one at a time",
+                second.metadata.name, created.0, first.metadata.name, ready.0
+            )
+        })?;
+        Ok(())
+    }
+    .await;
+    delete_webhook(&ns.client, &hook).await;
+    result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
+}
