@@ -254,7 +254,7 @@ pub async fn a_stuck_validator_is_reported_and_skip_wait_releases_the_others() -
 }
 
 /// Runs `stellar-peer-injector explain ARGS -o json` against the bed; its JSON.
-async fn explain_json(args: &[&str]) -> Result<Value, String> {
+pub(crate) async fn explain_json(args: &[&str]) -> Result<Value, String> {
     let bin = testkit::injector_bin()?;
     let kubeconfig = bed()?.kubeconfig.display().to_string();
     let mut cmd = std::process::Command::new(bin);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use stellar_peer_injector::config;
 use stellar_peer_injector::crd::StellarNode;
@@ -342,6 +342,33 @@ pub async fn realnode_a_bad_base_config_shows_init_error_with_its_reason() -> Te
             ensure(get.contains("Init:Error") || get.contains("Init:CrashLoopBackOff"), || format!("kubectl get pod: {get}"))?;
             let describe = bed.run(&["kubectl", "describe", "pod", "-n", &n, name])?;
             ensure(describe.contains(&message), || format!("describe lacks {message:?}:\n{describe}"))?;
+            // The injector reports it too: `explain` names the failed step with its reason.
+            let pod_ref = format!("{n}/{name}");
+            let explained = crate::controls_tests::explain_json(&["--pod", &pod_ref]).await?;
+            let failed = explained.pointer("/explanations/0/running").and_then(Value::as_array).into_iter().flatten()
+                .find(|r| r["name"] == name).and_then(|r| r["init_failed"].as_str()).map(str::to_owned);
+            ensure(failed.as_deref() == Some(message.as_str()), || format!("explain --pod {pod_ref}: init_failed {failed:?}, want {message:?}: {explained}"))?;
+        }
+        // The loop (leader) reports both: a metric, and one Event on each StellarNode.
+        wait_for(Duration::from_secs(60), "init_failures{network=\"testnet\"} to be 2", || async {
+            (inj.metric("stellar_peer_injector_init_failures{network=\"testnet\"}").await == Some(2.0)).then_some(())
+        })
+        .await?;
+        let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+        for node in ["nocfg", "badcfg"] {
+            let notes = wait_for(Duration::from_secs(60), &format!("a PeersConfigFailed Event on StellarNode {node}"), || {
+                let events = events.clone();
+                async move {
+                    let notes: Vec<String> = events.list(&ListParams::default()).await.ok()?.items.into_iter()
+                        .filter(|e| e.reason.as_deref() == Some("PeersConfigFailed"))
+                        .filter(|e| e.regarding.as_ref().is_some_and(|r| r.kind.as_deref() == Some("StellarNode") && r.name.as_deref() == Some(node)))
+                        .filter_map(|e| e.note)
+                        .collect();
+                    (!notes.is_empty()).then_some(notes)
+                }
+            })
+            .await?;
+            ensure(notes.iter().all(|t| t.contains(&format!("pod {node}-0")) && t.contains("render-config")), || format!("{node}: {notes:?}"))?;
         }
         Ok(())
     }
