@@ -2,6 +2,8 @@
 # The demo (`make demo`): a real control plane on loopback, the Helm chart in URL mode,
 # the injector running locally, five StellarNodes with their workloads, the peers every
 # pod got at creation, then a fifth validator joins and the injector rolls the others.
+# When the bed runs its real node, two more validators run there in merge mode: the init
+# step's output, and the file the bed's stand-in for stellar-core was started with.
 #
 # Everything listens on and dials 127.0.0.1 only. The control plane stays up afterwards
 # (`make bed-down` stops it); the injector stops when this script exits.
@@ -89,6 +91,18 @@ PORT="$(free_port)"
 ADMIN_PORT="$(free_port)"
 [[ "${PORT}" != "${ADMIN_PORT}" ]] || ADMIN_PORT="$(free_port)"
 
+# The bed's real node (127.0.0.2), when it runs one: merge mode needs the injector's own
+# image there for its init container (no registry: built here, imported into containerd).
+REAL_ENV="${TESTBED_STATE_DIR:-${ROOT}/target/testbed}/realnode.env"
+REAL_NODE="" INIT_IMAGE=docker.io/library/stellar-peer-injector:demo
+if [[ -f "${REAL_ENV}" ]] && grep -qx 'REAL_NODE=on' "${REAL_ENV}"; then
+  REAL_NODE="$(sed -n 's/^REAL_NODE_NAME=//p' "${REAL_ENV}")"
+  step "The injector's image for the real node ${REAL_NODE} (image/build, ctr images import)"
+  "${ROOT}/image/build" "${BIN}" "${DEMO}/injector.oci.tar" "${INIT_IMAGE}" >/dev/null
+  ctr --address "$(sed -n 's/^CONTAINERD_SOCK=//p' "${REAL_ENV}")" -n k8s.io images import \
+    "${DEMO}/injector.oci.tar" | sed 's/^/    /'
+fi
+
 step "Injector, running locally: https://127.0.0.1:${PORT}/mutate, admin http://127.0.0.1:${ADMIN_PORT}"
 # A stale Lease of a previous run would delay the rollout loop by up to its 15 s duration.
 kubectl -n "${SYS_NS}" delete lease "${RELEASE}" --ignore-not-found >/dev/null
@@ -115,6 +129,7 @@ RUST_LOG="info" "${BIN}" serve \
   --debounce 2s \
   --extra-peers "${ROOT}/examples/extra-peers.yaml" \
   --shutdown-delay 0s \
+  ${REAL_NODE:+--init-image "${INIT_IMAGE}"} \
   >"${LOG}" 2>&1 &
 INJECTOR_PID=$!
 echo "${INJECTOR_PID}" >"${PIDFILE}"
@@ -251,6 +266,72 @@ step "Injector metrics (rollouts)"
 curl -fsS "http://127.0.0.1:${ADMIN_PORT}/metrics" | grep -E '^stellar_peer_injector_rollouts_total' | sed 's/^/    /' || true
 
 # ---------------------------------------------------------------------------------------
+if [[ -n "${REAL_NODE}" ]]; then
+  step "Merge mode on the real node ${REAL_NODE}: two validators of network realnet, as the operator shapes them"
+  # stellar-core cannot be built here, so the main container runs the bed's STAND-IN for
+  # stellar-core (tests/testbed/images/stellar-core-standin.c): it prints the file it was
+  # started with (`run --conf F`) and stays up. The health-check sidecar runs the pause image.
+  PAUSE_IMAGE="$(sed -n 's/^PAUSE_IMAGE=//p' "${REAL_ENV}")"
+  # The StellarNodes first, so that each pod's list already names the other validator.
+  for v in real-a real-b; do
+    kubectl apply -f - >/dev/null <<YAML
+apiVersion: stellar.org/v1alpha1
+kind: StellarNode
+metadata: {name: ${v}, namespace: ${NS}}
+spec: {nodeType: Validator, network: realnet, version: v22.1.0, replicas: 1}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: ${v}-config, namespace: ${NS}}
+data:
+  stellar-core.cfg: |
+    NETWORK_PASSPHRASE = "Demo realnet ; December 2026"
+    [QUORUM_SET]
+    THRESHOLD_PERCENT = 67
+    VALIDATORS = []
+YAML
+  done
+  sleep 2
+  for v in real-a real-b; do
+    labels="{app.kubernetes.io/name: stellar-node, app.kubernetes.io/instance: ${v}, app.kubernetes.io/component: validator, stellar-network: realnet}"
+    kubectl apply -f - >/dev/null <<YAML
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: ${v}, namespace: ${NS}, labels: ${labels}}
+spec:
+  replicas: 1
+  serviceName: ${v}-headless
+  selector: {matchLabels: {app.kubernetes.io/name: stellar-node, app.kubernetes.io/instance: ${v}}}
+  template:
+    metadata: {labels: ${labels}}
+    spec:
+      nodeSelector: {testbed.stellar-peer-injector/real-node: "true"}
+      tolerations: [{key: testbed.stellar-peer-injector/real-node, operator: Equal, value: "true", effect: NoSchedule}]
+      terminationGracePeriodSeconds: 2
+      containers:
+      - {name: stellar-node, image: "stellar/stellar-core:22.1.0",
+         volumeMounts: [{name: config, mountPath: /config, readOnly: true}]}
+      - {name: stellar-health-check, image: "${PAUSE_IMAGE}"}
+      volumes: [{name: config, configMap: {name: ${v}-config}}]
+YAML
+  done
+  kubectl -n "${NS}" rollout status statefulset/real-a statefulset/real-b --timeout=120s | sed 's/^/    /'
+  for _ in $(seq 60); do
+    kubectl -n "${NS}" logs real-a-0 -c stellar-node 2>/dev/null | grep -q real-b-0 && break
+    sleep 2
+  done
+  kubectl -n "${NS}" logs real-a-0 -c stellar-node 2>/dev/null | grep -q real-b-0 ||
+    die "real-a-0's stellar-core (stand-in) was not started with real-b as a peer"
+  kubectl -n "${NS}" get pods real-a-0 real-b-0 -o wide | sed 's/^/    /'
+  bold "    real-a-0, init container stellar-peers-config (render-config):"
+  kubectl -n "${NS}" get pod real-a-0 -o jsonpath='{.spec.initContainers[?(@.name=="stellar-peers-config")].args}' | sed 's/^/      args /'
+  echo
+  kubectl -n "${NS}" logs real-a-0 -c stellar-peers-config | sed 's/^/      /'
+  bold "    real-a-0, the file the stand-in stellar-core was started with:"
+  kubectl -n "${NS}" logs real-a-0 -c stellar-node | sed 's/^/      /'
+fi
+
+# ---------------------------------------------------------------------------------------
 step "Summary"
 cat <<EOF
     - The Helm chart is installed in ${SYS_NS} in URL mode: its webhook sends the pods of
@@ -260,6 +341,8 @@ cat <<EOF
     - validator-d joining changed the testnet peer set; the injector annotated the testnet
       StatefulSets and the Horizon Deployment one at a time, and their new pods got the
       new list. mainnet-1 was left alone.
+    - On the real node (when the bed runs one), real-a and real-b ran the init step
+      stellar-peers-config, and the stand-in stellar-core was started with the merged file.
     - Injector log: ${LOG#"${ROOT}"/}. The injector stops now; the control plane stays up:
         eval "\$(tests/testbed/testbed env)"; kubectl -n ${NS} get pods,stellarnodes
       Without the injector, new StellarNode pods in ${NS} are refused (failurePolicy Fail):
