@@ -569,6 +569,73 @@ pub async fn realnode_chart_in_cluster_injects_through_its_service_and_hands_ove
         ensure(took < Duration::from_secs(3), || {
             format!("{next} led {took:?} after {leader} was deleted (want < 3 s)")
         })?;
+
+        // Upgrade with no refused pod: Stellar pods created without a pause through a
+        // `helm upgrade` that rolls the injector's Deployment, and through deleting one of
+        // its pods. Every one must be admitted and injected.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let creator = tokio::spawn(create_pods_until(wl.api::<Pod>(), stop.clone()));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        helm(&[
+            "upgrade", &release, &chart, "--namespace", &rel.name, "--values", &file,
+            "--set", "podAnnotations.upgraded=yes", "--wait", "--timeout", "180s",
+        ])?;
+        let after_upgrade = wait_for(Duration::from_secs(60), "two Ready injector pods", || {
+            let pods = pods.clone();
+            let sel = sel.clone();
+            async move { ready_names(&pods, &sel).await.filter(|r| r.len() == 2) }
+        })
+        .await?;
+        pods.delete(&after_upgrade[0], &Default::default())
+            .await
+            .map_err(|e| format!("delete {}: {e}", after_upgrade[0]))?;
+        wait_for(Duration::from_secs(90), "two Ready injector pods again", || {
+            let pods = pods.clone();
+            let sel = sel.clone();
+            let gone = after_upgrade[0].clone();
+            async move {
+                ready_names(&pods, &sel)
+                    .await
+                    .filter(|r| r.len() == 2 && !r.contains(&gone))
+            }
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let tally = creator.await.map_err(|e| e.to_string())?;
+        ensure(tally.created >= 20 && tally.refused.is_empty() && tally.uninjected.is_empty(), || {
+            format!(
+                "through helm upgrade and an injector pod's deletion: {} created, refused {:?}, uninjected {:?}",
+                tally.created, tally.refused, tally.uninjected
+            )
+        })?;
+        eprintln!(
+            "upgrade and pod deletion: {} Stellar pods created, 0 refused, 0 uninjected",
+            tally.created
+        );
+
+        // `kubectl drain` of the real node respects the chart's PodDisruptionBudget
+        // (minAvailable 1): it evicts one injector pod, whose replacement has nowhere to
+        // go (the node is cordoned), and is refused the other one.
+        let drained = bed()?.run(&[
+            "kubectl", "drain", &node.name, "--pod-selector", &sel, "--ignore-daemonsets",
+            "--delete-emptydir-data", "--timeout", "20s",
+        ]);
+        let _ = bed()?.run(&["kubectl", "uncordon", &node.name]);
+        match drained {
+            Ok(text) => return Err(format!("kubectl drain evicted every injector pod despite the PodDisruptionBudget:\n{text}")),
+            Err(text) => ensure(text.contains("disruption budget"), || {
+                format!("kubectl drain failed, but not at the PodDisruptionBudget:\n{text}")
+            })?,
+        }
+        let ready = ready_names(&pods, &sel).await.unwrap_or_default();
+        ensure(!ready.is_empty(), || "no injector pod left Ready during the drain".into())?;
+        wait_for(Duration::from_secs(90), "two Ready injector pods after uncordon", || {
+            let pods = pods.clone();
+            let sel = sel.clone();
+            async move { ready_names(&pods, &sel).await.filter(|r| r.len() == 2) }
+        })
+        .await?;
         Ok(())
     }
     .await;
@@ -582,6 +649,68 @@ pub async fn realnode_chart_in_cluster_injects_through_its_service_and_hands_ove
         "60s",
     ]);
     result
+}
+
+/// The Ready, not terminating pods matching `sel`, by name.
+async fn ready_names(pods: &Api<Pod>, sel: &str) -> Option<Vec<String>> {
+    let list = pods.list(&ListParams::default().labels(sel)).await.ok()?;
+    Some(
+        list.items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .filter_map(|p| p.metadata.name)
+            .collect(),
+    )
+}
+
+/// What became of the Stellar pods [`create_pods_until`] created.
+struct Tally {
+    created: usize,
+    /// The API server's answer to each create that failed.
+    refused: Vec<String>,
+    /// Pods admitted without peers.
+    uninjected: Vec<String>,
+}
+
+/// Creates a Stellar pod of StellarNode `k1` (on a kwok node) every 200 ms until `stop`.
+async fn create_pods_until(
+    api: Api<Pod>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Tally {
+    let mut t = Tally {
+        created: 0,
+        refused: Vec::new(),
+        uninjected: Vec::new(),
+    };
+    let mut i = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        i += 1;
+        let name = format!("k1-burst-{i}");
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": operator_labels("k1", "Validator", "testnet")},
+            "spec": {"nodeSelector": {"type": "kwok"},
+                     "containers": [{"name": "stellar-node", "image": "stellar/stellar-core:22.1.0"}]}});
+        match serde_json::from_value::<Pod>(pod) {
+            Err(e) => t.refused.push(format!("{name}: bad test object: {e}")),
+            Ok(pod) => match api.create(&PostParams::default(), &pod).await {
+                Err(e) => t.refused.push(format!("{name}: {e}")),
+                Ok(p) => {
+                    t.created += 1;
+                    if annotation(&p, "stellar.org/peers-hash").is_none() {
+                        t.uninjected.push(name);
+                    }
+                }
+            },
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    t
 }
 
 /// What a real kubelet does to files under a pod's securityContext: stellar-core running as
