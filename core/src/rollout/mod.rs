@@ -9,5 +9,3 @@ pub mod observe;
 pub mod plan;
 pub mod state;
 
-#[cfg(test)]
-mod tests;

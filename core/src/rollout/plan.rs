@@ -608,3 +608,6 @@ pub fn hash_and_opt_out(annotations: Option<&BTreeMap<String, String>>) -> (Opti
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
     (a.get(ANNOTATION_HASH).cloned(), opted)
 }
+
+#[cfg(test)]
+mod tests;

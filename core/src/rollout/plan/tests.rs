@@ -1,6 +1,6 @@
 use std::collections::HashSet;
 
-use super::plan::*;
+use super::*;
 use crate::nodes::{NodeKind, NodeRecord};
 use crate::peers::{Lookup, PeerSettings, PeerSnapshot};
 
