@@ -111,7 +111,11 @@ fn anchors(text: &str) -> BTreeSet<String> {
 fn check(doc: &Path, broken: &mut Vec<String>) {
     let text = std::fs::read_to_string(doc).unwrap_or_else(|e| panic!("{}: {e}", doc.display()));
     let dir = doc.parent().expect("a directory");
-    let shown = doc.strip_prefix(root()).unwrap_or(doc).display().to_string();
+    let shown = doc
+        .strip_prefix(root())
+        .unwrap_or(doc)
+        .display()
+        .to_string();
     for (line, kept) in prose(&text) {
         for target in link_targets(&kept) {
             if target.contains("://") || target.starts_with("mailto:") || target.is_empty() {
@@ -171,11 +175,17 @@ fn the_checker_finds_a_broken_file_and_a_broken_anchor() {
     );
     let dir = std::env::temp_dir().join(format!("spi-docs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::write(dir.join("t.md"), "# T\n[ok](#t) [gone](missing.md) [bad](#nope) `[code](x.md)`\n")
-        .expect("write");
+    std::fs::write(
+        dir.join("t.md"),
+        "# T\n[ok](#t) [gone](missing.md) [bad](#nope) `[code](x.md)`\n",
+    )
+    .expect("write");
     let mut broken = Vec::new();
     check(&dir.join("t.md"), &mut broken);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(broken.len(), 2, "{broken:?}");
-    assert!(broken[0].contains("missing.md") && broken[1].contains("#nope"), "{broken:?}");
+    assert!(
+        broken[0].contains("missing.md") && broken[1].contains("#nope"),
+        "{broken:?}"
+    );
 }

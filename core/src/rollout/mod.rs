@@ -8,4 +8,3 @@ pub mod linking;
 pub mod observe;
 pub mod plan;
 pub mod state;
-
