@@ -7,13 +7,29 @@ use std::fmt;
 
 use kube::runtime::watcher;
 
-/// Displays an error and all its sources, joined with `": "` (see [`crate::error::chain`]):
+/// An error and all its sources, joined with `": "`, for one log line.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        // Some errors repeat their source's text in their own.
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
+}
+
+/// Displays an error and all its sources, joined with `": "` (see [`chain`]):
 /// `tracing::warn!(error = %Chain(&e), ...)`.
 pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::error::chain(self.0))
+        f.write_str(&chain(self.0))
     }
 }
 

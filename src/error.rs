@@ -9,12 +9,8 @@
 pub enum Error {
     #[error("TLS: {0}")]
     Tls(#[from] crate::server::tls::TlsError),
-    #[error("cannot bind {addr}: {source}; pick another address with the flag or free the port")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] crate::server::BindError),
     #[error("Kubernetes client: {0}")]
     Kube(#[from] kube::Error),
     #[error(
@@ -27,9 +23,9 @@ pub enum Error {
     Config(String),
     #[error(transparent)]
     Settings(#[from] crate::inject::SettingsError),
-    #[error("{}", chain(.0))]
+    #[error("{}", crate::causes::chain(.0))]
     Link(#[source] crate::watch::remote::LinkError),
-    #[error("{}", chain(.0))]
+    #[error("{}", crate::causes::chain(.0))]
     RemoteSecret(#[source] crate::cmd::remote_secret::RemoteSecretError),
     #[error("certificate generation failed: {0}")]
     Certs(#[source] rcgen::Error),
@@ -67,19 +63,3 @@ pub enum KubeConfigError {
 }
 
 pub use crate::inject::offline::InputError;
-
-/// An error and all its sources, joined with `": "`, for one log line.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let text = s.to_string();
-        // Some errors repeat their source's text in their own.
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = s.source();
-    }
-    out
-}

@@ -19,6 +19,7 @@ pub mod causes;
 pub mod cli;
 pub mod cmd;
 pub mod crd;
+pub mod duration;
 pub mod error;
 pub mod input;
 pub mod obs;

@@ -1,6 +1,7 @@
 //! The commands, one file each; this module parses nothing and dispatches.
 
 pub mod certs;
+pub mod crd;
 pub mod explain;
 pub mod remote_secret;
 pub mod render_config;
@@ -30,16 +31,13 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             peers::main(a).await
         }
         Command::Explain(a) => crate::cmd::explain::main(*a).await,
-        Command::Crd => {
-            print!("{}", crate::crd::crd_yaml().map_err(Error::Crd)?);
-            Ok(())
-        }
+        Command::Crd => crd::main(),
         Command::Certs(CertsArgs { out, hosts, ips }) => {
             crate::cmd::certs::generate(&out, &hosts, &ips)?;
             eprintln!("wrote {}/{{ca.crt,tls.crt,tls.key}}", out.display());
             Ok(())
         }
-        Command::RenderConfig(a) => crate::cmd::render_config::main(&a),
+        Command::RenderConfig(a) => Ok(crate::cmd::render_config::main(&a)?),
         Command::RemoteSecret(a) => {
             print!(
                 "{}",

@@ -74,7 +74,7 @@ pub struct RemoteSecretArgs {
     /// kubernetes.io/service-account-token Secret (a token that does not expire). When it
     /// does not (the controller is off), or with 0s, a TokenRequest token of
     /// --token-duration is used instead.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::duration::parse_duration)]
     pub token_wait: Duration,
     /// Lifetime of the TokenRequest token used when the Secret's token is not filled (the
     /// API server may shorten it); run the command again before it expires. E.g. 720h, 365d.
@@ -176,7 +176,7 @@ pub enum TokenDurationError {
         source: std::time::TryFromFloatSecsError,
     },
     #[error(transparent)]
-    Short(#[from] crate::cli::DurationError),
+    Short(#[from] crate::duration::DurationError),
     #[error("{0:?}: a token must live at least 10m (the API server's minimum)")]
     TooShort(String),
 }
@@ -198,7 +198,7 @@ pub fn parse_long_duration(s: &str) -> Result<Duration, TokenDurationError> {
     } else if let Some(n) = t.strip_suffix('d') {
         hours(n, 86400.0)?
     } else {
-        crate::cli::parse_duration(t)?
+        crate::duration::parse_duration(t)?
     };
     if d < Duration::from_secs(600) {
         return Err(TokenDurationError::TooShort(t.to_owned()));

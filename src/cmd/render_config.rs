@@ -319,7 +319,7 @@ fn render_captive(
 
 /// `render-config` as a command: one line on stdout on success; on failure
 /// the error (one line, printed by the caller) also goes to the termination log.
-pub fn main(args: &RenderArgs) -> Result<(), crate::error::Error> {
+pub fn main(args: &RenderArgs) -> Result<(), RenderError> {
     match render(args) {
         Ok(r) => {
             for v in &r.foreign {
@@ -333,7 +333,7 @@ pub fn main(args: &RenderArgs) -> Result<(), crate::error::Error> {
         }
         Err(e) => {
             write_termination_log(&args.termination_log, &e.to_string());
-            Err(e.into())
+            Err(e)
         }
     }
 }

@@ -110,7 +110,7 @@ pub async fn read(peer: &Peer, network: &str) -> Seen {
     match read_validators(peer).await {
         Ok(None) => seen,
         Ok(Some(w)) => Seen::NotReady(w),
-        Err(why) => Seen::Unknown(crate::error::chain(&why)),
+        Err(why) => Seen::Unknown(crate::causes::chain(&why)),
     }
 }
 
@@ -142,7 +142,7 @@ async fn read_flag_of(peer: &Peer, network: &str) -> Seen {
     let api: Api<Lease> = Api::namespaced(peer.client.clone(), &peer.namespace);
     match tokio::time::timeout(Duration::from_secs(10), api.get_opt(&peer.leader_lease)).await {
         Err(_) => return Seen::Unknown("no answer within 10 s".into()),
-        Ok(Err(e)) => return Seen::Unknown(crate::error::chain(&e)),
+        Ok(Err(e)) => return Seen::Unknown(crate::causes::chain(&e)),
         Ok(Ok(None)) => {
             return Seen::Unknown(format!(
                 "no injector leader Lease {} in its namespace {}: set the link's {} to the namespace its injector runs in, \
@@ -156,7 +156,7 @@ async fn read_flag_of(peer: &Peer, network: &str) -> Seen {
     }
     match tokio::time::timeout(Duration::from_secs(10), api.get_opt(&flag_name(network))).await {
         Err(_) => Seen::Unknown("no answer within 10 s".into()),
-        Ok(Err(e)) => Seen::Unknown(crate::error::chain(&e)),
+        Ok(Err(e)) => Seen::Unknown(crate::causes::chain(&e)),
         Ok(Ok(None)) => Seen::Clear,
         Ok(Ok(Some(l))) => match read_flag(&l, Timestamp::now()) {
             Some((_, p)) => Seen::Flag(p),

@@ -20,7 +20,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::error::Error;
 use crate::obs::metrics::Metrics;
 use crate::watch::cache::PeerCache;
 pub use admission::AdmissionState;
@@ -109,9 +108,18 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
 /// Resolves once the stop flag is set (or its sender is gone).
 pub use crate::runtime::stopped;
 
+/// A listener that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind {addr}: {source}; pick another address with the flag or free the port")]
+pub struct BindError {
+    pub addr: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Binds a TCP listener with a clear error.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr).await.map_err(|source| BindError {
         addr: addr.to_string(),
         source,
     })

@@ -328,7 +328,7 @@ impl Feeds {
 
     fn tell_link_error(&mut self, e: &crate::watch::remote::LinkError, metrics: &Metrics) {
         metrics.errors(crate::obs::metrics::ErrorKind::RemoteLink);
-        let text = crate::error::chain(e);
+        let text = crate::causes::chain(e);
         if self.told.insert(text.clone()) {
             tracing::warn!(error = %text, "cannot link a cluster; fix the link Secret or file (a cluster linked before stays linked)");
         }
@@ -711,7 +711,7 @@ async fn list_linked(
             &BTreeMap::new(),
             sources.own_cluster.as_deref(),
         );
-        errors.extend(errs.iter().map(|e| crate::error::chain(e)));
+        errors.extend(errs.iter().map(|e| crate::causes::chain(e)));
         for (c, l) in wanted {
             links.entry(c).or_insert(l);
         }
@@ -720,7 +720,7 @@ async fn list_linked(
     for (cluster, link) in links {
         let listed = match link.client().await {
             Ok(c) => list_once(c, &[]).await.map_err(|e| e.to_string()),
-            Err(e) => Err(crate::error::chain(&e)),
+            Err(e) => Err(crate::causes::chain(&e)),
         };
         match listed {
             Ok(records) => out.push((cluster, records)),

@@ -5,11 +5,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use crate::bed::{repo_root, state_dir};
-use crate::http::http_get;
+use crate::http::{http_get, split_response};
 use crate::ns::next_seq;
 
 static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -335,4 +338,54 @@ impl Drop for Injector {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A TLS connection to an injector's admission port, trusting its CA (no SNI, as for an IP URL).
+pub async fn connect_tls(
+    inj: &Injector,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let ca = std::fs::read(inj.certs.join("ca.crt")).map_err(|e| e.to_string())?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut &ca[..]) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", inj.port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let sn = rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(sn, tcp)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Sends an AdmissionReview straight to an injector over TLS (trusting its CA) and
+/// returns the HTTP status and the JSON body (Null when the body is not JSON).
+pub async fn admission_request(inj: &Injector, body: &[u8]) -> Result<(u16, Value), String> {
+    let mut s = connect_tls(inj).await?;
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(body).await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let (code, body) = split_response(&buf)?;
+    let body = body.trim().to_owned();
+    Ok((code, serde_json::from_str(&body).unwrap_or(Value::Null)))
 }
