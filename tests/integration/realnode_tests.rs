@@ -86,6 +86,32 @@ async fn add_validator(ns: &TestNs, name: &str, cfg_data: Value, node: &RealNode
     Ok(())
 }
 
+/// The start every merge-mode trial shares: the bed's real node, a namespace of its own,
+/// an injector whose `--init-image` is the injector's own image (imported into the node),
+/// and its webhook (failurePolicy Fail). Returns the webhook's name, for `delete_webhook`.
+async fn merge_mode_injector(prefix: &str) -> Result<(RealNode, TestNs, Injector, String), String> {
+    let node = real_node()?;
+    let image = injector_image(&node)?;
+    let ns = TestNs::new(prefix).await?;
+    let inj = Injector::start(
+        &ns.name,
+        &bed()?.kubeconfig,
+        &["--init-image", image, "--debounce", "0s"],
+        true,
+    )
+    .await?;
+    let hook = register_webhook(
+        &ns.client,
+        &ns.name,
+        &inj.url(),
+        &inj.ca_pem()?,
+        "Fail",
+        true,
+    )
+    .await?;
+    Ok((node, ns, inj, hook))
+}
+
 fn operator_cfg() -> Value {
     json!({"stellar-core.cfg": OPERATOR_CFG, "NETWORK_PASSPHRASE": PASSPHRASE})
 }
@@ -208,19 +234,8 @@ async fn resolve_in_pod(ns: &TestNs, node: &RealNode, names: &[String]) -> Resul
 /// the other validator's per-pod address; and every injected per-pod name resolves, from
 /// inside a pod through the DNS Service, to that pod's real IP.
 pub async fn realnode_operator_validator_runs_its_merged_config() -> TestResult {
-    let node = real_node()?;
-    let image = injector_image(&node)?;
-    let ns = TestNs::new("real").await?;
+    let (node, ns, inj, hook) = merge_mode_injector("real").await?;
     let n = ns.name.clone();
-    let bed = bed()?;
-    let inj = Injector::start(
-        &n,
-        &bed.kubeconfig,
-        &["--init-image", image, "--debounce", "0s"],
-        true,
-    )
-    .await?;
-    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
     let result: TestResult = async {
         add_validator(&ns, "v1", operator_cfg(), &node).await?;
         add_validator(&ns, "v2", operator_cfg(), &node).await?;
@@ -306,19 +321,9 @@ pub async fn realnode_operator_validator_runs_its_merged_config() -> TestResult 
 /// `Init:CrashLoopBackOff` as the kubelet retries), and `kubectl get pod` and `describe` show
 /// the init container's one-line reason.
 pub async fn realnode_a_bad_base_config_shows_init_error_with_its_reason() -> TestResult {
-    let node = real_node()?;
-    let image = injector_image(&node)?;
-    let ns = TestNs::new("realerr").await?;
+    let (node, ns, inj, hook) = merge_mode_injector("realerr").await?;
     let n = ns.name.clone();
     let bed = bed()?;
-    let inj = Injector::start(
-        &n,
-        &bed.kubeconfig,
-        &["--init-image", image, "--debounce", "0s"],
-        true,
-    )
-    .await?;
-    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
     let result: TestResult = async {
         // The ConfigMap exists (or the kubelet would wait for it) but has no stellar-core.cfg.
         add_validator(&ns, "nocfg", json!({"NETWORK_PASSPHRASE": PASSPHRASE}), &node).await?;
@@ -383,11 +388,8 @@ pub async fn realnode_a_bad_base_config_shows_init_error_with_its_reason() -> Te
 /// all capabilities dropped): the pod here sets those per container, not for the pod, as the
 /// admission plugin judges every container, injected ones included.
 pub async fn realnode_restricted_namespace_accepts_an_injected_compliant_pod() -> TestResult {
-    let node = real_node()?;
-    let image = injector_image(&node)?;
-    let ns = TestNs::new("realpsa").await?;
+    let (node, ns, inj, hook) = merge_mode_injector("realpsa").await?;
     let n = ns.name.clone();
-    let bed = bed()?;
     let namespaces: Api<Namespace> = Api::all(ns.client.clone());
     let labels = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted",
                                                  "pod-security.kubernetes.io/enforce-version": "latest"}}});
@@ -395,14 +397,6 @@ pub async fn realnode_restricted_namespace_accepts_an_injected_compliant_pod() -
         .patch(&n, &PatchParams::default(), &Patch::Merge(&labels))
         .await
         .map_err(|e| format!("label namespace: {e}"))?;
-    let inj = Injector::start(
-        &n,
-        &bed.kubeconfig,
-        &["--init-image", image, "--debounce", "0s"],
-        true,
-    )
-    .await?;
-    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
     let result: TestResult = async {
         ns.create::<StellarNode>(stellar_node("r1", "Validator", "testnet", false)).await?;
         ns.create::<ConfigMap>(config_map("r1-config", operator_cfg())).await?;
@@ -719,19 +713,8 @@ async fn create_pods_until(
 /// `fsGroup`, still reads the merged file the init container wrote into the shared emptyDir, and
 /// the init container reads the ConfigMap through the kubelet's `..data` symlinks.
 pub async fn realnode_merged_file_is_readable_by_stellar_core_as_another_user() -> TestResult {
-    let node = real_node()?;
-    let image = injector_image(&node)?;
-    let ns = TestNs::new("realuid").await?;
+    let (node, ns, inj, hook) = merge_mode_injector("realuid").await?;
     let n = ns.name.clone();
-    let bed = bed()?;
-    let inj = Injector::start(
-        &n,
-        &bed.kubeconfig,
-        &["--init-image", image, "--debounce", "0s"],
-        true,
-    )
-    .await?;
-    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
     let result: TestResult = async {
         for name in ["u1", "u2"] {
             ns.create::<StellarNode>(stellar_node(name, "Validator", "testnet", false))
@@ -772,19 +755,8 @@ fn ready_since(pod: &Pod) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::
 /// kubelet's real readiness: each new pod's stand-in prints a file holding the new peer, and
 /// the second pod was created only after the first new one was Ready.
 pub async fn realnode_a_new_validator_rolls_the_real_pods_one_at_a_time() -> TestResult {
-    let node = real_node()?;
-    let image = injector_image(&node)?;
-    let ns = TestNs::new("realroll").await?;
+    let (node, ns, inj, hook) = merge_mode_injector("realroll").await?;
     let n = ns.name.clone();
-    let bed = bed()?;
-    let inj = Injector::start(
-        &n,
-        &bed.kubeconfig,
-        &["--init-image", image, "--debounce", "0s"],
-        true,
-    )
-    .await?;
-    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
     let result: TestResult = async {
         add_validator(&ns, "v1", operator_cfg(), &node).await?;
         add_validator(&ns, "v2", operator_cfg(), &node).await?;
