@@ -52,3 +52,24 @@ pub async fn delete_webhook(client: &Client, name: &str) {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let _ = api.delete(name, &DeleteParams::default()).await;
 }
+
+/// The start most trials share: an injector watching `ns` with `args` (on the shared bed,
+/// ready), and its webhook for `ns` registered with failurePolicy Fail. Returns the
+/// webhook's name, for [`delete_webhook`].
+pub async fn injector_with_webhook(
+    ns: &crate::ns::TestNs,
+    args: &[&str],
+) -> Result<(crate::injector::Injector, String), String> {
+    let bed = crate::bed::bed()?;
+    let inj = crate::injector::Injector::start(&ns.name, &bed.kubeconfig, args, true).await?;
+    let hook = register_webhook(
+        &ns.client,
+        &ns.name,
+        &inj.url(),
+        &inj.ca_pem()?,
+        "Fail",
+        true,
+    )
+    .await?;
+    Ok((inj, hook))
+}

@@ -123,15 +123,8 @@ pub async fn horizon_reads_a_merged_captive_core_file_and_rolls_after_validators
     let bin = checker()?;
     let ns = TestNs::new("captive").await?;
     let n = ns.name.clone();
-    let bed = bed()?;
-    let inj = Injector::start(
-        &n,
-        &bed.kubeconfig,
-        &["--init-image", INIT_IMAGE, "--debounce", "0s"],
-        true,
-    )
-    .await?;
-    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+    let (inj, hook) =
+        injector_with_webhook(&ns, &["--init-image", INIT_IMAGE, "--debounce", "0s"]).await?;
     let (seen, tasks) = watch(&ns, "h1");
     let result: TestResult = async {
         for v in ["v1", "v2"] {
@@ -336,15 +329,8 @@ fn read_replicas(name: &str, replicas: i32) -> serde_json::Value {
 pub async fn read_replicas_neither_hold_the_slot_nor_roll() -> TestResult {
     let ns = TestNs::new("readrep").await?;
     let n = ns.name.clone();
-    let bed = bed()?;
-    let inj = Injector::start(
-        &n,
-        &bed.kubeconfig,
-        &["--init-image", INIT_IMAGE, "--debounce", "0s"],
-        true,
-    )
-    .await?;
-    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+    let (inj, hook) =
+        injector_with_webhook(&ns, &["--init-image", INIT_IMAGE, "--debounce", "0s"]).await?;
     let result: TestResult = async {
         for v in ["v1", "v2"] {
             ns.create::<StellarNode>(stellar_node(v, "Validator", "testnet", false))

@@ -232,15 +232,8 @@ fn main_container<'a>(
 pub async fn operator_and_sdf_pods_read_a_merged_config() -> TestResult {
     let ns = TestNs::new("cfg").await?;
     let n = ns.name.clone();
-    let bed = bed()?;
-    let inj = Injector::start(
-        &n,
-        &bed.kubeconfig,
-        &["--init-image", INIT_IMAGE, "--debounce", "0s"],
-        true,
-    )
-    .await?;
-    let hook = register_webhook(&ns.client, &n, &inj.url(), &inj.ca_pem()?, "Fail", true).await?;
+    let (inj, hook) =
+        injector_with_webhook(&ns, &["--init-image", INIT_IMAGE, "--debounce", "0s"]).await?;
     let result: TestResult = async {
         let mut v1 = stellar_node("v1", "Validator", "testnet", false);
         v1["spec"]["validatorConfig"] = json!({"knownPeers": "KNOWN_PEERS = [\"core-live-a.stellar.org:11625\"]\nPREFERRED_PEERS = [\"Core-Live-B.stellar.org\"]"});

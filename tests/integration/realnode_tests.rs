@@ -93,22 +93,8 @@ async fn merge_mode_injector(prefix: &str) -> Result<(RealNode, TestNs, Injector
     let node = real_node()?;
     let image = injector_image(&node)?;
     let ns = TestNs::new(prefix).await?;
-    let inj = Injector::start(
-        &ns.name,
-        &bed()?.kubeconfig,
-        &["--init-image", image, "--debounce", "0s"],
-        true,
-    )
-    .await?;
-    let hook = register_webhook(
-        &ns.client,
-        &ns.name,
-        &inj.url(),
-        &inj.ca_pem()?,
-        "Fail",
-        true,
-    )
-    .await?;
+    let (inj, hook) =
+        injector_with_webhook(&ns, &["--init-image", image, "--debounce", "0s"]).await?;
     Ok((node, ns, inj, hook))
 }
 
