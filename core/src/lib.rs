@@ -12,6 +12,7 @@
 //! - [`config`]: stellar-core config merge and rules check;
 //! - [`rollout`]: plan, state, observe, controls, the cross-cluster decision;
 //! - [`explain`], [`inspect`]: what the `explain` and `peers` commands say;
+//! - [`live`]: peer changes without restarts: policy, diff, the admin port's answers;
 //! - [`dns`]: the DNS codec; [`events`]: Event notes and their deduplication.
 
 pub mod config;
@@ -20,6 +21,7 @@ pub mod events;
 pub mod explain;
 pub mod inject;
 pub mod inspect;
+pub mod live;
 pub mod nodes;
 pub mod peers;
 pub mod rollout;

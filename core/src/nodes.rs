@@ -94,6 +94,8 @@ pub struct NodeRecord {
     /// `spec.validatorConfig.externalDns.hostname`: the name other clusters reach this
     /// validator by (port 11625), when it has no `stellar.org/peer-address`.
     pub external_hostname: Option<String>,
+    /// The `stellar.org/peer-updates` override of `--peer-updates`.
+    pub peer_updates: Option<crate::live::PeerUpdates>,
 }
 
 pub use crate::config::UserPeers;
@@ -163,6 +165,7 @@ impl NodeRecord {
             rollout_window: None,
             rollout_problem: None,
             external_hostname: None,
+            peer_updates: None,
         }
     }
 
@@ -202,6 +205,20 @@ impl NodeRecord {
                 ));
                 None
             }
+        };
+        let peer_updates = match annotation(crate::live::ANNOTATION_PEER_UPDATES) {
+            None => None,
+            Some(v) => match crate::live::PeerUpdates::parse(&v) {
+                Some(p) => Some(p),
+                None => {
+                    rollout_problem = Some(format!(
+                        "{}: {v:?} is not one of {}; --peer-updates applies",
+                        crate::live::ANNOTATION_PEER_UPDATES,
+                        crate::live::PeerUpdates::NAMES.join(", ")
+                    ));
+                    None
+                }
+            },
         };
         let uid = meta.get("uid").and_then(Value::as_str).map(str::to_owned);
         let mut problems = Vec::new();
@@ -295,6 +312,7 @@ impl NodeRecord {
             rollout_window,
             rollout_problem,
             external_hostname,
+            peer_updates,
         })
     }
 }

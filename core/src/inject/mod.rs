@@ -108,6 +108,9 @@ pub struct InjectSettings {
     pub base_config: String,
     /// Where the merged config is written (an emptyDir is mounted on its directory).
     pub merged_path: String,
+    /// What a peer change does to running pods where their StellarNode does not say
+    /// (`stellar.org/peer-updates`); a live policy adds the live sidecar in merge mode.
+    pub peer_updates: crate::live::PeerUpdates,
 }
 
 impl Default for InjectSettings {
@@ -119,6 +122,7 @@ impl Default for InjectSettings {
             init_image: String::new(),
             base_config: "/config/stellar-core.cfg".to_owned(),
             merged_path: "/etc/stellar/merged/stellar-core.cfg".to_owned(),
+            peer_updates: crate::live::PeerUpdates::Restart,
         }
     }
 }
@@ -421,8 +425,18 @@ pub fn decide_pod(
             None
         }
     };
+    let policy = node
+        .and_then(|n| n.peer_updates)
+        .unwrap_or(settings.peer_updates);
+    let live = policy.is_live() && merge.as_ref().is_some_and(|m| m.captive.is_none());
+    if policy.is_live() && !live {
+        warnings.push(format!(
+            "stellar-peer-injector: peer updates are {:?} but this pod gets no live sidecar (it needs merge mode for a validator's own config); peer changes restart it",
+            policy.as_str()
+        ));
+    }
     Decision::Inject {
-        shape: patch::PatchShape::of(pod, &target, merge),
+        shape: patch::PatchShape::of(pod, &target, merge, live),
         list,
         node: format!("{namespace}/{instance}"),
         warnings,

@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 
 use super::config::{CAPTIVE_ENV, CaptiveWiring, MergePlan};
 use super::review::{HasName, PodView};
+use crate::live::{LIVE_CONTAINER_NAME, LIVE_METRICS_PORT};
+
 use super::{
     ANNOTATION_CONFIG, ANNOTATION_CONFIG_BASE, ANNOTATION_COUNT, ANNOTATION_HASH,
     ANNOTATION_STATUS, INIT_CONTAINER_NAME, INIT_CONTAINER_UID, InjectSettings, MERGED_VOLUME_NAME,
@@ -114,6 +116,8 @@ impl Slots {
 pub struct MergeShape {
     pub plan: MergePlan,
     pub init: Slots,
+    /// Add the live sidecar after the init container (a live peer-updates policy).
+    pub live: bool,
 }
 
 /// Volumes and mounts the injector owns, in the order it appends them.
@@ -135,7 +139,7 @@ pub struct PatchShape {
 
 impl PatchShape {
     /// Reads the shape of `pod`, injecting into `target`, with merge mode's plan if any.
-    pub fn of(pod: &PodView<'_>, target: &Target, merge: Option<MergePlan>) -> Self {
+    pub fn of(pod: &PodView<'_>, target: &Target, merge: Option<MergePlan>, live: bool) -> Self {
         let metadata = match &pod.metadata {
             None => MetaShape::Missing,
             Some(m) if m.annotations.is_none() => MetaShape::NoAnnotations,
@@ -166,8 +170,9 @@ impl PatchShape {
                     plan,
                     init: Slots::of(
                         pod.spec.as_ref().and_then(|s| s.init_containers.as_deref()),
-                        &[INIT_CONTAINER_NAME],
+                        &[INIT_CONTAINER_NAME, LIVE_CONTAINER_NAME],
                     ),
+                    live,
                 })
             }),
         }
@@ -311,14 +316,13 @@ pub fn build_patch(shape: &PatchShape, list: &PeerList, settings: &InjectSetting
         if m.plan.captive != Some(CaptiveWiring::Env) {
             ops.push(add(at(&cbase, &["args"]), json!(m.plan.args)));
         }
-        let init = init_container(&m.plan, settings, peers_mount);
+        let init = init_container(&m.plan, settings, peers_mount.clone());
+        let mut inits = vec![init];
+        if m.live {
+            inits.push(live_container(&m.plan, settings, peers_mount));
+        }
         // After the pod's own init containers: whatever they prepare is in place.
-        upsert(
-            &mut ops,
-            &ptr(&["spec", "initContainers"]),
-            &m.init,
-            vec![init],
-        );
+        upsert(&mut ops, &ptr(&["spec", "initContainers"]), &m.init, inits);
     }
 
     let values = [
@@ -341,6 +345,23 @@ pub fn build_patch(shape: &PatchShape, list: &PeerList, settings: &InjectSetting
     }
     upsert(&mut ops, &at(&cbase, &["env"]), &shape.env, env);
     Patch(ops)
+}
+
+/// The live sidecar: a native sidecar (an init container with `restartPolicy: Always`,
+/// Kubernetes 1.29+) after the init container, so it starts before stellar-core and
+/// stops after it. It runs `live-peers`: the init step's own merge whenever the snippet
+/// changes, then `connect` on the admin port for each added peer. Same image, mounts,
+/// securityContext and resources as the init container.
+pub fn live_container(plan: &MergePlan, settings: &InjectSettings, peers_mount: Value) -> Value {
+    let mut c = init_container(plan, settings, peers_mount);
+    c["name"] = json!(LIVE_CONTAINER_NAME);
+    c["restartPolicy"] = json!("Always");
+    if let Some(args) = c["args"].as_array_mut() {
+        args[0] = json!("live-peers");
+    }
+    c["ports"] =
+        json!([{ "name": "peers-metrics", "containerPort": LIVE_METRICS_PORT, "protocol": "TCP" }]);
+    c
 }
 
 /// The init container that writes the merged file: one builder for validators and

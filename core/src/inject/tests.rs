@@ -966,3 +966,55 @@ fn captive_and_validator_init_containers_share_one_builder() {
         ]
     );
 }
+
+/// A live policy adds the native sidecar after the init container: the same image,
+/// mounts and securityContext, `live-peers` instead of `render-config`; re-injection
+/// keeps one of each; `restart` adds nothing, and neither does env mode.
+#[test]
+fn a_live_policy_adds_the_live_sidecar_after_the_init_container() {
+    use crate::live::{LIVE_CONTAINER_NAME, PeerUpdates};
+    let snap = snapshot();
+    let s = InjectSettings {
+        peer_updates: PeerUpdates::Live,
+        ..merge_settings()
+    };
+    let body = review_with(|_| {});
+    let d = decide_with(&body, &snap, &s);
+    let pod = apply_with(&body, &d, &s);
+    let init = init_of(&pod);
+    let names: Vec<&str> = init.iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names, [INIT_CONTAINER_NAME, LIVE_CONTAINER_NAME]);
+    let (first, live) = (&init[0], &init[1]);
+    assert_eq!(live["restartPolicy"], "Always");
+    assert!(first["restartPolicy"].is_null());
+    assert_eq!(live["args"][0], "live-peers");
+    assert_eq!(
+        live["args"].as_array().map(|a| &a[1..]),
+        first["args"].as_array().map(|a| &a[1..])
+    );
+    assert_eq!(live["image"], first["image"]);
+    assert_eq!(live["securityContext"], first["securityContext"]);
+    assert_eq!(live["volumeMounts"], first["volumeMounts"]);
+    // Injecting the injected pod again changes nothing.
+    let again = review_with(|v| v["request"]["object"] = pod.clone());
+    let d2 = decide_with(&again, &snap, &s);
+    assert_eq!(apply_with(&again, &d2, &s), pod);
+    // Restart (the default) and env mode: no sidecar.
+    for settings in [
+        merge_settings(),
+        InjectSettings {
+            peer_updates: PeerUpdates::Live,
+            config_mode: ConfigMode::Env,
+            ..merge_settings()
+        },
+    ] {
+        let d = decide_with(&body, &snap, &settings);
+        let pod = apply_with(&body, &d, &settings);
+        assert!(
+            init_of(&pod)
+                .iter()
+                .all(|c| c["name"] != LIVE_CONTAINER_NAME),
+            "{settings:?}"
+        );
+    }
+}

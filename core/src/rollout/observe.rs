@@ -169,7 +169,21 @@ pub fn pod_state(p: &Pod) -> Option<PodState> {
         ready,
         terminating: p.metadata.deletion_timestamp.is_some(),
         opted_out,
+        live: has_live_sidecar(p),
     })
+}
+
+/// The pod carries the live sidecar as a native sidecar: its peers can change in place.
+pub fn has_live_sidecar(p: &Pod) -> bool {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|ics| {
+            ics.iter().any(|c| {
+                c.name == crate::live::LIVE_CONTAINER_NAME
+                    && c.restart_policy.as_deref() == Some("Always")
+            })
+        })
 }
 
 /// Combines workload and pod states: a workload is settled only when its own status

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::controls::{Control, PauseLevel};
 use crate::inject::{ANNOTATION_HASH, ANNOTATION_OPT_OUT};
+use crate::live::PeerUpdates;
 use crate::peers::{Lookup, PeerSnapshot};
 
 /// StatefulSet or Deployment.
@@ -79,6 +80,8 @@ pub struct PodState {
     pub ready: bool,
     pub terminating: bool,
     pub opted_out: bool,
+    /// It carries the live sidecar: a peer change can reach it without a restart.
+    pub live: bool,
 }
 
 /// What the OnDelete / healing path may do.
@@ -99,6 +102,9 @@ pub struct PlanSettings {
     /// and not their template carries a peers hash, so they predate the injector (or were
     /// all created while it was down under failurePolicy Ignore). Off: they wait, told.
     pub heal_uninjected: bool,
+    /// What a peer change does where the StellarNode does not say
+    /// (`stellar.org/peer-updates`).
+    pub peer_updates: PeerUpdates,
 }
 
 /// One thing to do.
@@ -113,6 +119,16 @@ pub enum Action {
     },
     /// Delete one stale pod (OnDelete StatefulSets, pods that missed injection).
     DeletePod {
+        key: WorkloadKey,
+        network: String,
+        pod: String,
+        uid: String,
+        hash: String,
+    },
+    /// Update one running pod's peers in place: its snippet annotation and hash. Its live
+    /// sidecar rewrites the merged file and calls `connect` for the added peers. Takes
+    /// no slot: nothing restarts.
+    Live {
         key: WorkloadKey,
         network: String,
         pod: String,
@@ -161,6 +177,7 @@ impl Action {
     pub fn key(&self) -> &WorkloadKey {
         match self {
             Self::Annotate { key, .. }
+            | Self::Live { key, .. }
             | Self::DeletePod { key, .. }
             | Self::Notify { key, .. }
             | Self::Report { key, .. } => key,
@@ -170,6 +187,7 @@ impl Action {
     pub fn network(&self) -> &str {
         match self {
             Self::Annotate { network, .. }
+            | Self::Live { network, .. }
             | Self::DeletePod { network, .. }
             | Self::Notify { network, .. }
             | Self::Report { network, .. } => network,
@@ -282,6 +300,8 @@ pub enum NextStep {
     ReplacePod(String),
     /// Only an Event about its stale pods (`--on-delete-policy=event`).
     EventOnly,
+    /// Update this running pod's peers in place (live policy).
+    Live(String),
     /// It waits.
     Wait(Wait),
 }
@@ -292,6 +312,7 @@ impl std::fmt::Display for NextStep {
             Self::Roll => f.write_str("roll now (template annotation)"),
             Self::ReplacePod(p) => write!(f, "replace pod {p} now"),
             Self::EventOnly => f.write_str("an Event only (--on-delete-policy=event)"),
+            Self::Live(p) => write!(f, "update pod {p} live (connect, no restart)"),
             Self::Wait(w) => w.fmt(f),
         }
     }
@@ -320,6 +341,7 @@ impl Plan {
                         (NextStep::ReplacePod(pod.clone()), hash)
                     }
                     Action::Notify { hash, .. } => (NextStep::EventOnly, hash),
+                    Action::Live { pod, hash, .. } => (NextStep::Live(pod.clone()), hash),
                     Action::Report { .. } => return None,
                 };
                 Some(Restart {
@@ -396,6 +418,7 @@ pub fn plan_gated(
     }
     let mut nets: BTreeMap<String, Net<'_>> = BTreeMap::new();
     let mut waiting = Vec::new();
+    let mut live = Vec::new();
     for (wi, w) in workloads.iter().enumerate() {
         if w.opted_out {
             continue;
@@ -432,15 +455,42 @@ pub fn plan_gated(
                     .collect()
             })
             .unwrap_or_default();
-        let stale_pods: Vec<usize> = own_pods
+        let mut stale_pods: Vec<usize> = own_pods
             .iter()
             .copied()
             .filter(|&i| pods[i].hash.as_ref() != Some(desired))
             .collect();
+        let policy = entry.record.peer_updates.unwrap_or(settings.peer_updates);
+        // Live: running pods with the sidecar are updated in place, now, without a slot.
+        // Not while the workload rolls (its new pods get the current list at creation:
+        // a live update and a restart never meet in one pod), nor while it is paused.
+        let paused = matches!(gates.held.get(&w.key), Some(Wait::Paused(_)));
+        if policy.is_live() && !busy && !paused {
+            stale_pods.retain(|&i| {
+                let p = &pods[i];
+                if !p.live {
+                    return true;
+                }
+                live.push(Action::Live {
+                    key: w.key.clone(),
+                    network: list.network.clone(),
+                    pod: p.name.clone(),
+                    uid: p.uid.clone(),
+                    hash: desired.clone(),
+                });
+                false
+            });
+        }
         // Annotating an OnDelete StatefulSet rolls nothing: replace its pods directly.
         let rolls_on_template = !(w.key.kind == Kind::StatefulSet && w.on_delete);
+        let template_stale = w.template_hash.as_ref().is_some_and(|h| h != desired);
         let need = match &w.template_hash {
-            Some(h) if h != desired => Some(Need::Template),
+            // Live alone leaves the template as it is: its pods are current in place, and
+            // a pod created later gets the current list from the webhook.
+            Some(_) if template_stale && policy == PeerUpdates::Live && stale_pods.is_empty() => {
+                None
+            }
+            Some(_) if template_stale => Some(Need::Template),
             None if !stale_pods.is_empty() && rolls_on_template => Some(Need::Template),
             _ if !stale_pods.is_empty() => Some(Need::Pods(stale_pods)),
             _ => None,
@@ -492,7 +542,10 @@ pub fn plan_gated(
                 .push(format!("StellarNode {ns}/{name} (arriving)"));
         }
     }
-    let mut out = Plan::default();
+    let mut out = Plan {
+        actions: live,
+        ..Plan::default()
+    };
     for w in &waiting {
         *out.pending.entry(w.network.clone()).or_default() += 1;
     }

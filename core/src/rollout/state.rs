@@ -220,6 +220,9 @@ impl RolloutState {
                 self.deleted.insert(uid.clone(), (key.clone(), now));
                 Effect::PodGone(uid.clone())
             }
+            // Takes no slot and is idempotent: the watch shows the pod's new hash, and
+            // until then the same patch again changes nothing.
+            Action::Live { .. } => return,
             Action::Notify { .. } | Action::Report { .. } => {
                 if let Some(k) = dedup_key(action) {
                     self.notified.insert(k);

@@ -1,6 +1,7 @@
 use std::collections::HashSet;
 
 use super::*;
+use crate::live::PeerUpdates;
 use crate::nodes::{NodeKind, NodeRecord};
 use crate::peers::{Lookup, PeerSettings, PeerSnapshot};
 
@@ -51,6 +52,7 @@ fn pod(name: &str, instance: &str, hash: Option<&str>) -> PodState {
         ready: true,
         terminating: false,
         opted_out: false,
+        live: false,
     }
 }
 
@@ -58,6 +60,7 @@ const ONE: PlanSettings = PlanSettings {
     max_concurrent: 1,
     on_delete: OnDeletePolicy::Delete,
     heal_uninjected: false,
+    peer_updates: PeerUpdates::Restart,
 };
 
 fn annotated(p: &Plan) -> Vec<String> {
@@ -410,4 +413,151 @@ fn a_validator_whose_workload_is_not_there_yet_counts_as_busy() {
         annotated(&plan(&s, &w3, &p, &HashSet::new(), &[], &ONE)),
         ["v1"]
     );
+}
+
+fn live_names(p: &Plan) -> Vec<String> {
+    p.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Live { pod, .. } => Some(pod.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn with_policy(policy: PeerUpdates) -> PlanSettings {
+    PlanSettings {
+        peer_updates: policy,
+        ..ONE
+    }
+}
+
+#[test]
+fn live_updates_every_running_sidecar_pod_at_once_and_rolls_nothing() {
+    let (s, w, mut p) = four();
+    for x in &mut p {
+        x.live = true;
+    }
+    let first = plan(
+        &s,
+        &w,
+        &p,
+        &HashSet::new(),
+        &[],
+        &with_policy(PeerUpdates::Live),
+    );
+    // No slot: all three at once, even with max_concurrent 1; no template touched.
+    assert_eq!(live_names(&first), ["v1-0", "v2-0", "v3-0"]);
+    assert!(annotated(&first).is_empty(), "{first:?}");
+    // Each carries the hash of its own StellarNode's list.
+    for a in &first.actions {
+        if let Action::Live { key, hash: h, .. } = a {
+            assert_eq!(h, &hash(&s, &key.name));
+        }
+    }
+    // Once the pods carry the new hash, a live workload is current with its old template.
+    for x in &mut p {
+        x.hash = Some(hash(&s, &x.instance));
+    }
+    let after = plan(
+        &s,
+        &w,
+        &p,
+        &HashSet::new(),
+        &[],
+        &with_policy(PeerUpdates::Live),
+    );
+    assert_eq!(after, Plan::default());
+}
+
+#[test]
+fn live_then_restart_updates_now_and_still_rolls_one_at_a_time() {
+    let (s, w, mut p) = four();
+    for x in &mut p {
+        x.live = true;
+    }
+    let settings = with_policy(PeerUpdates::LiveThenRestart);
+    let plan1 = plan(&s, &w, &p, &HashSet::new(), &[], &settings);
+    assert_eq!(live_names(&plan1), ["v1-0", "v2-0", "v3-0"]);
+    assert_eq!(annotated(&plan1), ["v1"]);
+    // While v1 rolls, its pods are not updated live: a restart and a live update never
+    // meet in one pod.
+    let mut w2 = w.clone();
+    w2[0].template_hash = Some(hash(&s, "v1"));
+    w2[0].settled = false;
+    let plan2 = plan(&s, &w2, &p, &HashSet::new(), &[], &settings);
+    assert_eq!(live_names(&plan2), ["v2-0", "v3-0"]);
+    assert!(annotated(&plan2).is_empty());
+}
+
+#[test]
+fn a_pod_without_the_sidecar_falls_back_to_a_restart() {
+    let (s, w, mut p) = four();
+    p[0].live = true; // v1-0 has the sidecar; v2-0 and v3-0 predate it
+    let plan = plan(
+        &s,
+        &w,
+        &p,
+        &HashSet::new(),
+        &[],
+        &with_policy(PeerUpdates::Live),
+    );
+    assert_eq!(live_names(&plan), ["v1-0"]);
+    // v2 and v3 roll as before: one slot, v2 first.
+    assert_eq!(annotated(&plan), ["v2"]);
+    assert_eq!(plan.pending.get("testnet"), Some(&2));
+}
+
+#[test]
+fn the_stellar_node_annotation_overrides_the_default_policy() {
+    let nodes = |policy: Option<PeerUpdates>| {
+        let mut v = Vec::new();
+        for n in ["v1", "v2", "v3", "v4"] {
+            let mut r = rec(n, NodeKind::Validator, "testnet");
+            r.peer_updates = policy;
+            v.push(r);
+        }
+        snap(&v)
+    };
+    let (_, w, mut p) = four();
+    for x in &mut p {
+        x.live = true;
+    }
+    let s = nodes(Some(PeerUpdates::Live));
+    let live = plan(&s, &w, &p, &HashSet::new(), &[], &ONE);
+    assert_eq!(live_names(&live), ["v1-0", "v2-0", "v3-0"]);
+    let s = nodes(Some(PeerUpdates::Restart));
+    let restart = plan(
+        &s,
+        &w,
+        &p,
+        &HashSet::new(),
+        &[],
+        &with_policy(PeerUpdates::Live),
+    );
+    assert!(live_names(&restart).is_empty());
+    assert_eq!(annotated(&restart), ["v1"]);
+}
+
+#[test]
+fn a_paused_workload_is_not_updated_live() {
+    let (s, w, mut p) = four();
+    for x in &mut p {
+        x.live = true;
+    }
+    let mut gates = Gates::default();
+    gates.held.insert(
+        key(Kind::StatefulSet, "v2"),
+        Wait::Paused(PauseLevel::StellarNode),
+    );
+    let plan = plan_gated(
+        &s,
+        &w,
+        &p,
+        &HashSet::new(),
+        &[],
+        &gates,
+        &with_policy(PeerUpdates::Live),
+    );
+    assert_eq!(live_names(&plan), ["v1-0", "v3-0"]);
 }

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::live::PeerUpdates;
 use crate::nodes::{NodeKind, NodeRecord};
 use crate::peers::{Lookup, PeerSettings};
 use crate::rollout::controls::{Control, Windows};
@@ -13,6 +14,7 @@ const ONE: PlanSettings = PlanSettings {
     max_concurrent: 1,
     on_delete: OnDeletePolicy::Delete,
     heal_uninjected: false,
+    peer_updates: PeerUpdates::Restart,
 };
 
 fn snap(version: u64, names: &[&str]) -> PeerSnapshot {
@@ -62,6 +64,7 @@ fn pod(name: &str, uid: &str, hash: &str, ready: bool) -> PodState {
         ready,
         terminating: false,
         opted_out: false,
+        live: false,
     }
 }
 
@@ -78,6 +81,7 @@ fn acts(n: &Next) -> Vec<String> {
             .map(|a| match a {
                 Action::Annotate { key, .. } => format!("annotate {}", key.name),
                 Action::DeletePod { pod, .. } => format!("delete {pod}"),
+                Action::Live { pod, .. } => format!("live {pod}"),
                 Action::Notify { key, .. } => format!("notify {}", key.name),
                 Action::Report { key, report, .. } => {
                     format!("report {} {}", key.name, report.dedup_key())
@@ -526,6 +530,7 @@ impl Sim {
                     ready: p.ready_at <= state_now,
                     terminating: false,
                     opted_out: false,
+                    live: false,
                 });
             }
         }
@@ -551,7 +556,7 @@ impl Sim {
                 }
                 true
             }
-            Action::Notify { .. } | Action::Report { .. } => true,
+            Action::Notify { .. } | Action::Report { .. } | Action::Live { .. } => true,
         }
     }
 }
