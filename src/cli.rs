@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use crate::duration::{DurationError, parse_duration};
 use crate::error::{Error, InputError, KubeConfigError};
 use crate::inject::{ConfigMode, InjectSettings};
+use crate::live::PeerUpdates;
 use crate::peers::{ExtraPeers, PeerSettings};
 
 /// `--shutdown-delay`'s default (the chart's too): /readyz fails this long before the
@@ -45,6 +46,10 @@ pub enum Command {
     /// Config mode (init container): merge the injected peers into the base
     /// stellar-core config and write the result for `stellar-core --conf`.
     RenderConfig(crate::cmd::render_config::RenderArgs),
+    /// Live peer updates (a native sidecar next to stellar-core): whenever the injected
+    /// peers change, rewrite the merged config as `render-config` does and call
+    /// `connect` on stellar-core's admin port for every added peer.
+    LivePeers(crate::cmd::live_peers::LiveArgs),
     /// Make the cluster of a kubeconfig context readable by another cluster's injector
     /// (a reader ServiceAccount with least-privilege RBAC and a token), and print the
     /// link Secret to apply in that other cluster.
@@ -149,6 +154,18 @@ pub struct PatchArgs {
         default_value = "/etc/stellar/merged/stellar-core.cfg"
     )]
     pub merged_config_path: String,
+    /// What a peer change does to running pods: `restart` (roll them, one per network
+    /// at a time), `live` (running pods learn added peers through `connect` on their
+    /// admin port, from a sidecar merge mode adds; pods without it restart), or
+    /// `live+restart` (live now, and a restart at the next rollout window).
+    /// StellarNodes override it with the annotation stellar.org/peer-updates.
+    #[arg(
+        long,
+        env = "STELLAR_PEER_INJECTOR_PEER_UPDATES",
+        default_value = "restart",
+        value_parser = one_of(&PeerUpdates::NAMES, PeerUpdates::parse)
+    )]
+    pub peer_updates: PeerUpdates,
 }
 
 impl PatchArgs {
@@ -160,6 +177,7 @@ impl PatchArgs {
             init_image: self.init_image.trim().to_owned(),
             base_config: self.base_config.clone(),
             merged_path: self.merged_config_path.clone(),
+            peer_updates: self.peer_updates,
         };
         s.validate()?;
         Ok(s)
@@ -435,8 +453,8 @@ pub struct RolloutPolicyArgs {
 }
 
 impl RolloutPolicyArgs {
-    /// The planner's settings.
-    pub fn plan(&self) -> crate::rollout::plan::PlanSettings {
+    /// The planner's settings, with the patch's peer-updates policy.
+    pub fn plan(&self, peer_updates: PeerUpdates) -> crate::rollout::plan::PlanSettings {
         use crate::rollout::plan::{OnDeletePolicy, PlanSettings};
         PlanSettings {
             max_concurrent: usize::from(self.max_concurrent_rollouts),
@@ -445,6 +463,7 @@ impl RolloutPolicyArgs {
                 OnDeletePolicyArg::Event => OnDeletePolicy::Event,
             },
             heal_uninjected: self.heal_uninjected,
+            peer_updates,
         }
     }
 }

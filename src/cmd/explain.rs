@@ -205,7 +205,7 @@ fn restarts(args: &ExplainArgs, snap: &PeerSnapshot, observed: &Observed) -> Vec
         // A validator without a workload holds its network's slot only in the loop's
         // first minute after seeing it; explain describes the loop past that.
         arrival_grace: Duration::ZERO,
-        ..StateSettings::new(args.policy.plan(), Duration::ZERO)
+        ..StateSettings::new(args.policy.plan(args.patch.peer_updates), Duration::ZERO)
     });
     let minute = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

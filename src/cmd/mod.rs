@@ -3,6 +3,7 @@
 pub mod certs;
 pub mod crd;
 pub mod explain;
+pub mod live_peers;
 pub mod remote_secret;
 pub mod render_config;
 
@@ -38,6 +39,10 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::RenderConfig(a) => Ok(crate::cmd::render_config::main(&a)?),
+        Command::LivePeers(a) => {
+            init_tracing(LogFormat::Plain);
+            live_peers::main(a).await
+        }
         Command::RemoteSecret(a) => {
             print!(
                 "{}",

@@ -224,7 +224,7 @@ fn rollout_settings(
     })?;
     let settings = controller::RolloutSettings {
         mode: args.rollout,
-        plan: args.policy.plan(),
+        plan: args.policy.plan(args.patch.peer_updates),
         debounce: args.debounce,
         windows: args.policy.rollout_window.clone(),
         stuck_after: args.stuck_after,
@@ -290,7 +290,8 @@ fn resolve_settings(
     }))
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or Ctrl-C: the one way a long-running command is asked to stop.
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -94,6 +94,8 @@ pub enum RolloutOutcome {
     DryRun,
     /// OnDelete policy `event`: only an Event was recorded.
     EventOnly,
+    /// A running pod's peers were updated in place (live policy): nothing restarted.
+    Live,
     /// The write failed; retried on the next pass.
     Failed,
 }
@@ -104,6 +106,7 @@ impl RolloutOutcome {
             Self::Started => "started",
             Self::DryRun => "dry_run",
             Self::EventOnly => "event_only",
+            Self::Live => "live",
             Self::Failed => "failed",
         }
     }

@@ -759,6 +759,32 @@ async fn execute(
                 r,
             )
         }
+        Action::Live {
+            pod,
+            uid,
+            hash,
+            network,
+            config,
+            count,
+            ..
+        } => {
+            let previous = workloads
+                .iter()
+                .find(|w| &w.key == key)
+                .and_then(|w| w.template_hash.clone());
+            let what = history.diff(&key.namespace, &instance, previous.as_deref(), &list.known);
+            tracing::info!(workload = %key, %network, %pod, %hash, dry_run = dry, "updating a running pod's peers live (its sidecar connects the added ones; no restart): {what}");
+            let r = if dry {
+                Ok(())
+            } else {
+                patch_pod_peers(client, &key.namespace, pod, uid, hash, config, count).await
+            };
+            (
+                "PeersUpdatedLive",
+                format!("Updated pod {pod}'s peers in place (hash {hash}), no restart: {what}"),
+                r,
+            )
+        }
         Action::Report { report, .. } => {
             let (reason, note, warn) = report_event(key, report);
             if warn {
@@ -785,7 +811,7 @@ async fn execute(
     };
     if let Err(e) = &result {
         let hint = crate::causes::ApiCause::of(e).hint(
-            "the injector's ClusterRole must allow patch on statefulsets and deployments, and delete on pods",
+            "the injector's ClusterRole must allow patch on statefulsets and deployments, and delete and patch on pods",
             "the workload or pod is gone; the next pass sees it",
         );
         tracing::warn!(workload = %key, error = %crate::causes::Chain(e), "rollout action failed; retrying on the next pass. {hint}");
@@ -805,6 +831,7 @@ async fn execute(
     });
     match action {
         Action::Notify { .. } | Action::Report { .. } => RolloutOutcome::EventOnly,
+        Action::Live { .. } => RolloutOutcome::Live,
         _ => RolloutOutcome::Started,
     }
 }
@@ -874,6 +901,38 @@ async fn annotate(client: &Client, key: &WorkloadKey, hash: &str) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Sets a running pod's peers annotations (snippet, hash, count), only if it is still
+/// the pod the plan saw (a JSON patch that tests its uid). The kubelet then rewrites the
+/// snippet file, which the pod's live sidecar follows.
+async fn patch_pod_peers(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    uid: &str,
+    hash: &str,
+    config: &str,
+    count: &str,
+) -> Result<(), kube::Error> {
+    use crate::inject::{ANNOTATION_CONFIG, ANNOTATION_COUNT, ANNOTATION_HASH};
+    let esc = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    let ops = serde_json::json!([
+        { "op": "test", "path": "/metadata/uid", "value": uid },
+        { "op": "add", "path": format!("/metadata/annotations/{}", esc(ANNOTATION_CONFIG)), "value": config },
+        { "op": "add", "path": format!("/metadata/annotations/{}", esc(ANNOTATION_HASH)), "value": hash },
+        { "op": "add", "path": format!("/metadata/annotations/{}", esc(ANNOTATION_COUNT)), "value": count },
+    ]);
+    let patch: json_patch::Patch = serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
+    match Api::<Pod>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Gone, or replaced by another pod of the same name: the next pass sees it.
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 async fn delete_pod(client: &Client, ns: &str, name: &str, uid: &str) -> Result<(), kube::Error> {

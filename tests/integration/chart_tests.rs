@@ -244,7 +244,7 @@ fn check_common(docs: &[Value], ns: &str) -> TestResult {
             == json!([
                 {"apiGroups": ["stellar.org"], "resources": ["stellarnodes"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": ["get", "list", "watch", "patch"]},
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete", "patch"]},
                 {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
                 // governingServices.create (default true): the missing `{name}-headless` Services.
                 {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},

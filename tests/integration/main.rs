@@ -16,6 +16,7 @@ mod controls_tests;
 mod fault_tests;
 mod injection_tests;
 mod link_tests;
+mod live_tests;
 mod multicluster_tests;
 mod prometheus_tests;
 mod realnode_tests;
@@ -28,6 +29,9 @@ use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
+
+/// The groups whose trials run pods on the bed's real node.
+const REAL_NODE_GROUPS: [&str; 2] = ["realnode::", "live::"];
 
 /// Ordinary tests share the bed; a test that restarts part of the control plane
 /// takes it alone.
@@ -114,6 +118,7 @@ fn main() {
         "link" => link_tests,
         "prometheus" => prometheus_tests,
         "realnode" => realnode_tests,
+        "live" => live_tests,
     };
     let listed = registry.check();
     // The real node turned off on purpose (TESTBED_REAL_NODE=0): its trials are reported as
@@ -125,7 +130,7 @@ fn main() {
         .trials
         .into_iter()
         .map(|t| {
-            if opted_out && t.name().starts_with("realnode::") {
+            if opted_out && REAL_NODE_GROUPS.iter().any(|g| t.name().starts_with(g)) {
                 not_run.push(t.name().to_owned());
                 t.with_ignored_flag(true)
             } else {

@@ -76,13 +76,25 @@ fn seed_secret(name: &str) -> Value {
 /// A validator of the operator's shape on the real node: StellarNode, ConfigMap (with
 /// `cfg_data` as its data), seed Secret and StatefulSet.
 async fn add_validator(ns: &TestNs, name: &str, cfg_data: Value, node: &RealNode) -> TestResult {
+    add_validator_with(ns, name, cfg_data, node, |_| {}).await
+}
+
+/// [`add_validator`], with `tweak` applied to the StatefulSet first.
+pub(crate) async fn add_validator_with(
+    ns: &TestNs,
+    name: &str,
+    cfg_data: Value,
+    node: &RealNode,
+    tweak: impl FnOnce(&mut Value),
+) -> TestResult {
     ns.create::<StellarNode>(stellar_node(name, "Validator", "testnet", false))
         .await?;
     ns.create::<ConfigMap>(config_map(&format!("{name}-config"), cfg_data))
         .await?;
     ns.create::<Secret>(seed_secret(name)).await?;
-    ns.create::<StatefulSet>(operator_validator(name, &node.pause_image))
-        .await?;
+    let mut sts = operator_validator(name, &node.pause_image);
+    tweak(&mut sts);
+    ns.create::<StatefulSet>(sts).await?;
     Ok(())
 }
 
@@ -90,15 +102,24 @@ async fn add_validator(ns: &TestNs, name: &str, cfg_data: Value, node: &RealNode
 /// an injector whose `--init-image` is the injector's own image (imported into the node),
 /// and its webhook (failurePolicy Fail). Returns the webhook's name, for `delete_webhook`.
 async fn merge_mode_injector(prefix: &str) -> Result<(RealNode, TestNs, Injector, String), String> {
+    merge_mode_injector_with(prefix, &[]).await
+}
+
+/// [`merge_mode_injector`] with more flags for the injector.
+pub(crate) async fn merge_mode_injector_with(
+    prefix: &str,
+    extra: &[&str],
+) -> Result<(RealNode, TestNs, Injector, String), String> {
     let node = real_node()?;
     let image = injector_image(&node)?;
     let ns = TestNs::new(prefix).await?;
-    let (inj, hook) =
-        injector_with_webhook(&ns, &["--init-image", image, "--debounce", "0s"]).await?;
+    let mut args = vec!["--init-image", image, "--debounce", "0s"];
+    args.extend_from_slice(extra);
+    let (inj, hook) = injector_with_webhook(&ns, &args).await?;
     Ok((node, ns, inj, hook))
 }
 
-fn operator_cfg() -> Value {
+pub(crate) fn operator_cfg() -> Value {
     json!({"stellar-core.cfg": OPERATOR_CFG, "NETWORK_PASSPHRASE": PASSPHRASE})
 }
 
@@ -114,7 +135,7 @@ fn peers_in(cfg: &str, key: &str) -> Result<BTreeSet<String>, String> {
 
 /// The running pod of StatefulSet `name` whose stand-in stellar-core printed a config holding
 /// every address of `want`: the pod and the printed file.
-async fn running_with_peers(
+pub(crate) async fn running_with_peers(
     ns: &TestNs,
     name: &str,
     want: &BTreeSet<String>,

@@ -134,6 +134,9 @@ pub enum Action {
         pod: String,
         uid: String,
         hash: String,
+        /// The new snippet (`stellar.org/peers-config`) and peer count.
+        config: String,
+        count: String,
     },
     /// Stale pods that policy forbids deleting: tell the user.
     Notify {
@@ -477,6 +480,8 @@ pub fn plan_gated(
                     pod: p.name.clone(),
                     uid: p.uid.clone(),
                     hash: desired.clone(),
+                    config: list.config.clone(),
+                    count: list.count.clone(),
                 });
                 false
             });
