@@ -192,6 +192,8 @@ pub struct RunningPod {
     /// Its merge-mode init step failed: the step's one-line reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_failed: Option<String>,
+    /// It carries the live sidecar: peer changes reach it in place, without a restart.
+    pub live: bool,
 }
 
 /// A pod of the subject's StellarNode, as seen in the cluster.
@@ -203,6 +205,8 @@ pub struct SeenPod {
     /// Its merge-mode init step failed: the step's one-line reason
     /// ([`crate::rollout::observe::init_failure`]).
     pub init_failed: Option<String>,
+    /// It carries the live sidecar ([`crate::rollout::observe::has_live_sidecar`]).
+    pub live: bool,
 }
 
 /// Everything `explain` says about one pod (or pod template).
@@ -219,6 +223,9 @@ pub struct Explanation {
     pub running: Vec<RunningPod>,
     /// What the rollout loop does next about its workload (`None`: no rollout view).
     pub next: Option<String>,
+    /// What a peer change does to its running pods: the policy and where it comes from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updates: Option<String>,
 }
 
 /// What is known around the subject.
@@ -312,6 +319,14 @@ pub fn explain(subject: String, pod: &Value, namespace: &str, ctx: &Context<'_>)
         known: l.known.iter().map(ToString::to_string).collect(),
         preferred: l.preferred.iter().map(ToString::to_string).collect(),
     });
+    let updates = entry.map(|e| match e.record.peer_updates {
+        Some(p) => format!(
+            "{} (annotation {})",
+            p.as_str(),
+            crate::live::ANNOTATION_PEER_UPDATES
+        ),
+        None => format!("{} (--peer-updates)", ctx.settings.peer_updates.as_str()),
+    });
     let running = ctx
         .running
         .iter()
@@ -322,6 +337,7 @@ pub fn explain(subject: String, pod: &Value, namespace: &str, ctx: &Context<'_>)
                 .as_ref()
                 .is_some_and(|l| p.hash.as_deref() == Some(l.hash.as_str())),
             init_failed: p.init_failed.clone(),
+            live: p.live,
         })
         .collect();
     let next = ctx.restarts.map(|restarts| {
@@ -355,6 +371,7 @@ pub fn explain(subject: String, pod: &Value, namespace: &str, ctx: &Context<'_>)
         peers,
         running,
         next,
+        updates,
     }
 }
 
@@ -373,15 +390,19 @@ pub fn running_of(pods: &[Value], namespace: &str, instance: &str) -> Vec<SeenPo
                 .and_then(|a| a.get(ANNOTATION_HASH))
                 .and_then(Value::as_str)
                 .map(str::to_owned);
-            let init_failed = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(p.clone())
-                .ok()
+            let typed = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(p.clone()).ok();
+            let init_failed = typed
                 .as_ref()
                 .and_then(crate::rollout::observe::init_failure)
                 .map(|f| f.message);
+            let live = typed
+                .as_ref()
+                .is_some_and(crate::rollout::observe::has_live_sidecar);
             Some(SeenPod {
                 name,
                 hash,
                 init_failed,
+                live,
             })
         })
         .collect();
@@ -455,10 +476,17 @@ pub fn render_table(items: &[Explanation]) -> String {
                 e.running
                     .iter()
                     .map(|r| {
-                        let state = match (&r.hash, r.current) {
-                            (_, true) => format!("{} current", r.name),
-                            (None, _) => format!("{} never injected", r.name),
-                            (Some(h), false) => format!("{} stale (hash {h})", r.name),
+                        let state = match (&r.hash, r.current, r.live) {
+                            (_, true, true) => format!(
+                                "{} current (live: peer changes reach it without a restart)",
+                                r.name
+                            ),
+                            (_, true, false) => format!("{} current", r.name),
+                            (None, _, _) => format!("{} never injected", r.name),
+                            (Some(h), false, true) => {
+                                format!("{} stale (hash {h}), live: updated in place next", r.name)
+                            }
+                            (Some(h), false, false) => format!("{} stale (hash {h})", r.name),
                         };
                         match &r.init_failed {
                             Some(why) => format!(
@@ -471,6 +499,9 @@ pub fn render_table(items: &[Explanation]) -> String {
                     .collect::<Vec<_>>()
                     .join(", "),
             );
+        }
+        if let Some(u) = &e.updates {
+            row("peer updates", u.clone());
         }
         if let Some(n) = &e.next {
             row("next", n.clone());

@@ -89,6 +89,18 @@ impl PeersView<'_> {
         for e in self.link_errors {
             notes.push(format!("warning: {e}"));
         }
+        for n in self.snap.nodes().filter(|n| self.wanted(&n.record.network)) {
+            if let Some(p) = n.record.peer_updates.filter(|p| p.is_live()) {
+                notes.push(format!(
+                    "note: {}/{} takes peer changes {} ({}): its running pods with the {} sidecar learn added peers through connect, without a restart",
+                    n.record.namespace,
+                    n.record.name,
+                    p.as_str(),
+                    crate::live::ANNOTATION_PEER_UPDATES,
+                    crate::live::LIVE_CONTAINER_NAME
+                ));
+            }
+        }
         let unresolvable = self.unresolvable();
         if let Some(r) = self.round {
             match &r.cluster {

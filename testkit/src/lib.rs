@@ -31,6 +31,7 @@ pub mod ns;
 pub mod objects;
 pub mod realnode;
 pub mod registry;
+pub mod validators;
 pub mod wait;
 pub mod webhook;
 
@@ -43,6 +44,7 @@ pub use injector::*;
 pub use ns::TestNs;
 pub use objects::*;
 pub use realnode::*;
+pub use validators::*;
 pub use wait::*;
 pub use webhook::*;
 

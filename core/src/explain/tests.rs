@@ -171,11 +171,13 @@ fn a_pod_is_explained_end_to_end() {
                 name: "v1-0".into(),
                 hash: None,
                 init_failed: None,
+                live: false,
             },
             SeenPod {
                 name: "v1-1".into(),
                 hash: Some(list.hash.clone()),
                 init_failed: None,
+                live: false,
             },
         ],
         restarts: Some(&restarts),
@@ -376,6 +378,7 @@ fn running_pods_are_those_of_the_node() {
         name: name.to_owned(),
         hash: hash.map(str::to_owned),
         init_failed: None,
+        live: false,
     };
     assert_eq!(
         running_of(&pods, "stellar", "v1"),
