@@ -451,7 +451,8 @@ static long read_request(int fd, char *buf, size_t cap) {
     if (got <= 0) return 0; /* gone before a whole request: nothing to answer */
     n += (size_t)got;
     buf[n] = '\0';
-    if (strstr(buf, "\r\n\r\n") || strstr(buf, "\n\n")) return (long)n;
+    /* memmem, not strstr: a NUL byte in the request must not hide its end. */
+    if (memmem(buf, n, "\r\n\r\n", 4) || memmem(buf, n, "\n\n", 2)) return (long)n;
     if (n >= cap - 1) return -1;
   }
 }
