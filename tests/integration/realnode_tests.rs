@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -62,8 +62,18 @@ pub(crate) async fn running_with_peers(
     name: &str,
     want: &BTreeSet<String>,
 ) -> Result<(Pod, String), String> {
+    running_with_peers_in(ns, &format!("{name}-0"), "stellar-node", want).await
+}
+
+/// [`running_with_peers`] for pod `pod_name` whose stellar-core runs in container `container`.
+async fn running_with_peers_in(
+    ns: &TestNs,
+    pod_name: &str,
+    container: &'static str,
+    want: &BTreeSet<String>,
+) -> Result<(Pod, String), String> {
     let api = ns.api::<Pod>();
-    let pod_name = format!("{name}-0");
+    let pod_name = pod_name.to_owned();
     let last = std::sync::Mutex::new(String::from("(no pod yet)"));
     let found = wait_for(
         Duration::from_secs(150),
@@ -79,7 +89,7 @@ pub(crate) async fn running_with_peers(
                     .and_then(|s| s.container_statuses.as_ref())
                     .is_some_and(|cs| {
                         cs.iter().any(|c| {
-                            c.name == "stellar-node"
+                            c.name == container
                                 && c.state.as_ref().is_some_and(|s| s.running.is_some())
                         })
                     });
@@ -90,10 +100,10 @@ pub(crate) async fn running_with_peers(
                     ));
                     return None;
                 }
-                let log = container_log(&api, &pod_name, "stellar-node").await.ok()?;
+                let log = container_log(&api, &pod_name, container).await.ok()?;
                 let Some((path, cfg)) = standin_printed_config(&log) else {
                     note(format!(
-                        "stellar-node's log has no printed config yet:\n{log}"
+                        "{container}'s log has no printed config yet:\n{log}"
                     ));
                     return None;
                 };
@@ -238,6 +248,239 @@ pub async fn realnode_operator_validator_runs_its_merged_config() -> TestResult 
             ensure(line.split_whitespace().skip(1).any(|a| a == ip), || {
                 format!("{addr} resolved to {line:?}, the pod's IP is {ip}")
             })?;
+        }
+        Ok(())
+    }
+    .await;
+    delete_webhook(&ns.client, &hook).await;
+    result.map_err(|e| format!("{e}\ninjector log:\n{}", inj.log_text()))
+}
+
+/// SDF's chart's `stellar-core.cfg` (tests/fixtures/configs/README.md), with its own
+/// `KNOWN_PEERS` and `PREFERRED_PEERS`.
+const SDF_CHART_CFG: &str = include_str!("../fixtures/configs/chart-futurenet-peers.cfg");
+
+/// SDF's chart's default `core.initScript` (stellar/helm-charts @ 721a73cf,
+/// charts/core/values.yaml), as its `<fullname>-init-scripts` ConfigMap holds it.
+const SDF_INIT_SH: &str = r#"#!/bin/bash
+set -ex
+
+# Try to run upgrade-db to install latest schema. If schema is not present yet
+# the command will fail. In such case we run new-db to create schema from scratch.
+stellar-core upgrade-db --conf /config/stellar-core.cfg --console || \
+stellar-core new-db --conf /config/stellar-core.cfg --console
+
+## Below can be used to initialize history archive in an idempotent way
+# ls -l /var/lib/stellar/local_archive/.well-known/stellar-history.json || \
+# stellar-core new-hist local --conf /config/stellar-core.cfg --console
+"#;
+
+/// The per-pod address of release `release`'s first pod: `<fullname>-0.<fullname>.<ns>.svc...`.
+fn sdf_addr(release: &str, ns: &str) -> String {
+    format!("{release}-core-0.{release}-core.{ns}.svc.cluster.local:11625")
+}
+
+/// What SDF's chart (stellar/helm-charts @ 721a73cf0cc2dec6a55e3b9df3301e1862550035,
+/// charts/core/templates: core-cm.yaml, core-init-scripts-cm.yaml, core-sts.yaml) renders for
+/// release `release` (fullname `<release>-core`) with persistence off, `global.network:
+/// testnet` and `core.labels` naming the StellarNode: ConfigMap `<fullname>` (key
+/// `stellar-core.cfg`), ConfigMap `<fullname>-init-scripts` (`init.sh`, mode 0755), the headless
+/// Service `<fullname>` (publishNotReadyAddresses) and the StatefulSet whose init container
+/// `core-init` runs `/bin/bash /init-scripts/init.sh` and whose container `core` runs `run
+/// --conf /config/stellar-core.cfg --console`. The chart is not vendored and nothing is
+/// fetched: the objects are written here after its templates, as config_tests does for SDF's
+/// shape. Bed differences: the checksum annotations hold a fixed value (the chart puts the
+/// sha256 of the rendered ConfigMaps there), the pod asks for the real node, and its grace
+/// period is 2 s.
+fn sdf_chart_objects(release: &str) -> Vec<Value> {
+    let full = format!("{release}-core");
+    let meta_labels =
+        json!({"app": full, "chart": "core-0.0.0", "release": release, "heritage": "Helm"});
+    let image = "docker.io/stellar/stellar-core:22.1.0";
+    let vls = format!("{full}-var-lib-stellar");
+    let mut spec = json!({
+        "initContainers": [{
+            "name": "core-init", "image": image,
+            "command": ["/bin/bash", "/init-scripts/init.sh"],
+            "imagePullPolicy": "IfNotPresent",
+            "volumeMounts": [{"mountPath": "/config", "name": "core-config"},
+                             {"mountPath": "/var/lib/stellar", "name": vls},
+                             {"mountPath": "/init-scripts", "name": "init-scripts"}]
+        }],
+        "containers": [{
+            "name": "core", "image": image,
+            "args": ["run", "--conf", "/config/stellar-core.cfg", "--console"],
+            "imagePullPolicy": "IfNotPresent",
+            "ports": [{"containerPort": 11626, "name": "core"}, {"containerPort": 11625, "name": "core-peer"}],
+            "volumeMounts": [{"mountPath": "/config", "name": "core-config"},
+                             {"mountPath": "/var/lib/stellar", "name": vls}]
+        }],
+        "volumes": [{"name": "core-config", "configMap": {"name": full}},
+                    {"name": "init-scripts", "configMap": {"name": format!("{full}-init-scripts"), "defaultMode": 0o755}},
+                    {"name": vls, "emptyDir": {}}],
+        "terminationGracePeriodSeconds": 2
+    });
+    on_real_node(&mut spec);
+    vec![
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": full, "labels": meta_labels},
+               "data": {"stellar-core.cfg": SDF_CHART_CFG}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": format!("{full}-init-scripts"), "labels": meta_labels},
+               "data": {"init.sh": SDF_INIT_SH}}),
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": full, "labels": meta_labels},
+               "spec": {"clusterIP": "None", "publishNotReadyAddresses": true,
+                        "ports": [{"name": "core", "port": 11626, "targetPort": 11626},
+                                  {"name": "core-peer", "port": 11625, "targetPort": 11625}],
+                        "selector": {"app": full}}}),
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": full, "labels": meta_labels},
+        "spec": {
+            "replicas": 1, "podManagementPolicy": "Parallel", "serviceName": full,
+            "selector": {"matchLabels": {"app": full}},
+            "template": {
+                "metadata": {
+                    "labels": {"app": full, "release": release, "horizon_network": "testnet",
+                               "app.kubernetes.io/name": "stellar-node",
+                               "app.kubernetes.io/instance": full},
+                    "annotations": {"checksum/core-cm": "0".repeat(64),
+                                    "checksum/core-init-scripts-cm": "0".repeat(64)}
+                },
+                "spec": spec
+            }
+        }}),
+    ]
+}
+
+/// An SDF-chart validator on the real node: its StellarNode (named like the chart's fullname,
+/// with `stellar.org/peer-address` naming the chart's per-pod address) and the chart's objects.
+async fn add_sdf_validator(ns: &TestNs, release: &str) -> TestResult {
+    let full = format!("{release}-core");
+    let mut sn = stellar_node(&full, "Validator", "testnet", false);
+    sn["metadata"]["annotations"] =
+        json!({"stellar.org/peer-address": sdf_addr(release, &ns.name)});
+    ns.create::<StellarNode>(sn).await?;
+    for obj in sdf_chart_objects(release) {
+        match obj["kind"].as_str() {
+            Some("ConfigMap") => {
+                ns.create::<ConfigMap>(obj).await?;
+            }
+            Some("Service") => {
+                ns.create::<Service>(obj).await?;
+            }
+            _ => {
+                ns.create::<StatefulSet>(obj).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The terminated state of init container `name` of `pod`: its exit code.
+fn init_exit(pod: &Pod, name: &str) -> Result<Option<i32>, String> {
+    let st = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == name))
+        .ok_or_else(|| format!("no status of init container {name}"))?;
+    Ok(st
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .map(|t| t.exit_code))
+}
+
+/// Two validators of SDF's chart shape (charts/core), injected in merge mode, run on the real
+/// node: the chart's `core-init` really runs its `init.sh` under Debian's bash in the
+/// stand-in's image (bash's `set -x` trace and the stand-in's `upgrade-db` line are in its
+/// log, exit 0), then `stellar-peers-config` writes the merged file, and the stand-in
+/// stellar-core in container `core` is started with `run --conf <merged> --console` and
+/// prints a file that passes the rules checker, holds the other validator's per-pod address
+/// and not its own, keeps the chart's own peers and every other line of the chart's file; the
+/// stand-in's admin port opens on 0.0.0.0:11626, as the chart's `PUBLIC_HTTP_PORT=true` asks.
+pub async fn realnode_sdf_chart_validator_runs_core_init_under_bash_and_its_merged_config()
+-> TestResult {
+    let (node, ns, inj, hook) = merge_mode_injector("realsdf").await?;
+    let n = ns.name.clone();
+    let result: TestResult = async {
+        add_sdf_validator(&ns, "sdf1").await?;
+        add_sdf_validator(&ns, "sdf2").await?;
+        let (a1, a2) = (sdf_addr("sdf1", &n), sdf_addr("sdf2", &n));
+        let (p1, cfg1) =
+            running_with_peers_in(&ns, "sdf1-core-0", "core", &BTreeSet::from([a2.clone()]))
+                .await?;
+        let (p2, cfg2) =
+            running_with_peers_in(&ns, "sdf2-core-0", "core", &BTreeSet::from([a1.clone()]))
+                .await?;
+        let chart_known: BTreeSet<String> = peers_in(SDF_CHART_CFG, "KNOWN_PEERS")?
+            .iter()
+            .map(|a| stellar_peer_injector::peers::address::normalize(a).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        let api = ns.api::<Pod>();
+        for (pod, cfg, own, other) in [(&p1, &cfg1, &a1, &a2), (&p2, &cfg2, &a2, &a1)] {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            let spec = pod.spec.as_ref().ok_or("pod without spec")?;
+            ensure(
+                spec.node_name.as_deref() == Some(node.name.as_str()),
+                || format!("{name} is not on the real node: {:?}", spec.node_name),
+            )?;
+            let inits: Vec<&str> = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .map(|c| c.name.as_str())
+                .collect();
+            ensure(inits == ["core-init", "stellar-peers-config"], || {
+                format!("{name}: init containers {inits:?}")
+            })?;
+            for init in ["core-init", "stellar-peers-config"] {
+                let exit = init_exit(pod, init)?;
+                ensure(exit == Some(0), || format!("{name}: {init} ended {exit:?}"))?;
+            }
+            let core = spec
+                .containers
+                .iter()
+                .find(|c| c.name == "core")
+                .ok_or("no container core")?;
+            let want_args = ["run", "--conf", MERGED, "--console"].map(str::to_owned);
+            ensure(core.args.as_deref() == Some(&want_args[..]), || {
+                format!("{name}: core's args {:?}", core.args)
+            })?;
+            // core-init ran the chart's script under bash: its xtrace, then the stand-in.
+            let init_log = container_log(&api, name, "core-init").await?;
+            for want in [
+                "+ stellar-core upgrade-db --conf /config/stellar-core.cfg --console",
+                "stellar-core stand-in: upgrade-db --conf /config/stellar-core.cfg",
+            ] {
+                ensure(init_log.contains(want), || {
+                    format!("{name}: core-init's log lacks {want:?}:\n{init_log}")
+                })?;
+            }
+            config::check_ours(cfg)
+                .map_err(|v| format!("{name}'s printed config breaks our rules: {v:?}\n{cfg}"))?;
+            let known = peers_in(cfg, "KNOWN_PEERS")?;
+            ensure(known.contains(other) && !known.contains(own), || {
+                format!("{name}: KNOWN_PEERS {known:?} (want {other}, not {own})")
+            })?;
+            ensure(chart_known.is_subset(&known), || {
+                format!("{name}: the chart's own peers {chart_known:?} not all in {known:?}")
+            })?;
+            // Every line of the chart's file that is not a peer list is kept as it is.
+            for line in SDF_CHART_CFG
+                .lines()
+                .filter(|l| !l.starts_with("KNOWN_PEERS") && !l.starts_with("PREFERRED_PEERS"))
+            {
+                ensure(cfg.lines().any(|l| l == line), || {
+                    format!("{name}: line {line:?} lost:\n{cfg}")
+                })?;
+            }
+            let core_log = container_log(&api, name, "core").await?;
+            ensure(
+                core_log.contains("stellar-core stand-in: admin listening on 0.0.0.0:11626\n"),
+                || format!("{name}: the stand-in's admin port did not open:\n{core_log}"),
+            )?;
         }
         Ok(())
     }

@@ -52,6 +52,12 @@ PAUSE_IMAGE=registry.k8s.io/pause:testbed
 DNS_PROBE_IMAGE=testbed.local/dns-probe:1
 # The stand-in stellar-core's tags: the versions the trials' StellarNodes name.
 STANDIN_VERSIONS=(22.1.0)
+# What SDF's chart runs in the stellar-core image besides stellar-core: its init container
+# `core-init` is `/bin/bash /init-scripts/init.sh`, whose default script (core.initScript,
+# stellar/helm-charts charts/core/values.yaml) calls only `stellar-core upgrade-db || stellar-core
+# new-db`. So the stand-in's image also carries Debian's real bash (with its libraries).
+STANDIN_DEBIAN_FILES=(/bin/bash)
+STANDIN_DEBIAN_PACKAGES=(bash libtinfo6 libc6)
 IMAGES_DIR="${CACHE_ROOT}/images"
 NODE_PACKAGES=(containerd runc containernetworking-plugins iptables socat gcc libc6-dev)
 
@@ -92,10 +98,34 @@ images_source_key() {
   cat "${SCRIPT_DIR}/images/"*.c "${REPO_ROOT}/image/oci-archive" |
     sha256sum | cut -c1-16
   printf '%s\n' "${PAUSE_IMAGE}" "${DNS_PROBE_IMAGE}" "${STANDIN_VERSIONS[@]}"
+  # The Debian files copied into the stand-in's image (bash for SDF's core-init), by version.
+  printf 'standin-debian-files=%s\n' "${STANDIN_DEBIAN_FILES[*]}"
+  dpkg-query -W -f '${Package}=${Version}\n' "${STANDIN_DEBIAN_PACKAGES[@]}" 2>/dev/null || true
 }
 
-# build_images: the pause image and the stand-in stellar-core image, each one static binary in
-# one layer, written as OCI archives into the cache.
+# add_debian_files DIR FILE...: Debian's own binaries FILE... (this host's, from its Debian
+# packages) into the image root DIR at the same paths, with every shared library `ldd` names
+# (and the dynamic loader) at the path the binary asks for. Symlinks are followed: the image
+# has no merged /usr, so /bin/bash and /lib/x86_64-linux-gnu/... are real files there.
+add_debian_files() {
+  local root="$1" f lib
+  shift
+  for f in "$@"; do
+    [[ -x "${f}" ]] || die "the stand-in image needs ${f} (Debian: ${STANDIN_DEBIAN_PACKAGES[*]})"
+    mkdir -p "${root}$(dirname "${f}")"
+    cp -L "${f}" "${root}${f}"
+    # ldd's lines: `libx.so.N => /path (0x...)`, or `/lib64/ld-linux-x86-64.so.2 (0x...)`.
+    while read -r lib; do
+      [[ -n "${lib}" && -f "${lib}" ]] || continue
+      mkdir -p "${root}$(dirname "${lib}")"
+      cp -L "${lib}" "${root}${lib}"
+    done < <(ldd "${f}" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+  done
+}
+
+# build_images: the pause image, the DNS probe and the stand-in stellar-core image, each one
+# static binary in one layer (the stand-in's layer also holds Debian's bash, see
+# STANDIN_DEBIAN_FILES), written as OCI archives into the cache.
 build_images() {
   local tmp ref refs=() v
   mkdir -p "${IMAGES_DIR}"
@@ -109,7 +139,10 @@ build_images() {
     '{"Entrypoint":["/dns-probe"],"User":"65534:65534"}' "${tmp}/probe" >/dev/null
   mv -f "${tmp}/dns-probe.oci.tar" "${IMAGES_DIR}/dns-probe.oci.tar"
   gcc -static -Os -s -Wall -Wextra -Werror -o "${tmp}/pause/pause" "${SCRIPT_DIR}/images/pause.c"
-  gcc -static -Os -s -Wall -Wextra -Werror -o "${tmp}/standin/usr/bin/stellar-core" "${SCRIPT_DIR}/images/stellar-core-standin.c"
+  # getaddrinfo (the admin port's connect) warns at link time, as for the probe.
+  gcc -static -Os -s -Wall -Wextra -Werror -o "${tmp}/standin/usr/bin/stellar-core" "${SCRIPT_DIR}/images/stellar-core-standin.c" 2>/dev/null ||
+    gcc -static -Os -s -Wall -Wextra -Werror -o "${tmp}/standin/usr/bin/stellar-core" "${SCRIPT_DIR}/images/stellar-core-standin.c"
+  add_debian_files "${tmp}/standin" "${STANDIN_DEBIAN_FILES[@]}"
   "${REPO_ROOT}/image/oci-archive" "${tmp}/pause.oci.tar" "${PAUSE_IMAGE}" \
     '{"Entrypoint":["/pause"],"User":"65535:65535"}' "${tmp}/pause" >/dev/null
   # The operator's image name, so its pods' `stellar-node` container starts the stand-in.
@@ -117,7 +150,7 @@ build_images() {
   for v in "${STANDIN_VERSIONS[@]}"; do
     ref="docker.io/stellar/stellar-core:${v}"
     "${REPO_ROOT}/image/oci-archive" "${tmp}/standin-${v}.oci.tar" "${ref}" \
-      '{"Entrypoint":["/usr/bin/stellar-core"],"WorkingDir":"/etc/stellar","Labels":{"org.opencontainers.image.description":"STAND-IN for stellar-core (test bed only; not stellar-core)"}}' \
+      '{"Entrypoint":["/usr/bin/stellar-core"],"WorkingDir":"/etc/stellar","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Labels":{"org.opencontainers.image.description":"STAND-IN for stellar-core (test bed only; not stellar-core): a static stand-in /usr/bin/stellar-core, plus Debian'"'"'s real /bin/bash and its libraries (from this host'"'"'s bash, libtinfo6, libc6 packages) for SDF'"'"'s chart'"'"'s core-init"}}' \
       "${tmp}/standin" >/dev/null
     refs+=("${tmp}/standin-${v}.oci.tar")
   done
