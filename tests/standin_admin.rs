@@ -231,6 +231,8 @@ fn standin_serves_connect_and_peers_as_stellar_core_does() {
     );
 
     // Errors, as CommandHandler::connect and PeerBareAddress::resolve word them (status 200).
+    // No name here may need DNS: this host's resolver is off the machine. A name that does
+    // not resolve is exercised on the bed, whose pods ask the bed's own CoreDNS (live::*).
     for (target, want) in [
         (
             "/connect?peer=x",
@@ -239,10 +241,6 @@ fn standin_serves_connect_and_peers_as_stellar_core_does() {
         (
             "/connect?port=1&peer=",
             "Must specify a peer and port: connect&peer=PEER&port=PORT",
-        ),
-        (
-            "/connect?peer=no-such-name.invalid&port=11625",
-            r#"{"exception": "Could not resolve 'no-such-name.invalid:11625': Host not found (authoritative)"}"#,
         ),
         (
             "/connect?peer=bad_name&port=1",
