@@ -287,7 +287,8 @@ fn sdf_addr(release: &str, ns: &str) -> String {
 /// `stellar-core.cfg`), ConfigMap `<fullname>-init-scripts` (`init.sh`, mode 0755), the headless
 /// Service `<fullname>` (publishNotReadyAddresses) and the StatefulSet whose init container
 /// `core-init` runs `/bin/bash /init-scripts/init.sh` and whose container `core` runs `run
-/// --conf /config/stellar-core.cfg --console`. The chart is not vendored and nothing is
+/// --conf /config/stellar-core.cfg --console` with the chart's default readinessProbe (`/bin/sh
+/// -c "curl http://localhost:11626/info | grep '\"state\" : \"Synced!\"'"`). The chart is not vendored and nothing is
 /// fetched: the objects are written here after its templates, as config_tests does for SDF's
 /// shape. Bed differences: the checksum annotations hold a fixed value (the chart puts the
 /// sha256 of the rendered ConfigMaps there), the pod asks for the real node, and its grace
@@ -312,6 +313,9 @@ fn sdf_chart_objects(release: &str) -> Vec<Value> {
             "args": ["run", "--conf", "/config/stellar-core.cfg", "--console"],
             "imagePullPolicy": "IfNotPresent",
             "ports": [{"containerPort": 11626, "name": "core"}, {"containerPort": 11625, "name": "core-peer"}],
+            // The chart's default core.readinessProbe.
+            "readinessProbe": {"exec": {"command": [
+                "/bin/sh", "-c", "curl http://localhost:11626/info | grep '\"state\" : \"Synced!\"'\n"]}},
             "volumeMounts": [{"mountPath": "/config", "name": "core-config"},
                              {"mountPath": "/var/lib/stellar", "name": vls}]
         }],
@@ -399,7 +403,9 @@ fn init_exit(pod: &Pod, name: &str) -> Result<Option<i32>, String> {
 /// stellar-core in container `core` is started with `run --conf <merged> --console` and
 /// prints a file that passes the rules checker, holds the other validator's per-pod address
 /// and not its own, keeps the chart's own peers and every other line of the chart's file; the
-/// stand-in's admin port opens on 0.0.0.0:11626, as the chart's `PUBLIC_HTTP_PORT=true` asks.
+/// stand-in's admin port opens on 0.0.0.0:11626, as the chart's `PUBLIC_HTTP_PORT=true` asks,
+/// and the chart's readinessProbe (sh, curl and grep on the stand-in's `/info`) makes the pod
+/// Ready.
 pub async fn realnode_sdf_chart_validator_runs_core_init_under_bash_and_its_merged_config()
 -> TestResult {
     let (node, ns, inj, hook) = merge_mode_injector("realsdf").await?;
@@ -480,6 +486,22 @@ pub async fn realnode_sdf_chart_validator_runs_core_init_under_bash_and_its_merg
             ensure(
                 core_log.contains("stellar-core stand-in: admin listening on 0.0.0.0:11626\n"),
                 || format!("{name}: the stand-in's admin port did not open:\n{core_log}"),
+            )?;
+            // The chart's readinessProbe passes: the pod becomes Ready, and the probe's calls
+            // are in the stand-in's record.
+            let ready = wait_for(Duration::from_secs(60), &format!("{name} Ready"), || {
+                let (api, name) = (api.clone(), name.to_owned());
+                async move {
+                    let p = api.get(&name).await.ok()?;
+                    ready_since(&p).map(|_| ())
+                }
+            })
+            .await;
+            let core_log = container_log(&api, name, "core").await?;
+            ready.map_err(|e| format!("{e}; core's log:\n{core_log}"))?;
+            ensure(
+                core_log.contains("stellar-core stand-in: admin GET /info -> 200 {\n"),
+                || format!("{name}: no probe call in core's log:\n{core_log}"),
             )?;
         }
         Ok(())

@@ -52,14 +52,16 @@ PAUSE_IMAGE=registry.k8s.io/pause:testbed
 DNS_PROBE_IMAGE=testbed.local/dns-probe:1
 # The stand-in stellar-core's tags: the versions the trials' StellarNodes name.
 STANDIN_VERSIONS=(22.1.0)
-# What SDF's chart runs in the stellar-core image besides stellar-core: its init container
-# `core-init` is `/bin/bash /init-scripts/init.sh`, whose default script (core.initScript,
-# stellar/helm-charts charts/core/values.yaml) calls only `stellar-core upgrade-db || stellar-core
-# new-db`. So the stand-in's image also carries Debian's real bash (with its libraries).
-STANDIN_DEBIAN_FILES=(/bin/bash)
-STANDIN_DEBIAN_PACKAGES=(bash libtinfo6 libc6)
+# What SDF's chart runs in the stellar-core image besides stellar-core (stellar/helm-charts
+# charts/core): its init container `core-init` is `/bin/bash /init-scripts/init.sh`, whose
+# default script (core.initScript) calls only `stellar-core upgrade-db || stellar-core new-db`;
+# its default readinessProbe execs `/bin/sh -c "curl http://localhost:11626/info | grep ..."`.
+# So the stand-in's image also carries Debian's real bash, sh (dash), grep and curl, with their
+# shared libraries.
+STANDIN_DEBIAN_FILES=(/bin/bash /bin/sh /bin/grep /usr/bin/curl)
+STANDIN_DEBIAN_PACKAGES=(bash dash grep curl)
 IMAGES_DIR="${CACHE_ROOT}/images"
-NODE_PACKAGES=(containerd runc containernetworking-plugins iptables socat gcc libc6-dev)
+NODE_PACKAGES=(containerd runc containernetworking-plugins iptables socat gcc libc6-dev curl)
 
 # --- build ----------------------------------------------------------------------------------
 
@@ -67,11 +69,13 @@ node_packages_installed() {
   command -v containerd >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 &&
     [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] &&
     command -v iptables >/dev/null 2>&1 && command -v socat >/dev/null 2>&1 &&
-    command -v gcc >/dev/null 2>&1 && [[ -e /usr/lib/x86_64-linux-gnu/libc.a || -e /usr/lib/libc.a ]]
+    command -v gcc >/dev/null 2>&1 && [[ -e /usr/lib/x86_64-linux-gnu/libc.a || -e /usr/lib/libc.a ]] &&
+    command -v curl >/dev/null 2>&1
 }
 
-# ensure_node_packages: Debian's containerd, runc, CNI plugins, iptables and socat, and a C
-# compiler with a static libc for the bed's tiny images. apt-get installs them (no service is
+# ensure_node_packages: Debian's containerd, runc, CNI plugins, iptables and socat, a C
+# compiler with a static libc for the bed's tiny images, and curl (copied into the stand-in's
+# image for SDF's chart's readinessProbe). apt-get installs them (no service is
 # started: the bed runs containerd itself, with its own config).
 ensure_node_packages() {
   node_packages_installed && return 0
@@ -98,9 +102,22 @@ images_source_key() {
   cat "${SCRIPT_DIR}/images/"*.c "${REPO_ROOT}/image/oci-archive" |
     sha256sum | cut -c1-16
   printf '%s\n' "${PAUSE_IMAGE}" "${DNS_PROBE_IMAGE}" "${STANDIN_VERSIONS[@]}"
-  # The Debian files copied into the stand-in's image (bash for SDF's core-init), by version.
+  # The Debian files copied into the stand-in's image (for SDF's chart), by content.
   printf 'standin-debian-files=%s\n' "${STANDIN_DEBIAN_FILES[*]}"
-  dpkg-query -W -f '${Package}=${Version}\n' "${STANDIN_DEBIAN_PACKAGES[@]}" 2>/dev/null || true
+  debian_file_closure "${STANDIN_DEBIAN_FILES[@]}" | xargs -r sha256sum -- 2>/dev/null |
+    sha256sum | cut -c1-16
+}
+
+# debian_file_closure FILE...: FILE... and every shared library `ldd` names for them (the
+# dynamic loader included), one path a line, sorted. ldd's lines: `libx.so.N => /path (0x...)`,
+# or `/lib64/ld-linux-x86-64.so.2 (0x...)`.
+debian_file_closure() {
+  local f
+  for f in "$@"; do
+    [[ -e "${f}" ]] || continue
+    printf '%s\n' "${f}"
+    ldd "${f}" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'
+  done | sort -u
 }
 
 # add_debian_files DIR FILE...: Debian's own binaries FILE... (this host's, from its Debian
@@ -108,19 +125,16 @@ images_source_key() {
 # (and the dynamic loader) at the path the binary asks for. Symlinks are followed: the image
 # has no merged /usr, so /bin/bash and /lib/x86_64-linux-gnu/... are real files there.
 add_debian_files() {
-  local root="$1" f lib
+  local root="$1" f
   shift
   for f in "$@"; do
     [[ -x "${f}" ]] || die "the stand-in image needs ${f} (Debian: ${STANDIN_DEBIAN_PACKAGES[*]})"
+  done
+  while read -r f; do
+    [[ -n "${f}" && -f "${f}" ]] || continue
     mkdir -p "${root}$(dirname "${f}")"
     cp -L "${f}" "${root}${f}"
-    # ldd's lines: `libx.so.N => /path (0x...)`, or `/lib64/ld-linux-x86-64.so.2 (0x...)`.
-    while read -r lib; do
-      [[ -n "${lib}" && -f "${lib}" ]] || continue
-      mkdir -p "${root}$(dirname "${lib}")"
-      cp -L "${lib}" "${root}${lib}"
-    done < <(ldd "${f}" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
-  done
+  done < <(debian_file_closure "$@")
 }
 
 # build_images: the pause image, the DNS probe and the stand-in stellar-core image, each one
@@ -150,7 +164,7 @@ build_images() {
   for v in "${STANDIN_VERSIONS[@]}"; do
     ref="docker.io/stellar/stellar-core:${v}"
     "${REPO_ROOT}/image/oci-archive" "${tmp}/standin-${v}.oci.tar" "${ref}" \
-      '{"Entrypoint":["/usr/bin/stellar-core"],"WorkingDir":"/etc/stellar","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Labels":{"org.opencontainers.image.description":"STAND-IN for stellar-core (test bed only; not stellar-core): a static stand-in /usr/bin/stellar-core, plus Debian'"'"'s real /bin/bash and its libraries (from this host'"'"'s bash, libtinfo6, libc6 packages) for SDF'"'"'s chart'"'"'s core-init"}}' \
+      '{"Entrypoint":["/usr/bin/stellar-core"],"WorkingDir":"/etc/stellar","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Labels":{"org.opencontainers.image.description":"STAND-IN for stellar-core (test bed only; not stellar-core): a static stand-in /usr/bin/stellar-core, plus Debian'"'"'s real bash, sh (dash), grep and curl with their libraries (copied from this host'"'"'s packages) for SDF'"'"'s chart'"'"'s core-init and readinessProbe"}}' \
       "${tmp}/standin" >/dev/null
     refs+=("${tmp}/standin-${v}.oci.tar")
   done

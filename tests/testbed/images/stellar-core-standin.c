@@ -47,7 +47,12 @@
  *     connect, as Peer::toString() = `IP:PORT`) and stays there (stellar-core drops it when the
  *     dial fails or moves it to authenticated_peers once the handshake is done).
  *     `fullkeys` and `compact` are accepted and make no difference.
- *   - Other commands stellar-core has (info, droppeer, metrics, ...): 200 application/json
+ *   - GET /info: 200 application/json, SIMPLIFIED (see cmd_info): StyledWriter's
+ *     {"info": {"build": "stellar-core stand-in (not stellar-core)", "network": <the conf's
+ *     NETWORK_PASSPHRASE>, "peers": {"authenticated_count": 0, "pending_count": <table size>},
+ *     "state": "Synced!"}}, so that SDF's chart's default readinessProbe
+ *     (`curl http://localhost:11626/info | grep '"state" : "Synced!"'`) passes once booted.
+ *   - Other commands stellar-core has (droppeer, metrics, ...): 200 application/json
  *     `{"exception": "not implemented by the stellar-core stand-in"}`.
  *   - Booting: for the first STANDIN_BOOTING_SECONDS seconds (env, default 0) every command of
  *     stellar-core (connect and peers included) answers 200 application/json
@@ -371,6 +376,28 @@ static void styled_list(char *body, size_t blen, size_t *n, char list[][32], int
 #undef PUT
 }
 
+/* NETWORK_PASSPHRASE of the conf file, for /info. */
+static char network[512];
+
+/* CommandHandler::info (ApplicationImpl::getJsonInfo), SIMPLIFIED to the fields a probe reads:
+ * `build` names the stand-in, `state` is "Synced!" (the stand-in has no network to sync with;
+ * SDF's chart's default readinessProbe greps `"state" : "Synced!"`), `network` and the peer
+ * counts are the stand-in's. No ledger, no quorum, no startedOn. */
+static void cmd_info(char *body, size_t blen) {
+  char esc[1100];
+  size_t e = 0;
+  for (const char *c = network; *c && e + 3 < sizeof esc; c++) {
+    if (*c == '"' || *c == '\\') esc[e++] = '\\';
+    esc[e++] = *c;
+  }
+  esc[e] = '\0';
+  snprintf(body, blen,
+           "{\n   \"info\" : {\n      \"build\" : \"stellar-core stand-in (not stellar-core)\",\n"
+           "      \"network\" : \"%s\",\n      \"peers\" : {\n         \"authenticated_count\" : 0,\n"
+           "         \"pending_count\" : %d\n      },\n      \"state\" : \"Synced!\"\n   }\n}\n",
+           esc, npeers);
+}
+
 /* CommandHandler::peers: root.toStyledString(). */
 static void cmd_peers(char *body, size_t blen) {
   size_t n = 0;
@@ -414,6 +441,7 @@ static void handle(const char *uri, int booting, int standalone, struct reply *r
   if (booting) snprintf(r->body, sizeof r->body, "%s", BOOTING);
   else if (strcmp(command, "connect") == 0) cmd_connect(params, r->body, sizeof r->body);
   else if (strcmp(command, "peers") == 0) cmd_peers(r->body, sizeof r->body);
+  else if (strcmp(command, "info") == 0) cmd_info(r->body, sizeof r->body);
   else snprintf(r->body, sizeof r->body, "%s", NOT_IMPLEMENTED);
 }
 
@@ -559,6 +587,21 @@ static int admin_loop(const char *conf_text) {
   const char *addr = conf_value(conf_text, "PUBLIC_HTTP_PORT", v, sizeof v) && strcmp(v, "true") == 0
                          ? "0.0.0.0" : "127.0.0.1";
   int standalone = conf_value(conf_text, "RUN_STANDALONE", v, sizeof v) && strcmp(v, "true") == 0;
+  char pass[sizeof network];
+  if (conf_value(conf_text, "NETWORK_PASSPHRASE", pass, sizeof pass)) {
+    size_t l = strlen(pass);
+    if (l >= 2 && pass[0] == '"' && pass[l - 1] == '"') {
+      /* a TOML basic string: \" and \\ unescaped (the only escapes a passphrase needs) */
+      size_t o = 0;
+      for (size_t i = 1; i + 1 < l && o + 1 < sizeof network; i++) {
+        if (pass[i] == '\\' && i + 2 < l) i++;
+        network[o++] = pass[i];
+      }
+      network[o] = '\0';
+    } else {
+      snprintf(network, sizeof network, "%s", pass);
+    }
+  }
   double start = now_s();
   long booting_s = env_seconds("STANDIN_BOOTING_SECONDS");
   long down_s = env_seconds("STANDIN_ADMIN_DOWN_SECONDS");
