@@ -330,7 +330,7 @@ fn standin_serves_connect_and_peers_as_stellar_core_does() {
         .count();
     assert_eq!(
         admin_lines,
-        1 + 3 + 1 + 7 + 1 + 1 + 3 + 1 + 4 + 200,
+        1 + 3 + 1 + 6 + 1 + 1 + 3 + 1 + 4 + 200,
         "{log}"
     );
 
@@ -444,4 +444,137 @@ fn standin_db_commands_for_sdf_chart_init() {
         .output()
         .expect("run");
     assert_eq!(other.status.code(), Some(2));
+}
+
+/// The live sidecar (`stellar-peer-injector live-peers`, the real binary) against the
+/// stand-in's admin port, without the bed: the snippet changes, the merged file is
+/// rewritten, each added peer gets one successful `connect` (after the booting answers),
+/// a removed one gets none, `/metrics` counts it all, and SIGTERM stops it. Peers are IP
+/// addresses and `localhost` only: no DNS.
+#[test]
+fn live_sidecar_connects_added_peers_and_rewrites_the_file() {
+    let dir = TempDir::new("live");
+    let bin = build(&dir.0);
+    let s = StandIn::start(&bin, &dir.0, "", &[("STANDIN_BOOTING_SECONDS", "2")]);
+    s.wait_listening(Duration::from_secs(5));
+    let base = dir.0.join("base.cfg");
+    std::fs::write(
+        &base,
+        format!("HTTP_PORT = {}\nNETWORK_PASSPHRASE = \"x\"\n", s.port),
+    )
+    .expect("base");
+    let peers = dir.0.join("peers.cfg");
+    let snippet = |list: &[&str]| {
+        let items: Vec<String> = list.iter().map(|p| format!("{p:?}")).collect();
+        format!(
+            "KNOWN_PEERS = [{}]\nPREFERRED_PEERS = []\n",
+            items.join(", ")
+        )
+    };
+    std::fs::write(&peers, snippet(&["127.0.0.2:11625"])).expect("peers");
+    let out = dir.0.join("merged").join("stellar-core.cfg");
+    std::fs::create_dir_all(out.parent().expect("parent")).expect("merged dir");
+    let metrics_port = free_port();
+    let mut side = Command::new(env!("CARGO_BIN_EXE_stellar-peer-injector"))
+        .arg("live-peers")
+        .arg("--base")
+        .arg(&base)
+        .arg("--peers")
+        .arg(&peers)
+        .arg("--out")
+        .arg(&out)
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.0.join("sidecar.log")).expect("log"))
+        .spawn()
+        .expect("start live-peers");
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let t0 = Instant::now();
+        while !f() {
+            if t0.elapsed() > Duration::from_secs(20) {
+                let _ = side_log(&dir.0);
+                panic!(
+                    "{what}: not within 20 s\nstand-in:\n{}\nsidecar:\n{}",
+                    s.log(),
+                    side_log(&dir.0)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // At start it merges once: the process would start with exactly these peers.
+    wait("the first merge", &|| {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("127.0.0.2:11625"))
+    });
+    std::fs::write(
+        &peers,
+        snippet(&["127.0.0.2:11625", "127.0.0.3:11625", "localhost:11700"]),
+    )
+    .expect("peers changed");
+    let connects = |log: &str, target: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("admin GET {target} -> 200 Connect to: ")))
+            .count()
+    };
+    wait("both added peers connected", &|| {
+        let log = s.log();
+        connects(&log, "/connect?peer=127.0.0.3&port=11625") == 1
+            && connects(&log, "/connect?peer=localhost&port=11700") == 1
+    });
+    let log = s.log();
+    assert!(
+        log.contains("-> 200 {\"error\": \"Core is booting, try again later\"}"),
+        "{log}"
+    );
+    assert_eq!(
+        connects(&log, "/connect?peer=127.0.0.2&port=11625"),
+        0,
+        "{log}"
+    );
+    let merged = std::fs::read_to_string(&out).expect("merged");
+    assert!(
+        merged.contains("127.0.0.3:11625") && merged.contains("localhost:11700"),
+        "{merged}"
+    );
+    // Removed: no call, the file drops it.
+    let calls_before = log.matches("admin GET /connect").count();
+    std::fs::write(&peers, snippet(&["127.0.0.2:11625", "localhost:11700"])).expect("removed");
+    wait("the file without the removed peer", &|| {
+        std::fs::read_to_string(&out).is_ok_and(|t| !t.contains("127.0.0.3"))
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(s.log().matches("admin GET /connect").count(), calls_before);
+    let m = {
+        let mut c = TcpStream::connect(("127.0.0.1", metrics_port)).expect("metrics");
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("ask");
+        let mut t = String::new();
+        c.read_to_string(&mut t).expect("read metrics");
+        t
+    };
+    assert!(
+        m.contains("stellar_peers_live_connects_total{answer=\"connected\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("stellar_peers_live_connects_total{answer=\"booting\"}"),
+        "{m}"
+    );
+    assert!(m.contains("stellar_peers_live_pending 0"), "{m}");
+    assert!(
+        m.contains("stellar_peers_live_snippet_changes_total 2"),
+        "{m}"
+    );
+    let st = Command::new("kill")
+        .args(["-TERM", &side.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let code = side.wait().expect("wait").code();
+    assert_eq!(code, Some(0), "sidecar:\n{}", side_log(&dir.0));
+}
+
+fn side_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("sidecar.log")).unwrap_or_default()
 }
