@@ -452,7 +452,11 @@ pub async fn run(
                     continue;
                 }
             }
-            if !matches!(action, Action::Report { .. } | Action::Notify { .. }) {
+            // A live update restarts nothing: it does not make the network busy.
+            if !matches!(
+                action,
+                Action::Report { .. } | Action::Notify { .. } | Action::Live { .. }
+            ) {
                 acted.insert(action.key().clone());
             }
             let outcome = execute(
