@@ -19,6 +19,7 @@
 //! `benches/results/latest.json`. It uses the repository's bed (one real node per machine),
 //! started if down and then stopped (`STELLAR_TESTBED_KEEP=1` keeps it). Environment:
 //! `BENCH_LIVE_PODS` (10), `BENCH_LIVE_CHANGES` (10), `BENCH_LIVE_SKIP_RESTART=1`.
+//! Both injectors run with the default flags (`--debounce 5s` included), except the policy.
 //! Under `cargo test --all-targets` it does nothing.
 
 #[allow(dead_code)]
@@ -217,8 +218,7 @@ async fn restart_run(pods: usize) -> Result<serde_json::Value, String> {
     let node = real_node()?;
     let image = injector_image(&node)?;
     let ns = TestNs::new("benchrestart").await?;
-    let (inj, hook) =
-        injector_with_webhook(&ns, &["--init-image", image, "--debounce", "0s"]).await?;
+    let (inj, hook) = injector_with_webhook(&ns, &["--init-image", image]).await?;
     let names: Vec<String> = (0..pods).map(|i| format!("v{i:02}")).collect();
     for n in &names {
         add_validator(&ns, n, operator_cfg(), &node).await?;

@@ -213,7 +213,7 @@ fn restarts(args: &ExplainArgs, snap: &PeerSnapshot, observed: &Observed) -> Vec
     match state.next_at(Instant::now(), Some(minute), snap, observed) {
         Next::Act { plan, .. } => plan.restarts(),
         // No debounce: never asked to wait.
-        Next::Debounce(_) => Vec::new(),
+        Next::Debounce(..) => Vec::new(),
     }
 }
 

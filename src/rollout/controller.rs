@@ -375,7 +375,22 @@ pub async fn run(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| super::controls::minute_of_day(d.as_secs()));
         let (plan, expired) = match state.next_at(Instant::now(), Some(minute), &snap, &observed) {
-            Next::Debounce(left) => {
+            Next::Debounce(left, live) => {
+                // Live updates restart nothing: they go now, not after the burst.
+                for action in live {
+                    let outcome = execute(
+                        &client,
+                        &events,
+                        &s,
+                        &snap,
+                        &history,
+                        &observed.workloads,
+                        &action,
+                    )
+                    .await;
+                    metrics.rollout(action.network(), outcome);
+                    state.record(Instant::now(), &action, outcome != RolloutOutcome::Failed);
+                }
                 wake = left;
                 continue;
             }
@@ -824,14 +839,15 @@ async fn execute(
     if dry {
         return RolloutOutcome::DryRun;
     }
-    // Each action is its own Event: never deduplicated.
+    // Each action is its own Event: never deduplicated, except a live update sent again
+    // (during a burst, or before the watch shows the pod's new hash): the same note.
     events.send(Notice {
         regarding: reference(key),
         warning,
         reason,
         action: "Rollout",
         note,
-        dedup: false,
+        dedup: matches!(action, Action::Live { .. }),
     });
     match action {
         Action::Notify { .. } | Action::Report { .. } => RolloutOutcome::EventOnly,

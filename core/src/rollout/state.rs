@@ -68,7 +68,9 @@ struct InFlight {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Next {
     /// The peer set changed less than the debounce window ago: look again after this long.
-    Debounce(Duration),
+    /// Live updates ([`Action::Live`]) do not wait for the burst to end: they restart
+    /// nothing, so they go now (and again, idempotently, if the burst goes on).
+    Debounce(Duration, Vec<Action>),
     /// The plan: its actions are to be executed in order, each reported back with
     /// [`RolloutState::record`].
     Act {
@@ -151,7 +153,8 @@ impl RolloutState {
         if let Some(changed) = self.last_change {
             let quiet = now.saturating_duration_since(changed);
             if quiet < self.settings.debounce {
-                return Next::Debounce(self.settings.debounce - quiet);
+                let live = self.live_now(now, utc_minute, snapshot, observed);
+                return Next::Debounce(self.settings.debounce - quiet, live);
             }
         }
         let expired = self.settle_in_flight(now, observed);
@@ -232,6 +235,40 @@ impl RolloutState {
         };
         self.in_flight
             .insert(action.key().clone(), InFlight { effect, since: now });
+    }
+
+    /// The live updates a plan made now would contain (none when no node takes live
+    /// updates): what goes during the debounce window.
+    fn live_now(
+        &mut self,
+        now: Instant,
+        utc_minute: Option<u16>,
+        snapshot: &PeerSnapshot,
+        observed: &Observed,
+    ) -> Vec<Action> {
+        let any_live = self.settings.plan.peer_updates.is_live()
+            || snapshot
+                .nodes()
+                .any(|n| n.record.peer_updates.is_some_and(|p| p.is_live()));
+        if !any_live {
+            return Vec::new();
+        }
+        let mut busy: HashSet<WorkloadKey> = self.in_flight.keys().cloned().collect();
+        busy.extend(self.stale_views(now, observed));
+        let (gates, _) = self.gates(now, utc_minute, snapshot, observed);
+        plan::plan_gated(
+            snapshot,
+            &observed.workloads,
+            &observed.pods,
+            &busy,
+            &[],
+            &gates,
+            &self.settings.plan,
+        )
+        .actions
+        .into_iter()
+        .filter(|a| matches!(a, Action::Live { .. }))
+        .collect()
     }
 
     /// Drops in-flight actions whose effect is observed (or whose workload is gone);

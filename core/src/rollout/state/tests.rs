@@ -74,7 +74,7 @@ fn settings(debounce: Duration) -> StateSettings {
 
 fn acts(n: &Next) -> Vec<String> {
     match n {
-        Next::Debounce(_) => vec!["debounce".into()],
+        Next::Debounce(..) => vec!["debounce".into()],
         Next::Act { plan, .. } => plan
             .actions
             .iter()
@@ -117,16 +117,57 @@ fn debounce_waits_for_a_quiet_peer_set() {
     let o = obs(vec![], vec![]);
     assert_eq!(
         st.next(t0 + Duration::from_secs(4), &new, &o),
-        Next::Debounce(Duration::from_secs(10))
+        Next::Debounce(Duration::from_secs(10), vec![])
     );
     assert_eq!(
         st.next(t0 + Duration::from_secs(9), &new, &o),
-        Next::Debounce(Duration::from_secs(5))
+        Next::Debounce(Duration::from_secs(5), vec![])
     );
     assert!(matches!(
         st.next(t0 + Duration::from_secs(14), &new, &o),
         Next::Act { .. }
     ));
+}
+
+/// Live updates do not wait for the debounce window: they restart nothing. The rolls of
+/// the same change still wait for it.
+#[test]
+fn live_updates_go_during_the_debounce_window() {
+    let t0 = Instant::now();
+    let (old, new) = three();
+    let live = PlanSettings {
+        peer_updates: PeerUpdates::Live,
+        ..ONE
+    };
+    let mut st = RolloutState::new(StateSettings::new(live, Duration::from_secs(10)));
+    st.see_snapshot(t0, &old);
+    let (h1, h2) = (hash(&old, "v1"), hash(&old, "v2"));
+    let mut pods = vec![pod("v1", "u1", &h1, true), pod("v2", "u2", &h2, true)];
+    pods[0].live = true; // v2-0 predates the sidecar: it waits and restarts
+    let o = obs(vec![wl("v1", &h1, true, 1), wl("v2", &h2, true, 1)], pods);
+    match st.next(t0 + Duration::from_secs(1), &new, &o) {
+        Next::Debounce(left, actions) => {
+            assert_eq!(left, Duration::from_secs(10));
+            let names: Vec<String> = actions
+                .iter()
+                .map(|a| match a {
+                    Action::Live { pod, hash: h, .. } => {
+                        format!("{pod} {}", h == &hash(&new, "v1"))
+                    }
+                    other => panic!("only live updates during the window: {other:?}"),
+                })
+                .collect();
+            assert_eq!(names, ["v1-0 true"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // With restart (the default) nothing goes during the window.
+    let mut st = RolloutState::new(settings(Duration::from_secs(10)));
+    st.see_snapshot(t0, &old);
+    assert_eq!(
+        st.next(t0 + Duration::from_secs(1), &new, &o),
+        Next::Debounce(Duration::from_secs(10), vec![])
+    );
 }
 
 #[test]
@@ -678,7 +719,7 @@ fn waiting(n: &Next) -> Vec<String> {
             .iter()
             .map(|w| format!("{} {}", w.key.name, w.why.label()))
             .collect(),
-        Next::Debounce(_) => vec!["debounce".into()],
+        Next::Debounce(..) => vec!["debounce".into()],
     }
 }
 
