@@ -20,7 +20,7 @@
 //! - the injector's CPU over the burst (utime + stime of the process), per pod, also
 //!   less its background rate measured over the 5 s before the burst.
 //!
-//! `cargo bench --bench burst` (about 3 minutes) writes the `burst` section of
+//! `cargo bench --bench burst` (about 4 minutes) writes the `burst` section of
 //! `benches/results/latest.json` (`BENCH_RESULTS=path` to write elsewhere). Under
 //! `cargo test --all-targets` it does nothing.
 //!
