@@ -18,7 +18,9 @@
 //! - the injector's own admission-duration histogram over the burst (body in to answer
 //!   out, so the rest of the API server's figure is TLS, HTTP and waiting for a CPU);
 //! - the injector's CPU over the burst (utime + stime of the process), per pod, also
-//!   less its background rate measured over the 5 s before the burst.
+//!   less its background rate measured over the 5 s before the burst;
+//! - the API server's connections to the injector (sampled every 20 ms from
+//!   /proc/net/tcp: the most at once, and how many distinct ones were seen).
 //!
 //! `cargo bench --bench burst` (about 4 minutes) writes the `burst` section of
 //! `benches/results/latest.json` (`BENCH_RESULTS=path` to write elsewhere). Under
@@ -287,6 +289,37 @@ fn process_cpu(pid: u32) -> f64 {
     (g(11) + g(12)) as f64 / 100.0
 }
 
+/// The remote ports of the TCP connections to 127.0.0.1:`port` established now
+/// (/proc/net/tcp: the injector listens on IPv4 loopback).
+fn connections_to(port: u16) -> Vec<u16> {
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // local_address rem_address st; 01 = ESTABLISHED
+            (f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"01"))
+                .then(|| u16::from_str_radix(f.get(2)?.rsplit(':').next()?, 16).ok())?
+        })
+        .collect()
+}
+
+/// Samples the connections to `port` every 20 ms until `stop`: (most at once, distinct
+/// remote ports seen: a lower bound of the connections opened).
+async fn watch_connections(port: u16, stop: tokio::sync::watch::Receiver<bool>) -> (usize, usize) {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut most = 0;
+    while !*stop.borrow() {
+        let now = connections_to(port);
+        most = most.max(now.len());
+        seen.extend(now);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (most, seen.len())
+}
+
 /// The injector's own histogram of time from a complete request body to the answer.
 const INJECTOR_DURATION: &str = "stellar_peer_injector_admission_duration_seconds";
 
@@ -451,6 +484,8 @@ async fn burst_round(
     let i0 = inj.metrics().await;
     let cpu0 = process_cpu(inj.pid());
     let busy = BusyMeter::start();
+    let (stop_conns, stop_rx) = tokio::sync::watch::channel(false);
+    let conns = tokio::spawn(watch_connections(inj.port, stop_rx));
     let t0 = Instant::now();
     let refused_calls = create_burst(client, ns, mode, replicas, k).await?;
     let deadline = t0 + Duration::from_secs(300);
@@ -466,6 +501,8 @@ async fn burst_round(
     }
     let took = t0.elapsed();
     let cpu = process_cpu(inj.pid()) - cpu0;
+    let _ = stop_conns.send(true);
+    let (conns_most, conns_seen) = conns.await.unwrap_or((0, 0));
     let busy = busy.stop();
     let m1 = apiserver_metrics(client).await?;
     let i1 = inj.metrics().await;
@@ -508,6 +545,8 @@ async fn burst_round(
         "webhook_admission_duration": webhook.summary(),
         "pod_create_request_duration": pod_create.summary(),
         "injector_admission_duration": own.summary(),
+        "connections_most_at_once": conns_most,
+        "connections_seen": conns_seen,
         "injector_cpu_s": round(cpu, 3),
         "injector_idle_cores_before": round(idle_cores, 4),
         "injector_cpu_ms_per_pod": round(cpu * 1e3 / replicas as f64, 3),
@@ -515,7 +554,7 @@ async fn burst_round(
         "machine": busy,
     });
     eprintln!(
-        "burst: round {k} {mode:?}: {} pods in {:.1} s, webhook p50 {} ms p99 {} ms (mean {}; in the injector p50 {} p99 {}), refused {failed}+{}+{rejected}, uninjected {}, injector CPU {cpu:.3} s ({} ms/pod above idle), load {load}",
+        "burst: round {k} {mode:?}: {} pods in {:.1} s, webhook p50 {} ms p99 {} ms (mean {}; in the injector p50 {} p99 {}), refused {failed}+{}+{rejected}, uninjected {}, injector CPU {cpu:.3} s ({} ms/pod above idle), API server connections {conns_seen} seen, {conns_most} at once, load {load}",
         created.len(),
         took.as_secs_f64(),
         r["webhook_admission_duration"]["p50_ms"],
@@ -616,6 +655,7 @@ async fn run(bed: &Bed, client: &Client) -> Result<Value, String> {
             "pod_create_p50_ms": med(mode, &|r| r["pod_create_request_duration"]["p50_ms"].as_f64()),
             "pod_create_p99_ms": med(mode, &|r| r["pod_create_request_duration"]["p99_ms"].as_f64()),
             "burst_s": med(mode, &|r| r["burst_s"].as_f64()),
+            "connections_seen": med(mode, &|r| r["connections_seen"].as_f64()),
             "injector_cpu_ms_per_pod": med(mode, &|r| r["injector_cpu_ms_per_pod"].as_f64()),
             "injector_cpu_ms_per_pod_above_idle": med(mode, &|r| r["injector_cpu_ms_per_pod_above_idle"].as_f64()),
         })
