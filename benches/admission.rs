@@ -292,6 +292,50 @@ fn probe(client: &Runtime, target: &Target, tls: &TlsConnector, body: &Bytes) ->
     })
 }
 
+/// What an injected answer holds: the envelope, the base64 overhead, and each patch
+/// operation (its compact JSON), largest first; the peer list's own forms named.
+fn answer_parts(answer: &[u8]) -> Value {
+    let Ok(patch) = verify_injected(200, answer) else {
+        return Value::Null;
+    };
+    let ops = patch.as_array().cloned().unwrap_or_default();
+    let raw: usize = serde_json::to_vec(&patch).map_or(0, |v| v.len());
+    let mut parts: Vec<(usize, String)> = Vec::new();
+    for op in &ops {
+        let path = op["path"].as_str().unwrap_or("?").to_owned();
+        let value = &op["value"];
+        // Annotations and env added as a whole object/array: one part per entry.
+        let entries: Vec<(String, Value)> = match value {
+            Value::Object(m) if path.ends_with("/annotations") => m
+                .iter()
+                .map(|(k, v)| (format!("{path}/{k}"), v.clone()))
+                .collect(),
+            Value::Array(a) if path.ends_with("/env") => a
+                .iter()
+                .map(|e| {
+                    (
+                        format!("{path}/{}", e["name"].as_str().unwrap_or("?")),
+                        e.clone(),
+                    )
+                })
+                .collect(),
+            _ => vec![(path, op.clone())],
+        };
+        for (name, v) in entries {
+            parts.push((serde_json::to_vec(&v).map_or(0, |x| x.len()), name));
+        }
+    }
+    parts.sort_by_key(|p| std::cmp::Reverse(p.0));
+    let b64 = raw.div_ceil(3) * 4;
+    json!({
+        "answer_bytes": answer.len(),
+        "patch_json_bytes": raw,
+        "patch_base64_bytes": b64,
+        "envelope_bytes": answer.len().saturating_sub(b64),
+        "patch_parts_json_bytes": parts.iter().map(|(n, p)| json!([p, n])).collect::<Vec<_>>(),
+    })
+}
+
 struct RunResult {
     requests: u64,
     errors: u64,
@@ -757,6 +801,8 @@ fn main() {
         );
         let mut info = info;
         info["answer_bytes"] = json!(inj_len);
+        info["answer_parts"] = answer_parts(&inj_answer);
+        println!("answer parts: {}", info["answer_parts"]);
         snapshots.push(info);
         let mut per_conns = Vec::new();
         for &conns in &conns_list {

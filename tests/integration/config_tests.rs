@@ -219,6 +219,14 @@ fn peers_in(cfg: &str, key: &str) -> Result<BTreeSet<String>, String> {
         .collect())
 }
 
+/// What stellar-core dials from a config: `KNOWN_PEERS` ∪ `PREFERRED_PEERS` (the injector
+/// writes a preferred peer in `PREFERRED_PEERS` only).
+fn dialed(cfg: &str) -> Result<BTreeSet<String>, String> {
+    let mut all = peers_in(cfg, "KNOWN_PEERS")?;
+    all.extend(peers_in(cfg, "PREFERRED_PEERS")?);
+    Ok(all)
+}
+
 fn main_container<'a>(
     pod: &'a Pod,
     name: &str,
@@ -301,7 +309,12 @@ pub async fn operator_and_sdf_pods_read_a_merged_config() -> TestResult {
         .await?;
         let merged = run_init(&ns, &p1, "v1").await?;
         config::check_ours(&merged).map_err(|v| format!("merged config breaks our rules: {v:?}\n{merged}"))?;
-        ensure(peers_in(&merged, "KNOWN_PEERS")? == want_v1, || format!("KNOWN_PEERS:\n{merged}"))?;
+        ensure(dialed(&merged)? == want_v1, || format!("KNOWN_PEERS and PREFERRED_PEERS:\n{merged}"))?;
+        // The node's own known (not preferred) peer is the one KNOWN_PEERS entry of ours.
+        ensure(
+            peers_in(&merged, "KNOWN_PEERS")? == BTreeSet::from(["core-live-a.stellar.org:11625".to_owned()]),
+            || format!("KNOWN_PEERS:\n{merged}"),
+        )?;
         let pref = peers_in(&merged, "PREFERRED_PEERS")?;
         ensure(
             pref == BTreeSet::from([svc("v2", &n), sdf_addr.clone(), "core-live-b.stellar.org:11625".to_owned()]),
@@ -319,7 +332,7 @@ pub async fn operator_and_sdf_pods_read_a_merged_config() -> TestResult {
         let ps = pod_of(&ns, "sdf1", None).await?;
         let merged = run_init(&ns, &ps, "sdf1").await?;
         config::check_ours(&merged).map_err(|v| format!("{v:?}\n{merged}"))?;
-        let known = peers_in(&merged, "KNOWN_PEERS")?;
+        let known = dialed(&merged)?;
         let chart_own: Vec<String> = peers_in(CHART_CFG, "KNOWN_PEERS")?
             .iter()
             .map(|a| stellar_peer_injector::peers::address::normalize(a).map_err(|e| e.to_string()))

@@ -85,7 +85,9 @@ pub async fn controller_made_pods_get_their_networks_peers() -> TestResult {
         ensure(status.as_deref() == Some(want.as_str()), || format!("injection status annotation: {status:?}"))?;
         let cfg = annotation(&v1, "stellar.org/peers-config").unwrap_or_default();
         let parsed: toml::Table = toml::from_str(&cfg).map_err(|e| format!("snippet is not TOML: {e}\n{cfg}"))?;
-        ensure(parsed["KNOWN_PEERS"].as_array().map(Vec::len) == Some(2), || format!("snippet: {cfg}"))?;
+        // Both peers are validators, so preferred: each is written once, in PREFERRED_PEERS.
+        ensure(parsed["PREFERRED_PEERS"].as_array().map(Vec::len) == Some(2), || format!("snippet: {cfg}"))?;
+        ensure(parsed["KNOWN_PEERS"].as_array().map(Vec::len) == Some(0), || format!("snippet: {cfg}"))?;
         let spec = v1.spec.clone().unwrap_or_default();
         let vol = spec.volumes.unwrap_or_default().into_iter().find(|v| v.name == "stellar-peers");
         ensure(vol.and_then(|v| v.downward_api).is_some(), || "no downwardAPI volume".into())?;

@@ -214,19 +214,21 @@ pub async fn realnode_operator_validator_runs_its_merged_config() -> TestResult 
                 })?;
             }
         }
+        // Validators are preferred peers: written in PREFERRED_PEERS, which stellar-core
+        // dials whether or not KNOWN_PEERS lists them.
         ensure(
-            peers_in(&cfg1, "KNOWN_PEERS")?.contains(&svc("v2", &n)),
-            || format!("v1's KNOWN_PEERS:\n{cfg1}"),
+            peers_in(&cfg1, "PREFERRED_PEERS")?.contains(&svc("v2", &n)),
+            || format!("v1's PREFERRED_PEERS:\n{cfg1}"),
         )?;
         ensure(
-            peers_in(&cfg2, "KNOWN_PEERS")?.contains(&svc("v1", &n)),
-            || format!("v2's KNOWN_PEERS:\n{cfg2}"),
+            peers_in(&cfg2, "PREFERRED_PEERS")?.contains(&svc("v1", &n)),
+            || format!("v2's PREFERRED_PEERS:\n{cfg2}"),
         )?;
 
         // Every injected per-pod name, resolved as stellar-core would from inside a pod.
-        let injected: Vec<String> = peers_in(&cfg1, "KNOWN_PEERS")?
+        let injected: Vec<String> = peers_in(&cfg1, "PREFERRED_PEERS")?
             .into_iter()
-            .chain(peers_in(&cfg2, "KNOWN_PEERS")?)
+            .chain(peers_in(&cfg2, "PREFERRED_PEERS")?)
             .filter(|a| a.contains(&format!(".{n}.svc.cluster.local")))
             .collect::<BTreeSet<_>>()
             .into_iter()

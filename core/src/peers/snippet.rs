@@ -1,9 +1,16 @@
 //! The stellar-core TOML snippet: `KNOWN_PEERS` and `PREFERRED_PEERS`.
+//!
+//! Each address is written once. stellar-core stores and dials every `PREFERRED_PEERS`
+//! entry whether or not `KNOWN_PEERS` lists it too, so `KNOWN_PEERS` carries only the
+//! peers that are not preferred (static extras without `preferred`, the user's own
+//! known peers). The list a node gets, and its hash, are the same either way.
 
 use std::fmt::Write;
 use std::sync::Arc;
 
 /// Renders the snippet. Valid TOML; only keys stellar-core knows; no duplicates.
+/// `known` is the whole list (preferred peers included) and `preferred` a sorted
+/// subset; `KNOWN_PEERS` gets the entries of `known` that are not in `preferred`.
 pub fn render_config(
     network: &str,
     hash: &str,
@@ -29,13 +36,15 @@ pub fn render_config(
         out,
         "# peers-hash: {hash}. Edits are lost: change StellarNodes or the extra-peers file instead."
     );
-    array(&mut out, "KNOWN_PEERS", known);
-    array(&mut out, "PREFERRED_PEERS", preferred);
+    let only_known = known.iter().filter(|k| preferred.binary_search(k).is_err());
+    array(&mut out, "KNOWN_PEERS", only_known);
+    array(&mut out, "PREFERRED_PEERS", preferred.iter());
     out
 }
 
-fn array(out: &mut String, key: &str, items: &[Arc<str>]) {
-    if items.is_empty() {
+fn array<'a>(out: &mut String, key: &str, items: impl Iterator<Item = &'a Arc<str>>) {
+    let mut items = items.peekable();
+    if items.peek().is_none() {
         let _ = writeln!(out, "{key} = []");
         return;
     }

@@ -342,18 +342,67 @@ fn snippet_is_valid_toml_stellar_core_accepts() {
             .map(|x| x.as_str().expect("str").to_owned())
             .collect()
     };
-    assert_eq!(
-        arr("KNOWN_PEERS"),
-        [
-            "1.2.3.4:11625",
-            "v2-0.v2-headless.a.svc.cluster.local:11625"
-        ]
-    );
+    // Each address once: the preferred validator only in PREFERRED_PEERS (stellar-core
+    // dials those whether or not KNOWN_PEERS lists them), the extra in KNOWN_PEERS.
+    assert_eq!(arr("KNOWN_PEERS"), ["1.2.3.4:11625"]);
     assert_eq!(
         arr("PREFERRED_PEERS"),
         ["v2-0.v2-headless.a.svc.cluster.local:11625"]
     );
+    assert_eq!(
+        l.known.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        [
+            "1.2.3.4:11625",
+            "v2-0.v2-headless.a.svc.cluster.local:11625"
+        ],
+        "the list itself (STELLAR_PEERS, the hash) still holds every peer"
+    );
     assert!(l.config.contains(&l.hash));
+}
+
+#[test]
+fn snippet_writes_each_address_once_and_keeps_the_whole_list() {
+    // Validators are preferred; the user's own known and preferred peers join.
+    let mut a = v("a", "v1", "testnet");
+    a.user_peers.known = vec!["k.example.org:11625".to_owned()];
+    a.user_peers.preferred = vec!["p.example.org:11625".to_owned()];
+    let s = PeerSnapshot::build(
+        1,
+        &[a, v("a", "v2", "testnet"), v("a", "v3", "testnet")],
+        &PeerSettings::default(),
+    );
+    let Lookup::Found(l) = s.lookup("a", "v1") else {
+        panic!()
+    };
+    let parsed: toml::Table = toml::from_str(&l.config).expect("valid TOML");
+    let arr = |k: &str| -> Vec<String> {
+        parsed[k]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|x| x.as_str().expect("str").to_owned())
+            .collect()
+    };
+    let (known, preferred) = (arr("KNOWN_PEERS"), arr("PREFERRED_PEERS"));
+    assert_eq!(known, ["k.example.org:11625"]);
+    assert_eq!(
+        preferred,
+        l.preferred
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+    );
+    // Together they are the whole list, with no address twice.
+    let mut all: Vec<String> = known.iter().chain(&preferred).cloned().collect();
+    all.sort();
+    assert_eq!(
+        all,
+        l.known.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    );
+    assert_eq!(l.known.len(), 4);
+    // The hash is over the list, not the snippet: how the snippet is written must not
+    // roll any pod. Pinned from the code before KNOWN_PEERS stopped repeating them.
+    assert_eq!(l.hash, "2bf385d839b2c42a");
 }
 
 #[test]
