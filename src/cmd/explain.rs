@@ -270,8 +270,31 @@ async fn from_cluster(args: &ExplainArgs) -> Result<World, Error> {
         }
     };
     let ours = ListParams::default().labels(&format!("{LABEL_NAME}={LABEL_NAME_VALUE}"));
-    let statefulsets = list_all(cache::scoped_apis::<StatefulSet>(&client, &scope), &ours).await?;
-    let deployments = list_all(cache::scoped_apis::<Deployment>(&client, &scope), &ours).await?;
+    // Workloads by their pod template's labels too (SDF's charts label only the template),
+    // as the rollout loop finds them.
+    let every = ListParams::default();
+    let statefulsets: Vec<StatefulSet> =
+        list_all(cache::scoped_apis::<StatefulSet>(&client, &scope), &every)
+            .await?
+            .into_iter()
+            .filter(|s| {
+                crate::rollout::observe::is_stellar_workload(
+                    &s.metadata,
+                    s.spec.as_ref().map(|x| &x.template),
+                )
+            })
+            .collect();
+    let deployments: Vec<Deployment> =
+        list_all(cache::scoped_apis::<Deployment>(&client, &scope), &every)
+            .await?
+            .into_iter()
+            .filter(|d| {
+                crate::rollout::observe::is_stellar_workload(
+                    &d.metadata,
+                    d.spec.as_ref().map(|x| &x.template),
+                )
+            })
+            .collect();
     let pods = list_all(cache::scoped_apis::<Pod>(&client, &scope), &ours).await?;
     Ok(World {
         snapshot,

@@ -213,6 +213,7 @@ fn start_reflector<K>(
     api: Api<K>,
     cfg: watcher::Config,
     notify: Arc<Notify>,
+    strip: fn(&mut K),
 ) -> Store<K>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
@@ -221,9 +222,12 @@ where
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
-        watcher(api, cfg).default_backoff().modify(|o: &mut K| {
-            o.managed_fields_mut().clear();
-        }),
+        watcher(api, cfg)
+            .default_backoff()
+            .modify(move |o: &mut K| {
+                o.managed_fields_mut().clear();
+                strip(o);
+            }),
     );
     tasks.spawn(async move {
         let mut s = std::pin::pin!(stream);
@@ -241,6 +245,40 @@ where
     reader
 }
 
+/// What the loop keeps of a watched StatefulSet: a Stellar one without its pod spec (the
+/// loop reads labels, annotations, strategy, replicas and status), any other as an empty
+/// shell, so that watching every workload costs little memory.
+fn strip_sts(s: &mut StatefulSet) {
+    let stellar = observe::is_stellar_workload(&s.metadata, s.spec.as_ref().map(|x| &x.template));
+    if !stellar {
+        shell(&mut s.metadata);
+        s.spec = None;
+        s.status = None;
+    } else if let Some(spec) = s.spec.as_mut() {
+        spec.template.spec = None;
+        spec.volume_claim_templates = None;
+    }
+}
+
+/// [`strip_sts`] for Deployments.
+fn strip_deploy(d: &mut Deployment) {
+    let stellar = observe::is_stellar_workload(&d.metadata, d.spec.as_ref().map(|x| &x.template));
+    if !stellar {
+        shell(&mut d.metadata);
+        d.spec = None;
+        d.status = None;
+    } else if let Some(spec) = d.spec.as_mut() {
+        spec.template.spec = None;
+    }
+}
+
+fn shell(m: &mut ObjectMeta) {
+    m.labels = None;
+    m.annotations = None;
+    m.owner_references = None;
+    m.finalizers = None;
+}
+
 /// Runs the loop forever; acts only while `leader` is true, and checks that again
 /// right before every write.
 pub async fn run(
@@ -255,23 +293,26 @@ pub async fn run(
     let notify = Arc::new(Notify::new());
     // The reflectors' tasks live exactly as long as this loop.
     let mut tasks = JoinSet::new();
-    // Listed from the apiserver's watch cache, as informers do (see `cache::run`).
-    let ours = watcher::Config::default()
-        .any_semantic()
+    // Listed from the apiserver's watch cache, as informers do (see `cache::run`). Pods
+    // by their label; workloads all, since SDF's charts label only their pod templates
+    // (kept: the Stellar ones, without their pod spec; the others as empty shells).
+    let every = watcher::Config::default().any_semantic();
+    let ours = every
+        .clone()
         .labels(&format!("{LABEL_NAME}={LABEL_NAME_VALUE}"));
     let scoped = |tasks: &mut JoinSet<()>| {
         (
             crate::watch::cache::scoped_apis::<StatefulSet>(&client, &s.namespaces)
                 .into_iter()
-                .map(|a| start_reflector(tasks, a, ours.clone(), notify.clone()))
+                .map(|a| start_reflector(tasks, a, every.clone(), notify.clone(), strip_sts))
                 .collect(),
             crate::watch::cache::scoped_apis::<Deployment>(&client, &s.namespaces)
                 .into_iter()
-                .map(|a| start_reflector(tasks, a, ours.clone(), notify.clone()))
+                .map(|a| start_reflector(tasks, a, every.clone(), notify.clone(), strip_deploy))
                 .collect(),
             crate::watch::cache::scoped_apis::<Pod>(&client, &s.namespaces)
                 .into_iter()
-                .map(|a| start_reflector(tasks, a, ours.clone(), notify.clone()))
+                .map(|a| start_reflector(tasks, a, ours.clone(), notify.clone(), |_| {}))
                 .collect(),
         )
     };
@@ -288,6 +329,7 @@ pub async fn run(
                     Api::<Namespace>::all(client.clone()),
                     cfg,
                     notify.clone(),
+                    |_| {},
                 )
             })
             .collect(),

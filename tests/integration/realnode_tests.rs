@@ -407,7 +407,8 @@ fn init_exit(pod: &Pod, name: &str) -> Result<Option<i32>, String> {
 /// and not its own, keeps the chart's own peers and every other line of the chart's file; the
 /// stand-in's admin port opens on 0.0.0.0:11626, as the chart's `PUBLIC_HTTP_PORT=true` asks,
 /// and the chart's readinessProbe (sh, curl and grep on the stand-in's `/info`) makes the pod
-/// Ready.
+/// Ready. A third validator then rolls both: the loop finds the chart's StatefulSets by their
+/// pod template's labels.
 pub async fn realnode_sdf_chart_validator_runs_core_init_under_bash_and_its_merged_config()
 -> TestResult {
     let (node, ns, inj, hook) = merge_mode_injector("realsdf").await?;
@@ -469,9 +470,13 @@ pub async fn realnode_sdf_chart_validator_runs_core_init_under_bash_and_its_merg
             config::check_ours(cfg)
                 .map_err(|v| format!("{name}'s printed config breaks our rules: {v:?}\n{cfg}"))?;
             let known = peers_in(cfg, "KNOWN_PEERS")?;
-            ensure(known.contains(other) && !known.contains(own), || {
-                format!("{name}: KNOWN_PEERS {known:?} (want {other}, not {own})")
-            })?;
+            // The other validator is a preferred peer: in PREFERRED_PEERS (stellar-core
+            // dials those whether or not KNOWN_PEERS lists them); itself in neither.
+            let preferred = peers_in(cfg, "PREFERRED_PEERS")?;
+            ensure(
+                preferred.contains(other) && !preferred.contains(own) && !known.contains(own),
+                || format!("{name}: PREFERRED_PEERS {preferred:?}, KNOWN_PEERS {known:?} (want {other}, not {own})"),
+            )?;
             ensure(chart_known.is_subset(&known), || {
                 format!("{name}: the chart's own peers {chart_known:?} not all in {known:?}")
             })?;
@@ -505,6 +510,18 @@ pub async fn realnode_sdf_chart_validator_runs_core_init_under_bash_and_its_merg
                 core_log.contains("stellar-core stand-in: admin GET /info -> 200 {\n"),
                 || format!("{name}: no probe call in core's log:\n{core_log}"),
             )?;
+        }
+        // A third validator: the loop finds the chart's StatefulSets by their pod template's
+        // labels (the chart puts `core.labels` there only) and rolls them, one at a time
+        // through the chart's readiness probe; the new pods' files hold the new peer.
+        add_sdf_validator(&ns, "sdf3").await?;
+        let a3 = sdf_addr("sdf3", &n);
+        for (old, name) in [(&p1, "sdf1-core-0"), (&p2, "sdf2-core-0")] {
+            let (new, _) =
+                running_with_peers_in(&ns, name, "core", &BTreeSet::from([a3.clone()])).await?;
+            ensure(new.metadata.uid != old.metadata.uid, || {
+                format!("{name} was not replaced")
+            })?;
         }
         Ok(())
     }

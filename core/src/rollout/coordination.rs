@@ -357,7 +357,7 @@ mod tests {
         serde_json::from_value(serde_json::json!({
             "metadata": {
                 "name": name, "namespace": "stellar", "generation": 2,
-                "labels": {crate::inject::LABEL_INSTANCE: name},
+                "labels": {crate::inject::LABEL_NAME: crate::inject::LABEL_NAME_VALUE, crate::inject::LABEL_INSTANCE: name},
                 "annotations": annotations.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
             },
             "spec": {"replicas": 1, "selector": {}, "serviceName": name, "template": {}},

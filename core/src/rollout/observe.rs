@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::controls::{ANNOTATION_ROLLOUT, Control};
 use super::plan::{self, Kind, PodState, WorkloadKey, WorkloadState};
-use crate::inject::{LABEL_INSTANCE, LABEL_ROLE, ROLE_READ_REPLICA};
+use crate::inject::{LABEL_INSTANCE, LABEL_NAME, LABEL_NAME_VALUE, LABEL_ROLE, ROLE_READ_REPLICA};
 
 /// Everything the planner needs from one observation of the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,6 +52,33 @@ fn instance_label(meta: &ObjectMeta) -> Option<String> {
     meta.labels.as_ref()?.get(LABEL_INSTANCE).cloned()
 }
 
+/// The StellarNode a workload runs, from the labels its pods get (what the webhook
+/// matches): its pod template's, else its own. SDF's charts put the webhook's labels on
+/// the pod template only (`core.labels`), the operator on both.
+fn workload_instance(meta: &ObjectMeta, template: &PodTemplateSpec) -> Option<String> {
+    let stellar = |m: &ObjectMeta| {
+        m.labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_NAME))
+            .is_some_and(|v| v == LABEL_NAME_VALUE)
+    };
+    match template.metadata.as_ref() {
+        Some(t) if stellar(t) => instance_label(t),
+        _ if stellar(meta) => instance_label(meta),
+        _ => None,
+    }
+}
+
+/// Whether a workload's pods are Stellar pods (its pod template, or else its own labels,
+/// say `app.kubernetes.io/name=stellar-node`): what the loop keeps of a watch of every
+/// StatefulSet and Deployment.
+pub fn is_stellar_workload(meta: &ObjectMeta, template: Option<&PodTemplateSpec>) -> bool {
+    template.map_or_else(
+        || workload_instance(meta, &PodTemplateSpec::default()).is_some(),
+        |t| workload_instance(meta, t).is_some(),
+    )
+}
+
 /// The operator's read replicas (`{name}-read`) carry their validator's instance label
 /// plus `stellar.org/role=read-replica`. They are no StellarNode's workload: counted as
 /// the validator's pods they would keep its StatefulSet from ever settling (holding the
@@ -77,9 +104,9 @@ fn observed_generation(meta: &ObjectMeta, status_generation: Option<i64>) -> boo
 /// the cross-check with its pods). `None` for objects without the instance label,
 /// namespace or spec, and for read replicas.
 pub fn sts_state(s: &StatefulSet) -> Option<WorkloadState> {
-    let instance = instance_label(&s.metadata)?;
     let namespace = s.metadata.namespace.clone()?;
     let spec = s.spec.as_ref()?;
+    let instance = workload_instance(&s.metadata, &spec.template)?;
     if is_read_replica(Some(&s.metadata)) || is_read_replica(spec.template.metadata.as_ref()) {
         return None;
     }
@@ -120,9 +147,9 @@ pub fn sts_state(s: &StatefulSet) -> Option<WorkloadState> {
 
 /// A Deployment as the planner sees it, from its own status alone.
 pub fn deploy_state(d: &Deployment) -> Option<WorkloadState> {
-    let instance = instance_label(&d.metadata)?;
     let namespace = d.metadata.namespace.clone()?;
     let spec = d.spec.as_ref()?;
+    let instance = workload_instance(&d.metadata, &spec.template)?;
     let (template_hash, opted_out) = template_hash_and_opt_out(&spec.template);
     let replicas = spec.replicas.unwrap_or(1);
     let settled = d.status.as_ref().is_some_and(|st| {
@@ -301,7 +328,7 @@ mod tests {
     fn base_sts(strategy: &str, generation: i64, status: Option<serde_json::Value>) -> StatefulSet {
         let mut v = json!({
             "metadata": {"name": "v1", "namespace": "ns", "generation": generation,
-                         "labels": {"app.kubernetes.io/instance": "v1"}},
+                         "labels": {"app.kubernetes.io/name": "stellar-node", "app.kubernetes.io/instance": "v1"}},
             "spec": {"replicas": 1, "serviceName": "v1-headless",
                      "selector": {"matchLabels": {"app.kubernetes.io/instance": "v1"}},
                      "updateStrategy": {"type": strategy},
@@ -312,6 +339,43 @@ mod tests {
             v["status"] = s;
         }
         sts(v)
+    }
+
+    /// SDF's chart labels only the pod template (`core.labels`): the StatefulSet is the
+    /// template's StellarNode's workload all the same. Without the webhook's name label on
+    /// either, it is nobody's.
+    #[test]
+    fn a_workload_is_known_by_its_pod_templates_labels() {
+        let mut s = base_sts("RollingUpdate", 1, Some(ready_status(1)));
+        s.metadata.labels = Some([("app".to_owned(), "sdf1-core".to_owned())].into());
+        let t = &mut s.spec.as_mut().expect("spec").template;
+        t.metadata.get_or_insert_default().labels = Some(
+            [
+                (
+                    "app.kubernetes.io/name".to_owned(),
+                    "stellar-node".to_owned(),
+                ),
+                (
+                    "app.kubernetes.io/instance".to_owned(),
+                    "sdf1-core".to_owned(),
+                ),
+            ]
+            .into(),
+        );
+        assert_eq!(sts_state(&s).expect("state").instance, "sdf1-core");
+        assert!(is_stellar_workload(
+            &s.metadata,
+            s.spec.as_ref().map(|x| &x.template)
+        ));
+        // Only an instance label, on the template or the object: not a Stellar workload.
+        let t = &mut s.spec.as_mut().expect("spec").template;
+        t.metadata.get_or_insert_default().labels =
+            Some([("app.kubernetes.io/instance".to_owned(), "x".to_owned())].into());
+        assert!(sts_state(&s).is_none());
+        assert!(!is_stellar_workload(
+            &s.metadata,
+            s.spec.as_ref().map(|x| &x.template)
+        ));
     }
 
     fn ready_status(generation: i64) -> serde_json::Value {
@@ -386,7 +450,7 @@ mod tests {
     fn deploy(generation: i64, status: Option<serde_json::Value>) -> Deployment {
         let mut v = json!({
             "metadata": {"name": "h", "namespace": "ns", "generation": generation,
-                         "labels": {"app.kubernetes.io/instance": "h"}},
+                         "labels": {"app.kubernetes.io/name": "stellar-node", "app.kubernetes.io/instance": "h"}},
             "spec": {"replicas": 2, "selector": {"matchLabels": {"a": "b"}},
                      "template": {"metadata": {"annotations": {"stellar.org/inject-peers": "false"}},
                                   "spec": {"containers": [{"name": "horizon"}]}}}
