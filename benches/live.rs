@@ -147,22 +147,24 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn live_run(pods: usize, changes: usize) -> Result<serde_json::Value, String> {
+/// `pods` running validators of one network in a namespace of their own, injected by an
+/// injector with the default flags plus `extra`.
+struct Network {
+    ns: TestNs,
+    inj: testkit::Injector,
+    hook: String,
+    names: Vec<String>,
+    api: Api<Pod>,
+    before: BTreeMap<String, (String, i32)>,
+}
+
+async fn network(prefix: &str, extra: &[&str], pods: usize) -> Result<Network, String> {
     let node = real_node()?;
     let image = injector_image(&node)?;
-    let ns = TestNs::new("benchlive").await?;
-    let (inj, hook) = injector_with_webhook(
-        &ns,
-        &[
-            "--init-image",
-            image,
-            "--debounce",
-            "0s",
-            "--peer-updates",
-            "live",
-        ],
-    )
-    .await?;
+    let ns = TestNs::new(prefix).await?;
+    let mut args = vec!["--init-image", image];
+    args.extend_from_slice(extra);
+    let (inj, hook) = injector_with_webhook(&ns, &args).await?;
     let names: Vec<String> = (0..pods).map(|i| format!("v{i:02}")).collect();
     for n in &names {
         add_validator(&ns, n, operator_cfg(), &node).await?;
@@ -170,6 +172,25 @@ async fn live_run(pods: usize, changes: usize) -> Result<serde_json::Value, Stri
     let api = ns.api::<Pod>();
     all_running(&api, &names, 300).await?;
     let before = identities(&api).await?;
+    Ok(Network {
+        ns,
+        inj,
+        hook,
+        names,
+        api,
+        before,
+    })
+}
+
+async fn live_run(pods: usize, changes: usize) -> Result<serde_json::Value, String> {
+    let Network {
+        ns,
+        inj,
+        hook,
+        names,
+        api,
+        before,
+    } = network("benchlive", &["--peer-updates", "live"], pods).await?;
     let mut every = Vec::new(); // per change: the slowest pod
     let mut each = Vec::new(); // per (change, pod)
     for k in 0..changes {
@@ -215,17 +236,14 @@ async fn live_run(pods: usize, changes: usize) -> Result<serde_json::Value, Stri
 }
 
 async fn restart_run(pods: usize) -> Result<serde_json::Value, String> {
-    let node = real_node()?;
-    let image = injector_image(&node)?;
-    let ns = TestNs::new("benchrestart").await?;
-    let (inj, hook) = injector_with_webhook(&ns, &["--init-image", image]).await?;
-    let names: Vec<String> = (0..pods).map(|i| format!("v{i:02}")).collect();
-    for n in &names {
-        add_validator(&ns, n, operator_cfg(), &node).await?;
-    }
-    let api = ns.api::<Pod>();
-    all_running(&api, &names, 300).await?;
-    let before = identities(&api).await?;
+    let Network {
+        ns,
+        inj,
+        hook,
+        names,
+        api,
+        before,
+    } = network("benchrestart", &[], pods).await?;
     let t0 = now_s();
     ns.create::<StellarNode>(stellar_node("a00", "Validator", "testnet", false))
         .await?;

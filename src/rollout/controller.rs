@@ -419,19 +419,17 @@ pub async fn run(
         let (plan, expired) = match state.next_at(Instant::now(), Some(minute), &snap, &observed) {
             Next::Debounce(left, live) => {
                 // Live updates restart nothing: they go now, not after the burst.
+                let exec = Exec {
+                    client: &client,
+                    events: &events,
+                    s: &s,
+                    snap: &snap,
+                    history: &history,
+                    workloads: &observed.workloads,
+                    metrics: &metrics,
+                };
                 for action in live {
-                    let outcome = execute(
-                        &client,
-                        &events,
-                        &s,
-                        &snap,
-                        &history,
-                        &observed.workloads,
-                        &action,
-                    )
-                    .await;
-                    metrics.rollout(action.network(), outcome);
-                    state.record(Instant::now(), &action, outcome != RolloutOutcome::Failed);
+                    exec.run(&mut state, &action).await;
                 }
                 wake = left;
                 continue;
@@ -516,18 +514,17 @@ pub async fn run(
             ) {
                 acted.insert(action.key().clone());
             }
-            let outcome = execute(
-                &client,
-                &events,
-                &s,
-                &snap,
-                &history,
-                &observed.workloads,
-                &action,
-            )
+            Exec {
+                client: &client,
+                events: &events,
+                s: &s,
+                snap: &snap,
+                history: &history,
+                workloads: &observed.workloads,
+                metrics: &metrics,
+            }
+            .run(&mut state, &action)
             .await;
-            metrics.rollout(action.network(), outcome);
-            state.record(Instant::now(), &action, outcome != RolloutOutcome::Failed);
         }
         if let Some(l) = linking.as_mut()
             && *leader.borrow()
@@ -755,6 +752,35 @@ fn reference(key: &WorkloadKey) -> ObjectReference {
         namespace: Some(key.namespace.clone()),
         name: Some(key.name.clone()),
         ..Default::default()
+    }
+}
+
+/// What executing one action needs: the write, its metric and the state's record of it.
+struct Exec<'a> {
+    client: &'a Client,
+    events: &'a EventSink,
+    s: &'a RolloutSettings,
+    snap: &'a PeerSnapshot,
+    history: &'a History,
+    workloads: &'a [WorkloadState],
+    metrics: &'a Metrics,
+}
+
+impl Exec<'_> {
+    /// Executes `action`, counts its outcome and records it in the loop's state.
+    async fn run(&self, state: &mut RolloutState, action: &Action) {
+        let outcome = execute(
+            self.client,
+            self.events,
+            self.s,
+            self.snap,
+            self.history,
+            self.workloads,
+            action,
+        )
+        .await;
+        self.metrics.rollout(action.network(), outcome);
+        state.record(Instant::now(), action, outcome != RolloutOutcome::Failed);
     }
 }
 
