@@ -35,8 +35,8 @@ use kube::api::{ListParams, LogParams};
 use serde_json::json;
 use stellar_peer_injector::crd::StellarNode;
 use testkit::{
-    TestNs, add_validator, delete_webhook, injector_image, injector_with_webhook, operator_cfg,
-    real_node, stellar_node, svc, wait_for,
+    TestNs, add_validator, connect_target, delete_webhook, injector_image, injector_with_webhook,
+    operator_cfg, pod_ready, real_node, standin_admin_target, stellar_node, svc, wait_for,
 };
 
 use common::*;
@@ -47,29 +47,6 @@ fn now_s() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Seconds since the epoch of an RFC 3339 UTC time as the kubelet writes log timestamps
-/// (`2026-12-07T23:01:02.123456789Z`).
-fn rfc3339(t: &str) -> Option<f64> {
-    let t = t.strip_suffix('Z')?;
-    let (date, time) = t.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, m, dd) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let mut h = time.split(':');
-    let (hh, mm) = (
-        h.next()?.parse::<i64>().ok()?,
-        h.next()?.parse::<i64>().ok()?,
-    );
-    let ss: f64 = h.next()?.parse().ok()?;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
-}
-
 /// The earliest time `pod`'s stand-in logged a `connect` for `target`.
 async fn connect_time(api: &Api<Pod>, pod: &str, target: &str) -> Option<f64> {
     let lp = LogParams {
@@ -78,14 +55,15 @@ async fn connect_time(api: &Api<Pod>, pod: &str, target: &str) -> Option<f64> {
         ..Default::default()
     };
     let log = api.logs(pod, &lp).await.ok()?;
-    log.lines()
-        .filter(|l| l.contains(&format!("admin GET {target} ")))
-        .find_map(|l| rfc3339(l.split_whitespace().next()?))
-}
-
-fn connect_target(address: &str) -> String {
-    let (host, port) = address.rsplit_once(':').unwrap_or((address, "11625"));
-    format!("/connect?peer={host}&port={port}")
+    // Each line: the kubelet's RFC 3339 timestamp, then what the container wrote.
+    log.lines().find_map(|l| {
+        let (ts, line) = l.split_once(' ')?;
+        if standin_admin_target(line)? != target {
+            return None;
+        }
+        let t: k8s_openapi::jiff::Timestamp = ts.parse().ok()?;
+        Some(t.as_nanosecond() as f64 / 1e9)
+    })
 }
 
 /// (uid, restartCount of stellar-node) of every pod of the namespace, by name.
@@ -122,14 +100,7 @@ async fn all_running(api: &Api<Pod>, names: &[String], secs: u64) -> Result<(), 
         || async {
             for n in names {
                 let p = api.get(&format!("{n}-0")).await.ok()?;
-                let ready = p
-                    .status
-                    .as_ref()?
-                    .conditions
-                    .as_ref()?
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
-                if !ready {
+                if !pod_ready(&p) {
                     return None;
                 }
             }

@@ -64,6 +64,14 @@ pub fn operator_statefulset(name: &str, node_type: &str, network: &str, replicas
     })
 }
 
+/// The pod's `Ready` condition is `True`.
+pub fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// Env of a named container of a pod.
 pub fn pod_env(pod: &Pod, container: &str) -> Vec<(String, String)> {
     pod.spec
@@ -134,14 +142,7 @@ pub async fn pod_peers(ns: &TestNs, instance: &str) -> Option<(String, Option<St
         .items
         .into_iter()
         .find(|p| p.metadata.deletion_timestamp.is_none())?;
-    let ready = p
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
-    if !ready {
+    if !pod_ready(&p) {
         return None;
     }
     Some((

@@ -187,6 +187,29 @@ pub fn standin_printed_config(log: &str) -> Option<(String, String)> {
     Some((path, log[start..stop].to_owned()))
 }
 
+/// The request target the stand-in stellar-core's admin port recorded on one log line
+/// (`stellar-core stand-in: admin GET TARGET -> CODE ...`), for GET requests.
+pub fn standin_admin_target(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("stellar-core stand-in: admin GET ")?;
+    rest.split_whitespace().next()
+}
+
+/// Every `connect` the stand-in recorded in `log`, as request targets, in order.
+pub fn standin_connect_calls(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(standin_admin_target)
+        .filter(|t| t.starts_with("/connect?"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The request target of stellar-core's `connect` for a peer address `host[:port]`
+/// (port 11625 when absent): what the live sidecar sends for an added peer.
+pub fn connect_target(address: &str) -> String {
+    let (host, port) = address.rsplit_once(':').unwrap_or((address, "11625"));
+    format!("/connect?peer={host}&port={port}")
+}
+
 /// The default route's gateway and device (`ip -4 route show default`), if there is one.
 pub fn default_route() -> Option<(String, String)> {
     let out = Command::new("ip")

@@ -21,21 +21,6 @@ use stellar_peer_injector::crd::StellarNode;
 use crate::realnode_tests::running_with_peers;
 use crate::support::*;
 
-/// The stand-in's record of one admin call: the request target of every `connect` it got.
-fn connect_calls(log: &str) -> Vec<String> {
-    log.lines()
-        .filter_map(|l| l.split_once("admin GET ").map(|(_, rest)| rest))
-        .filter(|t| t.starts_with("/connect?"))
-        .map(|t| t.split_whitespace().next().unwrap_or("").to_owned())
-        .collect()
-}
-
-/// `connect`'s target for a per-pod address `host:port`.
-fn connect_target(address: &str) -> String {
-    let (host, port) = address.rsplit_once(':').unwrap_or((address, "11625"));
-    format!("/connect?peer={host}&port={port}")
-}
-
 /// The running pod `<name>-0` once its stellar-core knows `peer`: started with it in its
 /// file, or told through `connect` (a pod created before that peer's StellarNode was seen
 /// is updated live, not restarted).
@@ -52,7 +37,7 @@ async fn running_knowing(ns: &TestNs, name: &str, peer: &str) -> Result<Pod, Str
                 let p = api.get(&pod).await.ok()?;
                 let log = container_log(&api, &pod, "stellar-node").await.ok()?;
                 let (_, cfg) = standin_printed_config(&log)?;
-                (cfg.contains(peer) || connect_calls(&log).contains(&target)).then_some(p)
+                (cfg.contains(peer) || standin_connect_calls(&log).contains(&target)).then_some(p)
             }
         },
     )
@@ -80,7 +65,7 @@ async fn connected(api: &Api<Pod>, pod: &str, want: &str, secs: u64) -> Result<S
             let (api, last) = (api.clone(), &last);
             async move {
                 let log = container_log(&api, pod, "stellar-node").await.ok()?;
-                let hit = connect_calls(&log).iter().any(|c| c == want);
+                let hit = standin_connect_calls(&log).iter().any(|c| c == want);
                 *last.lock().unwrap_or_else(|e| e.into_inner()) = log.clone();
                 hit.then_some(log)
             }
@@ -140,7 +125,9 @@ pub async fn a_new_validator_is_connected_live_and_nothing_restarts() -> TestRes
         let api = ns.api::<Pod>();
         let mut earlier = Vec::new();
         for pod in ["v1-0", "v2-0"] {
-            earlier.push(connect_calls(&container_log(&api, pod, "stellar-node").await?).len());
+            earlier.push(
+                standin_connect_calls(&container_log(&api, pod, "stellar-node").await?).len(),
+            );
         }
         add_validator_with(&ns, "v3", operator_cfg(), &node, |_| {}).await?;
         let want = connect_target(&svc("v3", &n));
@@ -150,7 +137,7 @@ pub async fn a_new_validator_is_connected_live_and_nothing_restarts() -> TestRes
         {
             let log = connected(&api, pod, &want, 90).await?;
             // The calls since v3 was added: for v3 only (retries included).
-            let calls: Vec<String> = connect_calls(&log).into_iter().skip(skip).collect();
+            let calls: Vec<String> = standin_connect_calls(&log).into_iter().skip(skip).collect();
             ensure(
                 !calls.is_empty() && calls.iter().all(|c| c == &want),
                 || format!("{pod} got connect for more than the new peer: {calls:?}"),
@@ -210,7 +197,8 @@ pub async fn a_new_validator_is_connected_live_and_nothing_restarts() -> TestRes
 
         // Removed: the pods' annotation drops v3, nothing restarts, no connect is sent.
         let v2_before = api.get("v2-0").await.map_err(|e| e.to_string())?;
-        let calls_before = connect_calls(&container_log(&api, "v2-0", "stellar-node").await?);
+        let calls_before =
+            standin_connect_calls(&container_log(&api, "v2-0", "stellar-node").await?);
         ns.api::<StellarNode>()
             .delete("v3", &DeleteParams::default())
             .await
@@ -254,7 +242,7 @@ pub async fn a_new_validator_is_connected_live_and_nothing_restarts() -> TestRes
         )?;
         let log = container_log(&api, "v2-0", "stellar-node").await?;
         ensure_eq!(
-            connect_calls(&log),
+            standin_connect_calls(&log),
             calls_before,
             "v2-0's connect calls after the removal (none new)"
         )?;
